@@ -1,0 +1,1 @@
+"""One module per CLI command. Each parses, calls the library, prints; nothing more."""

@@ -1,0 +1,64 @@
+"""What every command shares: turning errors into one line and an exit code, JSON output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+from nnseal.errors import EXIT_ENVIRONMENT, EXIT_REFUSED, NnsealError, Refused
+
+
+def report_errors(fn):
+    """Run a command body; print any failure as one line on stderr and exit with its code.
+
+    Set NNSEAL_DEBUG=1 to get the traceback of an unexpected error.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except NnsealError as err:
+            kind = "refused" if isinstance(err, Refused) else "error"
+            click.echo(f"nnseal: {kind}: {one_line(str(err))}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("nnseal: interrupted", err=True)
+            sys.exit(130)
+        except OSError as err:
+            where = f"{err.filename}: " if err.filename else ""
+            click.echo(f"nnseal: error: {where}{one_line(err.strerror or str(err))}", err=True)
+            sys.exit(EXIT_ENVIRONMENT)
+        except Exception as err:  # a bug, but the user still gets one line
+            if os.environ.get("NNSEAL_DEBUG"):
+                raise
+            click.echo(
+                f"nnseal: refused: unexpected {type(err).__name__}: {one_line(str(err))} "
+                "(set NNSEAL_DEBUG=1 for a traceback, and please report it)",
+                err=True,
+            )
+            # Unexpected failures happen on inputs nnseal did not understand: refuse them.
+            sys.exit(EXIT_REFUSED)
+
+    return wrapper
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def emit_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def show_progress(quiet: bool) -> bool:
+    """Progress bars only for a person at a terminal: never in CI, with --quiet or piped."""
+    if quiet or os.environ.get("CI"):
+        return False
+    return sys.stderr.isatty()

@@ -1,0 +1,87 @@
+"""Files that appear whole or not at all, and hashing at disk speed."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from nnseal.errors import EnvironmentProblem, WouldOverwrite, from_os_error
+
+# 1 MiB reads: large enough that hashlib, not Python, is the bottleneck.
+CHUNK = 1 << 20
+TEMP_PREFIX = ".nnseal-tmp-"
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, force: bool = False, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a file to write; it becomes ``path`` only if the block ends without an exception.
+
+    The temporary file lives beside ``path`` (same filesystem, so the final rename is
+    atomic) and is removed on any failure, Ctrl-C included. Without ``force`` an
+    existing ``path`` is never replaced, even if it appears while we write.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise WouldOverwrite("exists; pass --force to replace it", path=path)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix="-" + path.name, dir=parent)
+    except OSError as err:
+        raise from_os_error(err, parent) from err
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path exists: no clobbering race
+            except FileExistsError:
+                raise WouldOverwrite("exists; pass --force to replace it", path=path) from None
+            except OSError as err:
+                if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
+                    raise
+                os.replace(tmp, path)  # filesystems without hard links
+            tmp.unlink(missing_ok=True)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, EnvironmentProblem):
+            raise from_os_error(err, path) from err
+        raise
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class HashingWriter:
+    """A write-only file object that hashes and counts every byte passed through it."""
+
+    def __init__(self, target: BinaryIO):
+        self._target = target
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.sha256.update(view)
+        self.size += view.nbytes
+        self._target.write(view)
+        return view.nbytes
+
+    def hexdigest(self) -> str:
+        return self.sha256.hexdigest()

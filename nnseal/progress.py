@@ -1,0 +1,31 @@
+"""Byte progress bars that vanish when nobody is watching."""
+
+from __future__ import annotations
+
+import contextlib
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_description(self, desc: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def byte_bar(enabled: bool, total: int | None, desc: str):
+    """A tqdm bar counting bytes when enabled, else an object with the same methods doing nothing."""
+    if not enabled:
+        yield _NoBar()
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
