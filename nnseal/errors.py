@@ -98,3 +98,7 @@ def from_os_error(err: OSError, path: str | os.PathLike | None = None) -> Enviro
     """Turn an OSError into a one-line EnvironmentProblem naming the file."""
     where = path if path is not None else err.filename
     return EnvironmentProblem(err.strerror or str(err), path=where)
+
+
+class MalformedPickle(Refused):
+    """A pickle that cannot be parsed (truncated, unknown opcode, broken stack) or is over the scan limits."""

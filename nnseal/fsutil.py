@@ -83,5 +83,8 @@ class HashingWriter:
         self._target.write(view)
         return view.nbytes
 
+    def flush(self) -> None:
+        self._target.flush()
+
     def hexdigest(self) -> str:
         return self.sha256.hexdigest()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +73,12 @@ def architecture(spec: ToySpec) -> dict:
 
 
 def plans_json(spec: ToySpec) -> dict:
+    # Plans describe the 3D data (2D images are 1-slice volumes); a 2d configuration's
+    # own sizes and spacing have two entries.
     nd = spec.dims
     spacing = [1.0] * nd
+    data_shape = ([1] if nd == 2 else []) + [s * 2 for s in spec.patch_size]
+    data_spacing = ([999.0] if nd == 2 else []) + spacing
     configuration = {
         "data_identifier": f"{PLANS}_{spec.configuration}",
         "preprocessor_name": "DefaultPreprocessor",
@@ -94,11 +100,11 @@ def plans_json(spec: ToySpec) -> dict:
     return {
         "dataset_name": DATASET,
         "plans_name": PLANS,
-        "original_median_spacing_after_transp": spacing,
-        "original_median_shape_after_transp": [s * 2 for s in spec.patch_size],
+        "original_median_spacing_after_transp": data_spacing,
+        "original_median_shape_after_transp": data_shape,
         "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": list(range(nd)),
-        "transpose_backward": list(range(nd)),
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
         "configurations": {spec.configuration: configuration},
         "experiment_planner_used": "ExperimentPlanner",
         "label_manager": "LabelManager",
@@ -134,8 +140,8 @@ def fingerprint_json(spec: ToySpec) -> dict:
     return {
         "foreground_intensity_properties_per_channel": plans_json(spec)["foreground_intensity_properties_per_channel"],
         "median_relative_size_after_cropping": 1.0,
-        "shapes_after_crop": [[1] + [s * 2 for s in spec.patch_size] for _ in range(4)],
-        "spacings": [[1.0] * spec.dims for _ in range(4)],
+        "shapes_after_crop": [([1] if spec.dims == 2 else []) + [s * 2 for s in spec.patch_size] for _ in range(4)],
+        "spacings": [([999.0] if spec.dims == 2 else []) + [1.0] * spec.dims for _ in range(4)],
     }
 
 
@@ -239,6 +245,14 @@ def checkpoint_dict(spec: ToySpec, fold, seed: int, epochs: int = 3) -> dict:
     }
 
 
+def tiny_png() -> bytes:
+    """A valid 1x1 grey PNG: nnU-Net's own exporter insists on fold_N/progress.png."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b"")
+
+
 def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=4))
 
@@ -261,6 +275,7 @@ def build_results(results_dir: str | Path, *, folds=(0, 1), spec: ToySpec = ToyS
             torch.save(checkpoint_dict(spec, fold, seed), fold_dir / f"{name}.pth")
         write_json(fold_dir / "debug.json", {"output_folder": str(fold_dir.resolve()), "hostname": "gpu-node-17"})
         (fold_dir / "training_log_2026_1_1_00_00_00.txt").write_text("epoch 0\ntrain_loss -0.1\n")
+        (fold_dir / "progress.png").write_bytes(tiny_png())
         (fold_dir / "validation").mkdir(exist_ok=True)
         write_json(fold_dir / "validation" / "summary.json",
                    {"metric_per_case": [{"prediction_file": "/home/alice/pred/toy_000.nii.gz"}]})

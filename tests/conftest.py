@@ -75,3 +75,31 @@ def assert_one_line_refusal(proc: subprocess.CompletedProcess, *needles: str) ->
     assert "Traceback" not in proc.stderr
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.fixture(scope="session")
+def session_key(tmp_path_factory):
+    """An ECDSA P-256 key pair (KeyFiles: private_path, public_path, fingerprint)."""
+    from nnseal.package.keys import generate_key_pair
+
+    return generate_key_pair(tmp_path_factory.mktemp("keys") / "signer")
+
+
+@pytest.fixture(scope="session")
+def toy_package_session(tmp_path_factory, toy_results_session, session_key) -> Path:
+    """The toy model exported and signed once; copy before changing it."""
+    from nnseal import toy_model
+    from nnseal.package.export import export_model_to_zip
+
+    out = tmp_path_factory.mktemp("package") / "Dataset042_Toy.zip"
+    model = toy_results_session / toy_model.DATASET / toy_model.model_folder_name("2d")
+    export_model_to_zip(model, out, key=session_key.private_path)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def isolated_trust(tmp_path, monkeypatch) -> Path:
+    """Every test gets an empty trust folder: no key trusted on this machine leaks in."""
+    folder = tmp_path / "trusted_keys"
+    monkeypatch.setenv("NNSEAL_TRUSTED_KEYS", str(folder))
+    return folder

@@ -62,3 +62,23 @@ def show_progress(quiet: bool) -> bool:
     if quiet or os.environ.get("CI"):
         return False
     return sys.stderr.isatty()
+
+
+def passphrase_options(fn):
+    """--passphrase (prompt) and --passphrase-env VAR, for commands that take a private key."""
+    fn = click.option("--passphrase-env", metavar="VAR",
+                      help="Read the key passphrase from environment variable VAR.")(fn)
+    fn = click.option("--passphrase", is_flag=True, help="Ask for the key passphrase at a prompt.")(fn)
+    return fn
+
+
+def read_passphrase(prompt: bool, env_var: str | None, *, confirm: bool) -> bytes | None:
+    """The passphrase from VAR or a prompt; None when neither was asked for."""
+    if env_var:
+        value = os.environ.get(env_var)
+        if value is None:
+            raise click.UsageError(f"--passphrase-env {env_var}: that environment variable is not set")
+        return value.encode("utf-8")
+    if prompt:
+        return click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm).encode("utf-8")
+    return None

@@ -1,0 +1,92 @@
+"""nnseal download: fetch a package by URL into the results folder, then install it verified."""
+
+from __future__ import annotations
+
+import re
+
+import click
+
+from nnseal.commands._common import emit_json, report_errors, show_progress
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(ctx, param, value):
+    """BYTES, or a number with K/M/G/T (binary units: 8G = 8 GiB)."""
+    if value is None:
+        return None
+    match = _SIZE.match(str(value))
+    if match is None:
+        raise click.BadParameter(f"{value!r} is not a size (examples: 3000000000, 500M, 8G)")
+    unit = (match[2] or "")[:1].upper()
+    return int(match[1]) * _UNITS[unit]
+
+
+def check_sha256(ctx, param, value):
+    if value is None:
+        return None
+    from nnseal.verify.download import normalise_sha256
+
+    try:
+        return normalise_sha256(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+@click.command(help="""Download the package at URL and install it the verified way.
+
+http, https and file URLs. The download streams into a temporary file inside the
+results folder (same filesystem, never the home folder), resumes a dropped
+connection with a Range request, retries connection errors, timeouts, 429 and 5xx
+with backoff, and is removed on success and on every failure, Ctrl-C included.
+Then `nnseal install` runs on it: signature checked against --trusted-key files and
+the trust folder. --sha256 pins the download (a mismatch is refused before
+anything is extracted); with --unsigned it installs a legacy nnU-Net zip.
+
+Exit codes: 0 installed, 1 refused (verification), 3 network, HTTP or I/O error.""")
+@click.argument("url")
+@click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
+              help="Public key (PEM) to trust for this install; repeatable.")
+@click.option("--sha256", callback=check_sha256, metavar="HEX", help="Refuse unless the download has this sha256.")
+@click.option("--results", "-o", "results", type=click.Path(file_okay=False),
+              help="Results folder (default: $nnUNet_results).")
+@click.option("--keep", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Keep the verified zip at FILE (only after the install succeeded).")
+@click.option("--unsigned", is_flag=True, help="Install a legacy nnU-Net zip without a signature (pin it with --sha256).")
+@click.option("--force", is_flag=True, help="Replace an existing model folder (atomically) and an existing --keep FILE.")
+@click.option("--max-size", callback=parse_size, metavar="BYTES",
+              help="Largest download accepted, e.g. 3000000000 or 8G (default 8G).")
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=15.0, show_default=True,
+              metavar="S", help="Seconds to wait for a connection.")
+@click.option("--read-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              metavar="S", help="Seconds to wait for the server's next bytes.")
+@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True, metavar="N",
+              help="Retries after connection errors, timeouts, 429, 5xx and dropped bodies.")
+@click.option("--backoff", type=click.FloatRange(min=0), default=1.0, envvar="NNSEAL_BACKOFF_BASE", hidden=True,
+              help="Seconds before the first retry (doubles each time); tests make it small.")
+@click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@report_errors
+def command(url, trusted_keys, sha256, results, keep, unsigned, force, max_size, connect_timeout, read_timeout,
+            retries, backoff, quiet, as_json):
+    from nnseal.commands.install import print_install_report
+    from nnseal.verify.download import DownloadPolicy, download_then_install, redact
+
+    policy = DownloadPolicy(connect_timeout=connect_timeout, read_timeout=read_timeout, retries=retries,
+                            backoff=backoff, **({"max_bytes": max_size} if max_size is not None else {}))
+    outcome = download_then_install(url, results, trusted_keys=trusted_keys, sha256=sha256, keep=keep,
+                                    unsigned=unsigned, force=force, policy=policy,
+                                    progress=show_progress(quiet or as_json))
+    got = outcome.download
+    if as_json:
+        # "package" names where the zip came from, not the temporary file it passed through.
+        emit_json({**outcome.install.to_json(), "package": str(keep) if keep else redact(got.url), "download": {
+            "url": redact(got.url), "final_url": redact(got.final_url), "bytes": got.size, "sha256": got.sha256,
+            "resumed": got.resumed, "restarts": got.restarts, "kept": keep}})
+        return
+    if not quiet:
+        click.echo(f"downloaded {got.size} bytes, sha256 {got.sha256}")
+    print_install_report(outcome.install, quiet=quiet, as_json=False)
+    if keep and not quiet:
+        click.echo(f"kept the verified zip at {keep}")

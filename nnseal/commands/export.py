@@ -1,0 +1,71 @@
+"""nnseal export: model folder(s) -> signed package."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from nnseal.commands._common import emit_json, passphrase_options, read_passphrase, report_errors, show_progress
+
+
+def _split(values) -> list[str]:
+    """Accept nnU-Net's habits: `-f 0 -f 1`, `-f 0,1` and `--checkpoints final,best`."""
+    return [part for value in values or () for part in str(value).replace(",", " ").split()]
+
+
+@click.command(help="""Sanitize, package and sign trained nnU-Net models into one zip.
+
+Give model folders with -i, or select like nnU-Net does with -d/-c/-tr/-p under
+$nnUNet_results. By default every fold found and both checkpoint_final and
+checkpoint_best are exported. The key may come from $NNSEAL_SIGNING_KEY and its
+passphrase from $NNSEAL_KEY_PASSPHRASE.""")
+@click.option("-i", "input_folders", multiple=True, type=click.Path(file_okay=False),
+              help="Model folder (DatasetXXX_Name/Trainer__Plans__configuration); repeatable.")
+@click.option("-o", "output", required=True, type=click.Path(dir_okay=False), help="Package zip to write.")
+@click.option("--key", type=click.Path(dir_okay=False), help="Signing key (PEM). Default: $NNSEAL_SIGNING_KEY.")
+@passphrase_options
+@click.option("-d", "dataset", help="Dataset id or name under $nnUNet_results (instead of -i).")
+@click.option("-c", "configurations", multiple=True, help="Configuration(s), with -d; repeatable.")
+@click.option("-tr", "trainer", default="nnUNetTrainer", show_default=True, help="Trainer, with -d.")
+@click.option("-p", "plans", default="nnUNetPlans", show_default=True, help="Plans identifier, with -d.")
+@click.option("-f", "folds", multiple=True, help="Folds (0-4, all); repeatable or comma-separated. Default: all found.")
+@click.option("--checkpoints", "checkpoint_names", default=None, help="final,best (default: both where present).")
+@click.option("--name", help="Model name (default: dataset.json's name).")
+@click.option("--description", help="Model description (default: dataset.json's).")
+@click.option("--licence", "--license", "licence", help="Licence (default: dataset.json's).")
+@click.option("--reference", help="Reference / citation (default: dataset.json's).")
+@click.option("--release", help="Release (default: dataset.json's).")
+@click.option("--include-progress", is_flag=True, help="Also ship fold_N/progress.png.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@report_errors
+def command(input_folders, output, key, passphrase, passphrase_env, dataset, configurations, trainer, plans, folds,
+            checkpoint_names, name, description, licence, reference, release, include_progress, force, quiet,
+            as_json):
+    from nnseal.package import layout
+    from nnseal.package.export import export_model_to_zip
+
+    if bool(input_folders) == bool(dataset):
+        raise click.UsageError("give model folders with -i, or select them with -d and -c (not both)")
+    if dataset:
+        if not configurations:
+            raise click.UsageError("-d needs at least one -c CONFIGURATION")
+        input_folders = layout.model_folders_from_selection(layout.results_dir(), dataset, _split(configurations),
+                                                            trainer, plans)
+    report = export_model_to_zip(
+        [os.fspath(f) for f in input_folders], output, key=key,
+        passphrase=read_passphrase(passphrase, passphrase_env, confirm=False),
+        folds=_split(folds) or None, checkpoints=_split([checkpoint_names]) if checkpoint_names else None,
+        metadata={"name": name, "description": description, "licence": licence, "reference": reference,
+                  "release": release},
+        include_progress=include_progress, force=force, progress=show_progress(quiet or as_json))
+    if as_json:
+        emit_json(report.to_json())
+    elif not quiet:
+        n_ckpt = sum(len(m["checkpoints"]) for m in report.models)
+        click.echo(f"wrote {report.output}: {len(report.models)} model folder(s), {n_ckpt} checkpoint(s), "
+                   f"{len(report.entries)} entries, {report.package_bytes:,} bytes "
+                   f"(sources {report.source_bytes:,} bytes, removed {report.removed_bytes:,})")
+        click.echo(f"signed by {report.signer_fingerprint}")

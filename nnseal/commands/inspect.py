@@ -1,0 +1,39 @@
+"""nnseal inspect: what a package says about itself; nothing trusted, nothing extracted."""
+
+from __future__ import annotations
+
+import click
+
+from nnseal.commands._common import emit_json, report_errors
+
+
+@click.command(help="""Show PACKAGE's card, signer fingerprint (and whether that key is
+trusted), configurations, folds and sizes. Nothing is verified or extracted: use
+`nnseal verify` to check the signature and hashes.""")
+@click.argument("package", type=click.Path(dir_okay=False))
+@click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
+              help="Public key (PEM) to count as trusted; repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@report_errors
+def command(package, trusted_keys, as_json):
+    from nnseal.verify.report import inspect_package
+
+    info = inspect_package(package, trusted_keys)
+    if as_json:
+        emit_json(info)
+        return
+    card = info["card"] or {}
+    model = card.get("model") or {}
+    click.echo(f"package:   {info['package']}  ({info['bytes']:,} bytes in {len(info['entries'])} entries)")
+    click.echo(f"format:    {card.get('format', '?')} v{card.get('format_version', '?')}, "
+               f"made by {card.get('created_by', {})}")
+    for key in ("name", "description", "licence", "reference", "release"):
+        if model.get(key):
+            click.echo(f"{key + ':':<10} {model[key]}")
+    trusted = "trusted" if info["signer_trusted"] else "NOT trusted"
+    click.echo(f"signer:    {info['signer_fingerprint'] or 'none'} ({trusted}; signature not checked here)")
+    for folder, model_info in sorted(info["models"].items()):
+        click.echo(f"model:     {folder}: folds {', '.join(model_info['folds'])}; "
+                   f"{len(model_info['checkpoints'])} checkpoint(s), {model_info['bytes']:,} bytes")
+    for note in info["notes"]:
+        click.echo(f"note:      {note}")

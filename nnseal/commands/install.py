@@ -1,0 +1,49 @@
+"""nnseal install: verify a package, then install it atomically."""
+
+from __future__ import annotations
+
+import click
+
+from nnseal.commands._common import emit_json, report_errors, show_progress
+
+
+@click.command(help="""Verify PACKAGE and install it into the results folder.
+
+The signature is checked against --trusted-key files and the trust folder
+(`nnseal trust`); every entry is hashed while it is extracted into a staging folder
+inside the results folder; checkpoints are rebuilt for nnU-Net; then each model
+folder is moved into place in one rename. An existing model folder is refused
+unless --force. --unsigned installs a zip made by nnUNetv2_export_model_to_zip
+(checkpoints sanitized and rebuilt, pickles dropped), without provenance.""")
+@click.argument("package", type=click.Path(dir_okay=False))
+@click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
+              help="Public key (PEM) to trust for this install; repeatable.")
+@click.option("--results", "-o", "results", type=click.Path(file_okay=False),
+              help="Results folder (default: $nnUNet_results).")
+@click.option("--force", is_flag=True, help="Replace an existing model folder (atomically).")
+@click.option("--unsigned", is_flag=True, help="Install a legacy nnU-Net zip without a signature.")
+@click.option("--sha256", help="Refuse unless the zip has this sha256.")
+@click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@report_errors
+def command(package, trusted_keys, results, force, unsigned, sha256, quiet, as_json):
+    from nnseal.verify.install import install_model_from_zip
+
+    report = install_model_from_zip(package, results, trusted_keys=trusted_keys, force=force, unsigned=unsigned,
+                                    sha256=sha256, progress=show_progress(quiet or as_json))
+    print_install_report(report, quiet=quiet, as_json=as_json)
+
+
+def print_install_report(report, *, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.to_json())
+        return
+    for warning in report.warnings:
+        click.echo(f"nnseal: warning: {warning}", err=True)
+    if quiet:
+        return
+    who = f"signed by {report.signer_fingerprint}" if report.signer_fingerprint else "UNSIGNED"
+    for model in report.models:
+        verb = "replaced" if model in report.replaced else "installed"
+        click.echo(f"{verb} {model}")
+    click.echo(f"{len(report.checkpoints)} checkpoint(s) rebuilt; {who}")

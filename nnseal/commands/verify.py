@@ -1,0 +1,45 @@
+"""nnseal verify: a package against its signature, or an installed model against its receipt."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from nnseal.commands._common import emit_json, one_line, report_errors
+from nnseal.errors import EXIT_REFUSED
+
+
+@click.command(help="""Check PACKAGE.zip (signature against the trusted keys, then every
+entry's sha256 against the signed manifest; nothing is extracted), or re-hash an
+installed MODEL_FOLDER against the receipt written at install. Every problem is
+reported; exit 1 if there is any.""")
+@click.argument("target", type=click.Path())
+@click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
+              help="Public key (PEM) to trust; repeatable. The trust folder is used too.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@report_errors
+def command(target, trusted_keys, as_json):
+    if os.path.isdir(target):
+        from nnseal.verify.receipt import check_installed
+
+        report = check_installed(target)
+        problems = report.problems()
+        ok_line = f"{target}: OK, every installed file matches its receipt ({report.provenance})"
+    else:
+        from nnseal.verify.report import verify_package
+
+        report = verify_package(target, trusted_keys)
+        problems = report.problems
+        ok_line = (f"{target}: OK, signed by trusted key {report.signer_fingerprint}, "
+                   f"{report.entries} entries match")
+    if as_json:
+        emit_json(report.to_json())
+    elif report.ok:
+        click.echo(ok_line)
+    else:
+        for problem in problems:
+            click.echo(f"nnseal: refused: {target}: {one_line(problem)}", err=True)
+    if not report.ok:
+        sys.exit(EXIT_REFUSED)

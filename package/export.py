@@ -1,0 +1,164 @@
+"""Export: trained nnU-Net model folders -> one signed nnseal package (a zip).
+
+Each checkpoint is sanitized and streamed into the zip as safetensors, hashed as it is
+written; JSON files are cleaned; the card and the OMS signature close the archive. The
+zip appears under its final name only when complete and signed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from nnseal import __version__
+from nnseal.errors import ModelLayoutError
+from nnseal.fsutil import atomic_output
+from nnseal.package import layout
+from nnseal.package.card import METADATA_FIELDS, CheckpointRecord, ModelRecord, build_card, card_bytes
+from nnseal.progress import byte_bar
+
+JSON_KINDS = {"plans.json": "plans", "dataset.json": "dataset", "dataset_fingerprint.json": "fingerprint"}
+
+
+@dataclass
+class ExportReport:
+    output: str
+    entries: dict[str, dict] = field(default_factory=dict)  # name -> {sha256, bytes}
+    models: list[dict] = field(default_factory=list)
+    signer_fingerprint: str = ""
+    source_bytes: int = 0
+    package_bytes: int = 0
+    removed_bytes: int = 0
+
+    def to_json(self) -> dict:
+        return {
+            "output": self.output, "signer_fingerprint": self.signer_fingerprint,
+            "source_bytes": self.source_bytes, "package_bytes": self.package_bytes,
+            "removed_bytes": self.removed_bytes, "entries": self.entries, "models": self.models,
+        }
+
+
+class _ProgressSink:
+    """Passes writes through to the zip entry and advances a byte bar."""
+
+    def __init__(self, target, bar):
+        self._target, self._bar = target, bar
+
+    def write(self, data) -> int:
+        n = self._target.write(data)
+        self._bar.update(memoryview(data).nbytes)
+        return n
+
+
+def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.PathLike], output_file: str | os.PathLike,
+                        *, key: str | os.PathLike | None = None, passphrase: bytes | None = None,
+                        folds: Sequence[str | int] | None = None, checkpoints: Sequence[str] | None = None,
+                        metadata: dict | None = None, include_progress: bool = False, force: bool = False,
+                        progress: bool = False) -> ExportReport:
+    """Sanitize, package and sign one or more model folders of one dataset into ``output_file``.
+
+    ``key`` is a PEM private key path (or ``$NNSEAL_SIGNING_KEY``); ``passphrase`` (or
+    ``$NNSEAL_KEY_PASSPHRASE``) unlocks an encrypted key. ``folds``/``checkpoints`` default
+    to everything present. ``metadata`` overrides name/description/licence/reference/release,
+    which otherwise come from dataset.json.
+    """
+    from nnseal.package.keys import fingerprint, signing_key_from_env_or_path
+    from nnseal.package.oms import SIGNATURE_NAME, sign_manifest
+    from nnseal.package.zipwriter import DeterministicZipWriter
+    from nnseal.sanitize.checkpoint import load_sanitized, write_sanitized
+    from nnseal.sanitize.jsonclean import clean_json_file
+
+    # Unlock the key first: a wrong passphrase should cost nothing.
+    private_key = signing_key_from_env_or_path(None if key is None else os.fspath(key), passphrase)
+    models = _collect_models(input_folder, folds, checkpoints)
+    dataset = models[0].dataset
+    output = Path(output_file)
+    report = ExportReport(output=str(output), signer_fingerprint=fingerprint(private_key.public_key()))
+    records: list[ModelRecord] = []
+    card_metadata: dict = {}
+
+    with atomic_output(output, force=force) as handle:
+        with DeterministicZipWriter(handle) as writer:
+            for model in models:
+                record = ModelRecord(folder=model.relative, trainer=model.trainer, plans=model.plans,
+                                     configuration=model.configuration, folds=model.folds)
+                for json_name, kind in JSON_KINDS.items():
+                    source = model.path / json_name
+                    if not source.is_file():
+                        continue  # plans.json and dataset.json were checked by parse_model_folder
+                    cleaned = clean_json_file(kind, source.read_bytes(), name=str(source))
+                    writer.add_bytes(f"{model.relative}/{json_name}", cleaned.to_bytes(), compress=True)
+                    record.json_findings[json_name] = [vars(f) for f in cleaned.findings]
+                    if kind == "dataset" and not card_metadata:
+                        card_metadata = {k: cleaned.data.get(k) for k in METADATA_FIELDS
+                                         if isinstance(cleaned.data, dict) and isinstance(cleaned.data.get(k), str)}
+                for checkpoint in model.checkpoints:
+                    entry = layout.checkpoint_entry(model, checkpoint)
+                    sanitized = load_sanitized(checkpoint.source)
+                    _check_matches_folder(sanitized.meta, model, checkpoint)
+                    source_bytes = sanitized.report.source_bytes
+                    with byte_bar(progress, None, f"{model.configuration} {checkpoint.fold_dir}/{checkpoint.name}") as bar:
+                        with writer.entry(entry, compress=False) as sink:
+                            write_sanitized(sanitized, _ProgressSink(sink, bar))
+                    size = writer.sizes[entry]
+                    record.checkpoints.append(CheckpointRecord(
+                        entry=entry, fold=checkpoint.fold, checkpoint=checkpoint.name,
+                        source_sha256=sanitized.report.source_sha256, source_bytes=source_bytes, bytes=size,
+                        tensors=len(sanitized.tensors), names=len(sanitized.names),
+                        removed=list(sanitized.report.dropped_keys), kept=dict(sanitized.meta)))
+                    report.source_bytes += source_bytes
+                    report.removed_bytes += max(source_bytes - size, 0)
+                    del sanitized  # at most one checkpoint in memory
+                    if include_progress:
+                        png = model.path / checkpoint.fold_dir / "progress.png"
+                        png_entry = f"{model.relative}/{checkpoint.fold_dir}/progress.png"
+                        if png.is_file() and png_entry not in writer.digests:
+                            writer.add_bytes(png_entry, png.read_bytes(), compress=False)
+                records.append(record)
+
+            merged = dict(card_metadata)
+            merged.update({k: v for k, v in (metadata or {}).items() if v is not None})
+            card = build_card(dataset=dataset, metadata=merged, models=records, versions=_versions())
+            writer.add_bytes(layout.CARD_NAME, card_bytes(card), compress=True)
+            bundle = sign_manifest(dataset, dict(writer.digests), private_key)
+            writer.add_bytes(SIGNATURE_NAME, bundle, compress=True)
+            report.entries = {name: {"sha256": writer.digests[name], "bytes": writer.sizes[name]}
+                              for name in writer.digests}
+    report.package_bytes = output.stat().st_size
+    report.models = [r.to_json() for r in records]
+    return report
+
+
+def _collect_models(input_folder, folds, checkpoints) -> list[layout.ModelFolder]:
+    folders = [input_folder] if isinstance(input_folder, (str, os.PathLike)) else list(input_folder)
+    if not folders:
+        raise ModelLayoutError("no model folder given")
+    models = [layout.select_checkpoints(layout.parse_model_folder(f), list(folds or []), list(checkpoints or []))
+              for f in folders]
+    datasets = sorted({m.dataset for m in models})
+    if len(datasets) > 1:
+        raise ModelLayoutError(f"one package holds one dataset; got {', '.join(datasets)}")
+    seen = set()
+    for m in models:
+        if m.relative in seen:
+            raise ModelLayoutError("model folder given twice", path=m.path)
+        seen.add(m.relative)
+    return models
+
+
+def _check_matches_folder(meta: dict, model: layout.ModelFolder, checkpoint: layout.Checkpoint) -> None:
+    """A checkpoint must belong where it lies: nnU-Net builds the network from the folder's plans."""
+    if meta.get("configuration") != model.configuration:
+        raise ModelLayoutError(f"checkpoint says configuration {meta.get('configuration')!r} but lies in a "
+                               f"{model.configuration!r} model folder", path=checkpoint.source)
+    if meta.get("trainer_name") != model.trainer:
+        raise ModelLayoutError(f"checkpoint says trainer {meta.get('trainer_name')!r} but lies in a "
+                               f"{model.trainer!r} model folder", path=checkpoint.source)
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    return {"nnseal": __version__, "torch": torch.__version__.split("+")[0]}

@@ -1,0 +1,260 @@
+"""Static inventory of a pickle: every global it would import, without executing any of it.
+
+The walk uses ``pickletools.genops``, which only parses opcodes. A small symbolic stack
+follows constants (strings, numbers, tuples of them, globals) through the memo so that
+protocol-4 ``STACK_GLOBAL`` names and torch's persistent storage ids can be read back;
+everything a real unpickler would build is an opaque placeholder here.
+
+Torch-free on purpose: ``nnseal scan`` and the checkpoint archive check run it on
+untrusted files before anything heavier is imported.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import pickletools
+from dataclasses import dataclass, field
+from typing import Any
+
+from nnseal.errors import MalformedPickle
+
+# torch.save's data.pkl of a large nnU-Net checkpoint is well under 1 MiB (storages live
+# in separate zip entries); these limits leave room and still bound a hostile input.
+DEFAULT_MAX_BYTES = 64 << 20
+DEFAULT_MAX_OPS = 5_000_000
+
+
+@dataclass(frozen=True)
+class GlobalRef:
+    """A global reference on the symbolic stack (``module.name``)."""
+
+    name: str
+
+
+class _Opaque:
+    """Anything the walker does not model: the result of REDUCE, BUILD, a dict, a list."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+OPAQUE = _Opaque()
+_MARK = object()
+
+
+@dataclass
+class PickleScan:
+    """What a pickle would import and how it is built. ``globals`` is in first-use order."""
+
+    globals: list[str]
+    protocol: int
+    opcodes: set[str]
+    # Arguments of every BINPERSID/PERSID: tuples of constants, GlobalRef and OPAQUE.
+    persistent_ids: list[Any] = field(default_factory=list)
+    # Things a loader may choke on or an attacker may use to hide from scanners.
+    anomalies: list[str] = field(default_factory=list)
+    ops: int = 0
+
+
+def normalize_global(module: str, name: str) -> str:
+    """The dotted name an unpickler would resolve, after the Python 2 compatibility renames.
+
+    torch's weights-only unpickler applies these renames at every protocol, so the scan
+    does too: ``__builtin__.eval`` is reported as ``builtins.eval``.
+    """
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+        module = _compat_pickle.IMPORT_MAPPING[module]
+    return f"{module}.{name}"
+
+
+def _split_pair(arg: str) -> tuple[str, str]:
+    # genops gives GLOBAL/INST operands as "module name"
+    module, _, name = arg.partition(" ")
+    return module, name
+
+
+def _constant(op: pickletools.OpcodeInfo, arg: Any) -> Any:
+    if op.name == "NONE":
+        return None
+    if op.name == "NEWTRUE":
+        return True
+    if op.name == "NEWFALSE":
+        return False
+    if op.name in ("EMPTY_TUPLE",):
+        return ()
+    return arg
+
+
+def _freeze(value: Any) -> Any:
+    """Replace stack-only sentinels so callers only see constants, GlobalRef and OPAQUE."""
+    if isinstance(value, tuple):
+        return tuple(_freeze(v) for v in value)
+    if value is _MARK:
+        return OPAQUE
+    return value
+
+
+class _Walker:
+    def __init__(self, data: bytes, max_ops: int, source: str | None):
+        self.data = data
+        self.max_ops = max_ops
+        self.source = source
+        self.stack: list[Any] = []
+        self.memo: dict[int, Any] = {}
+        self.globals: dict[str, None] = {}
+        self.opcodes: set[str] = set()
+        self.persistent_ids: list[Any] = []
+        self.anomalies: list[str] = []
+        self.protocol: int | None = None
+        self.highest_op_proto = 0
+        self.ops = 0
+
+    def fail(self, reason: str) -> MalformedPickle:
+        return MalformedPickle(reason, path=self.source)
+
+    def pop(self, pos: int) -> Any:
+        if not self.stack or self.stack[-1] is _MARK:
+            raise self.fail(f"stack underflow at byte {pos}: not a well-formed pickle")
+        return self.stack.pop()
+
+    def pop_to_mark(self, pos: int) -> list[Any]:
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i] is _MARK:
+                items = self.stack[i + 1:]
+                del self.stack[i:]
+                return items
+        raise self.fail(f"missing MARK at byte {pos}: not a well-formed pickle")
+
+    def add_global(self, module: str, name: str) -> GlobalRef:
+        dotted = normalize_global(module, name)
+        self.globals.setdefault(dotted, None)
+        return GlobalRef(dotted)
+
+    def step(self, op: pickletools.OpcodeInfo, arg: Any, pos: int) -> None:
+        name = op.name
+        if name == "PROTO":
+            self.protocol = int(arg)
+        elif name in ("FRAME", "STOP"):
+            pass
+        elif name == "MARK":
+            self.stack.append(_MARK)
+        elif name == "GLOBAL":
+            self.stack.append(self.add_global(*_split_pair(arg)))
+        elif name == "STACK_GLOBAL":
+            gname, module = self.pop(pos), self.pop(pos)
+            if isinstance(module, str) and isinstance(gname, str):
+                self.stack.append(self.add_global(module, gname))
+            else:
+                self.anomalies.append(f"STACK_GLOBAL at byte {pos} with operands that are not plain strings")
+                self.stack.append(OPAQUE)
+        elif name == "INST":
+            self.pop_to_mark(pos)
+            self.add_global(*_split_pair(arg))
+            self.stack.append(OPAQUE)
+        elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            if not self.stack:
+                raise self.fail(f"{name} on an empty stack at byte {pos}")
+            self.memo[int(arg)] = self.stack[-1]
+        elif name == "MEMOIZE":
+            if not self.stack:
+                raise self.fail(f"MEMOIZE on an empty stack at byte {pos}")
+            self.memo[len(self.memo)] = self.stack[-1]
+        elif name in ("BINGET", "LONG_BINGET", "GET"):
+            key = int(arg)
+            if key not in self.memo:
+                self.anomalies.append(f"{name} of memo slot {key} that was never stored (byte {pos})")
+            self.stack.append(self.memo.get(key, OPAQUE))
+        elif name == "TUPLE":
+            self.stack.append(tuple(self.pop_to_mark(pos)))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            items = [self.pop(pos) for _ in range(n)][::-1]
+            self.stack.append(tuple(items))
+        elif name == "BINPERSID":
+            self.persistent_ids.append(_freeze(self.pop(pos)))
+            self.stack.append(OPAQUE)
+        elif name == "PERSID":
+            self.persistent_ids.append(arg)
+            self.stack.append(OPAQUE)
+        elif name == "DUP":
+            if not self.stack:
+                raise self.fail(f"DUP on an empty stack at byte {pos}")
+            self.stack.append(self.stack[-1])
+        elif name == "POP":
+            if self.stack and self.stack[-1] is _MARK:
+                self.stack.pop()  # pickle's POP also discards a bare MARK
+            else:
+                self.pop(pos)
+        elif name == "POP_MARK":
+            self.pop_to_mark(pos)
+        elif not op.stack_before and len(op.stack_after) == 1:
+            self.stack.append(_constant(op, arg))
+        else:
+            self.generic(op, pos)
+
+    def generic(self, op: pickletools.OpcodeInfo, pos: int) -> None:
+        """Any other opcode: consume and produce placeholders per pickletools' stack effect."""
+        before = op.stack_before
+        if pickletools.markobject in before:
+            # [..., mark, stackslice] or [..., mark, any, stackslice] (OBJ): pop to the mark,
+            # then whatever sits below the mark in the description.
+            self.pop_to_mark(pos)
+            below = before[: before.index(pickletools.markobject)]
+            for _ in below:
+                self.pop(pos)
+        else:
+            for _ in before:
+                self.pop(pos)
+        for _ in op.stack_after:
+            self.stack.append(OPAQUE)
+
+    def run(self) -> PickleScan:
+        stop_pos: int | None = None
+        try:
+            for op, arg, pos in pickletools.genops(self.data):
+                self.ops += 1
+                if self.ops > self.max_ops:
+                    raise self.fail(f"more than {self.max_ops} pickle opcodes: refusing to scan further")
+                self.opcodes.add(op.name)
+                self.highest_op_proto = max(self.highest_op_proto, op.proto)
+                self.step(op, arg, pos)
+                if op.name == "STOP":
+                    stop_pos = pos
+        except MalformedPickle:
+            raise
+        except (ValueError, UnicodeDecodeError) as err:
+            # genops raises ValueError for unknown opcodes and for data that ends too early.
+            raise self.fail(f"not a well-formed pickle ({err})") from None
+        if stop_pos is None:
+            raise self.fail("pickle ends without STOP (truncated)")
+        trailing = len(self.data) - (stop_pos + 1)
+        if trailing:
+            self.anomalies.append(f"{trailing} bytes after the pickle's STOP opcode")
+        if len(self.stack) != 1:
+            self.anomalies.append(f"stack holds {len(self.stack)} items at STOP, expected 1")
+        protocol = self.protocol if self.protocol is not None else min(self.highest_op_proto, 1)
+        return PickleScan(
+            globals=list(self.globals),
+            protocol=protocol,
+            opcodes=self.opcodes,
+            persistent_ids=self.persistent_ids,
+            anomalies=self.anomalies,
+            ops=self.ops,
+        )
+
+
+def scan_pickle(data: bytes, *, max_ops: int = DEFAULT_MAX_OPS, max_bytes: int = DEFAULT_MAX_BYTES,
+                source: str | None = None) -> PickleScan:
+    """Statically list what ``data`` would import. Raises MalformedPickle if it cannot be parsed.
+
+    ``source`` names the file in error messages. Nothing in ``data`` is executed.
+    """
+    if len(data) > max_bytes:
+        raise MalformedPickle(f"pickle is {len(data)} bytes, over the {max_bytes}-byte scan limit", path=source)
+    if not data:
+        raise MalformedPickle("empty pickle", path=source)
+    return _Walker(bytes(data), max_ops, source).run()

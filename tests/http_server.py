@@ -1,0 +1,192 @@
+"""A real HTTP server on 127.0.0.1 for download tests, with behaviours chosen per path.
+
+Each path serves a chain of ``Route``s: a route answers ``times`` requests, then the
+next one takes over (the last answers forever). "503 twice, then the file" is
+``[Route(status=503, times=2), Route(body=data)]``. Everything a route does is bounded
+in time, and sleeps end as soon as the server stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    status: int = 200
+    times: int | None = None  # how many requests this route answers before the next one; None: all
+    send_length: bool = True  # False: no Content-Length, the body ends when the connection closes
+    declared_length: int | None = None  # a Content-Length that lies
+    ranges: bool = True  # honour Range with 206 + Content-Range; False: always 200 and the whole body
+    if_range: bool = True  # honour If-Range; False: a 206 even when the validator no longer matches
+    etag: str | None = None
+    last_modified: str | None = None
+    drop_after: int | None = None  # close the socket abruptly after this many body bytes
+    chunk: int = 16 << 10
+    delay: float = 0.0  # sleep before each chunk
+    location: str | None = None  # for redirects: a path on this server or a full URL
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+
+
+class TestServer:
+    __test__ = False  # not a pytest test class
+
+    def __init__(self) -> None:
+        self.routes: dict[str, list[Route]] = {}
+        self.seen: list[Seen] = []
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def route(self, path: str, *chain: Route) -> str:
+        """Serve ``chain`` at ``path``; return its URL."""
+        with self._lock:
+            self.routes[path] = list(chain)
+        return self.url(path)
+
+    def requests_to(self, path: str) -> list[Seen]:
+        with self._lock:
+            return [s for s in self.seen if s.path == path]
+
+    def _next_route(self, path: str, headers: dict[str, str]) -> Route | None:
+        with self._lock:
+            self.seen.append(Seen(path, headers))
+            chain = self.routes.get(path)
+            if not chain:
+                return None
+            current = chain[0]
+            if current.times is not None:
+                current.times -= 1
+                if current.times <= 0 and len(chain) > 1:
+                    chain.pop(0)
+            return current
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def running_server() -> Iterator[TestServer]:
+    server = TestServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class _Dropped(Exception):
+    """Raised inside a handler after it cut the connection on purpose."""
+
+
+def _make_handler(server: TestServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format, *args):  # keep test output clean
+            pass
+
+        def do_GET(self):
+            route = server._next_route(self.path, {k: v for k, v in self.headers.items()})
+            try:
+                if route is None:
+                    self._send_status(404, b"not found\n")
+                elif route.location is not None:
+                    target = route.location if "://" in route.location else server.url(route.location)
+                    self._send_status(route.status if route.status != 200 else 302, b"", {"Location": target})
+                elif route.status != 200:
+                    self._send_status(route.status, b"try later\n", route.headers)
+                else:
+                    self._send_body(route)
+            except (_Dropped, BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+
+        def _send_status(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _send_body(self, route: Route) -> None:
+            body = route.body
+            start = self._range_start(route)
+            if start is not None and start >= len(body):
+                self._send_status(416, b"", {"Content-Range": f"bytes */{len(body)}"})
+                return
+            self.send_response(206 if start is not None else 200)
+            part = body[start or 0:]
+            if start is not None:
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            if route.etag:
+                self.send_header("ETag", route.etag)
+            if route.last_modified:
+                self.send_header("Last-Modified", route.last_modified)
+            if route.ranges:
+                self.send_header("Accept-Ranges", "bytes")
+            for name, value in route.headers.items():
+                self.send_header(name, value)
+            if route.send_length:
+                length = route.declared_length if route.declared_length is not None else len(part)
+                self.send_header("Content-Length", str(length))
+            else:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            sent = 0
+            while sent < len(part):
+                if route.delay and server.stopping.wait(route.delay):
+                    raise _Dropped()
+                piece = part[sent:sent + route.chunk]
+                if route.drop_after is not None and sent + len(piece) >= route.drop_after:
+                    self.wfile.write(piece[: max(0, route.drop_after - sent)])
+                    self._drop()
+                self.wfile.write(piece)
+                sent += len(piece)
+            if route.declared_length is not None:
+                self.close_connection = True  # the lie ends with the connection, as a real cut would
+
+        def _range_start(self, route: Route) -> int | None:
+            header = self.headers.get("Range")
+            if not route.ranges or header is None or not header.startswith("bytes=") or not header.endswith("-"):
+                return None
+            if_range = self.headers.get("If-Range")
+            if route.if_range and if_range is not None and if_range not in (route.etag, route.last_modified):
+                return None  # RFC 9110: a changed representation is sent whole
+            return int(header[len("bytes="):-1])
+
+        def _drop(self) -> None:
+            self.wfile.flush()
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            raise _Dropped()
+
+    return Handler

@@ -1,0 +1,465 @@
+"""Download by URL against a real HTTP server on 127.0.0.1 (tests/http_server.py), no mocked client.
+
+Every failure test checks that the directory the download wrote into is exactly as it
+was before: no temporary file survives, whatever went wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, tree_listing
+from http_server import Route, running_server
+
+from nnseal.errors import EnvironmentProblem, NetworkError, TamperedPackage, WouldOverwrite
+from nnseal.fsutil import TEMP_PREFIX
+from nnseal.verify import download
+from nnseal.verify.download import DownloadPolicy, fetch_to_temp, retry_after_seconds
+
+BODY = random.Random(1234).randbytes(300_000)
+BODY_SHA256 = hashlib.sha256(BODY).hexdigest()
+# Short timeouts and near-zero backoff keep every retry scenario well under a second.
+FAST = DownloadPolicy(connect_timeout=2.0, read_timeout=0.3, retries=2, backoff=0.01)
+
+
+@pytest.fixture()
+def server(monkeypatch):
+    # A proxy configured on the machine must not see requests meant for 127.0.0.1.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    with running_server() as srv:
+        yield srv
+
+
+@pytest.fixture()
+def target(tmp_path) -> Path:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "existing.txt").write_text("already here\n")
+    return folder
+
+
+def fetch_ok(url: str, directory: Path, policy: DownloadPolicy = FAST, **kwargs) -> download.DownloadResult:
+    result = fetch_to_temp(url, directory, policy=policy, **kwargs)
+    assert result.path.parent == directory
+    assert result.path.name.startswith(TEMP_PREFIX)
+    assert hashlib.sha256(result.path.read_bytes()).hexdigest() == result.sha256
+    assert result.size == result.path.stat().st_size
+    return result
+
+
+def fetch_fails(url: str, directory: Path, error=NetworkError, policy: DownloadPolicy = FAST, **kwargs):
+    before = tree_listing(directory)
+    with pytest.raises(error) as caught:
+        fetch_to_temp(url, directory, policy=policy, **kwargs)
+    assert tree_listing(directory) == before, "a failed download left something behind"
+    assert "\n" not in str(caught.value)
+    return caught.value
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- success paths -----------------------------------------------------------
+
+
+def test_plain_download_streams_whole_file(server, target):
+    url = server.route("/model.zip", Route(body=BODY))
+    result = fetch_ok(url, target)
+    assert result.path.read_bytes() == BODY
+    assert (result.sha256, result.size, result.final_url) == (BODY_SHA256, len(BODY), url)
+    assert (result.resumed, result.restarts) == (0, 0)
+    assert server.requests_to("/model.zip")[0].headers.get("Accept-Encoding") == "identity"
+
+
+def test_connection_dropped_mid_body_is_resumed_with_range(server, target):
+    url = server.route("/model.zip", Route(body=BODY, etag='"v1"', drop_after=100_000, times=2),
+                       Route(body=BODY, etag='"v1"'))
+    result = fetch_ok(url, target)
+    assert result.path.read_bytes() == BODY
+    assert result.sha256 == BODY_SHA256  # the hash continued across the resumes
+    assert (result.resumed, result.restarts) == (2, 0)
+    sent = [(r.headers.get("Range"), r.headers.get("If-Range")) for r in server.requests_to("/model.zip")]
+    assert sent == [(None, None), ("bytes=100000-", '"v1"'), ("bytes=200000-", '"v1"')]
+
+
+def test_resume_uses_last_modified_when_there_is_no_etag(server, target):
+    stamp = "Mon, 01 Jan 2024 00:00:00 GMT"
+    url = server.route("/model.zip", Route(body=BODY, last_modified=stamp, drop_after=150_000, times=1),
+                       Route(body=BODY, last_modified=stamp))
+    result = fetch_ok(url, target)
+    assert result.path.read_bytes() == BODY and result.resumed == 1
+    assert server.requests_to("/model.zip")[1].headers.get("If-Range") == stamp
+
+
+def test_server_ignoring_range_restarts_from_zero(server, target):
+    url = server.route("/model.zip", Route(body=BODY, drop_after=120_000, times=1), Route(body=BODY, ranges=False))
+    result = fetch_ok(url, target)
+    assert result.path.read_bytes() == BODY
+    assert result.sha256 == BODY_SHA256  # the hash was reset with the file
+    assert (result.resumed, result.restarts) == (0, 1)
+
+
+@pytest.mark.parametrize("validator", ["etag", "last_modified"])
+def test_file_changed_between_attempts_is_downloaded_again_whole(server, target, validator):
+    old, new = BODY[::-1], BODY
+    first = {"etag": '"old"'} if validator == "etag" else {"last_modified": "Mon, 01 Jan 2024 00:00:00 GMT"}
+    second = {"etag": '"new"'} if validator == "etag" else {"last_modified": "Tue, 02 Jan 2024 00:00:00 GMT"}
+    url = server.route("/model.zip", Route(body=old, drop_after=100_000, times=1, **first), Route(body=new, **second))
+    result = fetch_ok(url, target)
+    assert result.path.read_bytes() == new and result.sha256 == BODY_SHA256
+    assert result.restarts == 1
+
+
+def test_changed_file_detected_when_server_ignores_if_range(server, target):
+    # The server answers 206 for the new file anyway; its ETag gives the change away.
+    url = server.route("/model.zip", Route(body=BODY[::-1], etag='"old"', drop_after=100_000, times=1),
+                       Route(body=BODY, etag='"new"', if_range=False))
+    result = fetch_ok(url, target)
+    assert result.path.read_bytes() == BODY and result.restarts == 1
+    assert [r.headers.get("Range") for r in server.requests_to("/model.zip")] == [None, "bytes=100000-", None]
+
+
+def test_503_twice_then_success_honours_retry_after(server, target):
+    url = server.route("/model.zip", Route(status=503, times=1, headers={"Retry-After": "1"}),
+                       Route(status=503, times=1), Route(body=BODY))
+    started = time.monotonic()
+    result = fetch_ok(url, target)
+    elapsed = time.monotonic() - started
+    assert result.path.read_bytes() == BODY
+    assert len(server.requests_to("/model.zip")) == 3
+    assert 1.0 <= elapsed < 5.0  # waited the second the server asked for, not FAST's 10 ms
+
+
+def test_429_is_retried(server, target):
+    url = server.route("/model.zip", Route(status=429, times=1, headers={"Retry-After": "0"}), Route(body=BODY))
+    assert fetch_ok(url, target).path.read_bytes() == BODY
+
+
+def test_retry_after_is_capped(server, target):
+    url = server.route("/model.zip", Route(status=503, times=1, headers={"Retry-After": "3600"}), Route(body=BODY))
+    started = time.monotonic()
+    fetch_ok(url, target, policy=DownloadPolicy(read_timeout=2, retries=2, backoff=0.01, max_wait=0.2))
+    assert time.monotonic() - started < 3.0
+
+
+def test_no_content_length(server, target):
+    url = server.route("/model.zip", Route(body=BODY, send_length=False))
+    result = fetch_ok(url, target)
+    assert result.path.read_bytes() == BODY and result.sha256 == BODY_SHA256
+
+
+def test_redirect_chain_is_followed(server, target):
+    server.route("/a", Route(location="/b", status=301))
+    server.route("/b", Route(location="/c", status=302))
+    server.route("/c", Route(location="/d", status=307))
+    server.route("/d", Route(location="/model.zip", status=308))
+    server.route("/model.zip", Route(body=BODY))
+    result = fetch_ok(server.url("/a"), target)
+    assert result.path.read_bytes() == BODY
+    assert (result.url, result.final_url) == (server.url("/a"), server.url("/model.zip"))
+
+
+def test_file_url_goes_through_the_same_copy(tmp_path, target):
+    source = tmp_path / "model.zip"
+    source.write_bytes(BODY)
+    result = fetch_ok(source.as_uri(), target)
+    assert result.path.read_bytes() == BODY and result.sha256 == BODY_SHA256
+
+
+def test_sha256_pin_that_matches_is_accepted(server, target):
+    url = server.route("/model.zip", Route(body=BODY))
+    assert fetch_ok(url, target, expected_sha256=BODY_SHA256.upper()).sha256 == BODY_SHA256
+
+
+# --- failures: exit 3, nothing left behind -----------------------------------
+
+
+@pytest.mark.parametrize("status, words", [(404, "Not Found"), (403, "Forbidden"), (410, "Gone")])
+def test_client_errors_fail_at_once_with_one_line(server, target, status, words):
+    url = server.route("/model.zip", Route(status=status))
+    err = fetch_fails(url, target)
+    assert str(err) == f"HTTP {status} {words} for {url}"
+    assert err.exit_code == 3
+    assert len(server.requests_to("/model.zip")) == 1  # not retried
+
+
+def test_5xx_forever_gives_up_after_the_retries(server, target):
+    url = server.route("/model.zip", Route(status=500))
+    err = fetch_fails(url, target)
+    assert f"HTTP 500 Internal Server Error for {url}" in str(err) and "3 attempts" in str(err)
+    assert len(server.requests_to("/model.zip")) == FAST.retries + 1
+
+
+def test_content_length_larger_than_body_is_a_truncated_download(server, target):
+    url = server.route("/model.zip", Route(body=BODY, declared_length=len(BODY) + 100_000, ranges=False))
+    err = fetch_fails(url, target)
+    assert f"body ended after {len(BODY)} of {len(BODY) + 100_000} bytes and {FAST.retries} resume attempts failed" \
+        in str(err)
+    assert len(server.requests_to("/model.zip")) == FAST.retries + 1
+
+
+def test_connection_dropped_every_time_gives_up(server, target):
+    url = server.route("/model.zip", Route(body=BODY, drop_after=50_000, ranges=False))
+    err = fetch_fails(url, target)
+    assert f"body ended after 50000 of {len(BODY)} bytes" in str(err)
+
+
+@pytest.mark.timeout(60)  # a regression here loops forever
+def test_server_restarting_from_zero_every_time_gives_up(server, target):
+    # Each attempt gets far (past the retry-free progress threshold) but never further
+    # than the last: the retries must still run out instead of looping forever.
+    body = random.Random(5).randbytes(download.RETRY_FREE_PROGRESS * 2)
+    url = server.route("/model.zip", Route(body=body, drop_after=download.RETRY_FREE_PROGRESS + 200_000,
+                                           ranges=False, chunk=256 << 10))
+    err = fetch_fails(url, target, policy=DownloadPolicy(read_timeout=2, retries=2, backoff=0.01))
+    assert "body ended after" in str(err)
+    assert len(server.requests_to("/model.zip")) == 2 + 2  # the first attempt's progress was free
+
+
+def test_slow_server_trips_the_read_timeout_in_bounded_time(server, target):
+    url = server.route("/model.zip", Route(body=BODY, delay=5.0))
+    started = time.monotonic()
+    err = fetch_fails(url, target, policy=DownloadPolicy(connect_timeout=2, read_timeout=0.3, retries=1, backoff=0.01))
+    assert time.monotonic() - started < 3.0
+    assert str(err).startswith("read timed out after 0.3s from " + url)
+
+
+def test_redirect_loop_is_refused(server, target):
+    server.route("/a", Route(location="/b"))
+    server.route("/b", Route(location="/a"))
+    err = fetch_fails(server.url("/a"), target)
+    assert str(err).startswith(f"redirect loop at {server.url('/a')}")
+    assert len(server.requests_to("/a")) == 1
+
+
+def test_too_many_redirects(server, target):
+    for n in range(5):
+        server.route(f"/r{n}", Route(location=f"/r{n + 1}"))
+    server.route("/r5", Route(body=BODY))
+    err = fetch_fails(server.url("/r0"), target, policy=DownloadPolicy(max_redirects=3, retries=0))
+    assert str(err) == f"more than 3 redirects from {server.url('/r0')}"
+
+
+def test_redirect_to_a_local_file_is_refused(server, target, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the server to choose\n")
+    url = server.route("/model.zip", Route(location=secret.as_uri()))
+    err = fetch_fails(url, target)
+    assert "unsupported scheme 'file'" in str(err)
+
+
+def test_connection_refused(target):
+    port = free_port()
+    err = fetch_fails(f"http://127.0.0.1:{port}/model.zip", target,
+                      policy=DownloadPolicy(connect_timeout=1, retries=1, backoff=0.01))
+    assert str(err).startswith(f"could not connect to 127.0.0.1:{port}: ")
+    assert "refused" in str(err).lower() and "0x" not in str(err)
+
+
+def test_announced_size_over_the_limit_is_refused_before_the_body(server, target):
+    url = server.route("/model.zip", Route(body=BODY))
+    err = fetch_fails(url, target, policy=DownloadPolicy(max_bytes=1000))
+    assert "exceeds the limit of 1000 bytes" in str(err) and "--max-size" in str(err)
+
+
+def test_streamed_size_over_the_limit_is_refused(server, target):
+    url = server.route("/model.zip", Route(body=BODY, send_length=False))
+    err = fetch_fails(url, target, policy=DownloadPolicy(max_bytes=100_000))
+    assert "exceeds the limit of 100000 bytes" in str(err)
+
+
+def test_sha256_mismatch_is_a_refusal_and_removes_the_file(server, target):
+    url = server.route("/model.zip", Route(body=BODY))
+    err = fetch_fails(url, target, error=TamperedPackage, expected_sha256="0" * 64)
+    assert err.exit_code == 1 and BODY_SHA256 in str(err)
+
+
+def test_missing_file_url_is_an_environment_problem(tmp_path, target):
+    err = fetch_fails((tmp_path / "absent.zip").as_uri(), target, error=EnvironmentProblem)
+    assert not isinstance(err, NetworkError) and "absent.zip" in str(err)
+
+
+def test_unsupported_scheme(target):
+    err = fetch_fails("ftp://127.0.0.1/model.zip", target)
+    assert "unsupported URL scheme 'ftp'" in str(err)
+
+
+def test_password_in_url_is_not_repeated_in_errors(server, target):
+    server.route("/model.zip", Route(status=404))
+    err = fetch_fails(f"http://alice:s3cret@127.0.0.1:{server.port}/model.zip", target)
+    assert "s3cret" not in str(err) and "alice:***@" in str(err)
+
+
+def test_keyboard_interrupt_mid_stream_removes_the_temporary_file(server, target, monkeypatch):
+    url = server.route("/model.zip", Route(body=BODY))
+    seen_temp = []
+
+    class InterruptingBar:
+        def update(self, n: int = 1) -> None:
+            seen_temp.extend(p for p in target.iterdir() if p.name.startswith(TEMP_PREFIX))
+            if n > 0:
+                raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def interrupting_bar(enabled, total, desc):
+        yield InterruptingBar()
+
+    monkeypatch.setattr(download, "byte_bar", interrupting_bar)
+    before = tree_listing(target)
+    with pytest.raises(KeyboardInterrupt):
+        fetch_to_temp(url, target, policy=FAST, progress=True)
+    assert seen_temp, "the interrupt came before the temporary file existed"
+    assert tree_listing(target) == before
+
+
+def test_keep_file_links_and_never_clobbers(tmp_path):
+    source = tmp_path / "download.part"
+    source.write_bytes(BODY)
+    keep = tmp_path / "kept.zip"
+    keep.write_bytes(b"mine")
+    with pytest.raises(WouldOverwrite):
+        download.keep_file(source, keep, force=False)
+    assert keep.read_bytes() == b"mine"
+    download.keep_file(source, keep, force=True)
+    assert keep.read_bytes() == BODY
+
+
+def test_keep_file_copies_across_filesystems(tmp_path, monkeypatch):
+    source = tmp_path / "download.part"
+    source.write_bytes(BODY)
+    keep = tmp_path / "other-disk" / "kept.zip"
+    keep.parent.mkdir()
+    real_link = os.link
+
+    def link_across_devices(src, dst, *args, **kwargs):
+        if Path(src) == source:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src))
+        return real_link(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(download.os, "link", link_across_devices)
+    download.keep_file(source, keep, force=False)
+    assert keep.read_bytes() == BODY
+    assert [p.name for p in keep.parent.iterdir()] == ["kept.zip"]  # no temporary file beside it
+
+
+def test_stale_downloads_of_dead_processes_are_removed(tmp_path):
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    host = download._host_tag()
+    dead = tmp_path / f"{download.DOWNLOAD_PREFIX}{finished.pid}-{host}-abc123.part"
+    mine = tmp_path / f"{download.DOWNLOAD_PREFIX}{os.getpid()}-{host}-abc123.part"
+    elsewhere = tmp_path / f"{download.DOWNLOAD_PREFIX}{finished.pid}-another.host-abc123.part"
+    unrelated = tmp_path / "Dataset001_Other.zip"
+    for path in (dead, mine, elsewhere, unrelated):
+        path.write_bytes(b"partial")
+    assert download.remove_stale_downloads(tmp_path) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (mine, elsewhere, unrelated))
+
+
+def test_retry_after_accepts_seconds_and_http_dates():
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    assert retry_after_seconds("7", now) == 7.0
+    assert retry_after_seconds("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
+    assert retry_after_seconds("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0.0
+    assert retry_after_seconds("soon", now) is None
+    assert retry_after_seconds(None, now) is None
+
+
+# --- the command line: one line, exit codes, Ctrl-C ------------------------
+
+
+def test_cli_404_is_one_line_exit_3_and_results_untouched(server, target):
+    url = server.route("/model.zip", Route(status=404))
+    before = tree_listing(target)
+    proc = run_cli("download", url, "-o", target, "--retries", "0", "--quiet")
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"nnseal: error: HTTP 404 Not Found for {url}"]
+    assert tree_listing(target) == before
+
+
+def test_cli_failure_does_not_leave_a_results_folder_it_created(server, tmp_path):
+    url = server.route("/model.zip", Route(status=410))
+    results = tmp_path / "new-results"
+    proc = run_cli("download", url, "-o", results, "--quiet")
+    assert proc.returncode == 3 and "HTTP 410 Gone" in proc.stderr
+    assert not results.exists()
+
+
+def test_cli_sha256_mismatch_is_refused_before_install(server, target):
+    url = server.route("/model.zip", Route(body=BODY))
+    before = tree_listing(target)
+    proc = run_cli("download", url, "-o", target, "--sha256", "ab" * 32, "--quiet")
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nnseal: refused: ") and BODY_SHA256 in lines[0]
+    assert tree_listing(target) == before
+
+
+def test_cli_rejects_a_malformed_sha256_before_downloading(server, target):
+    url = server.route("/model.zip", Route(body=BODY))
+    proc = run_cli("download", url, "-o", target, "--sha256", "abc")
+    assert proc.returncode == 2 and "sha256" in proc.stderr
+    assert server.requests_to("/model.zip") == []
+
+
+def test_cli_existing_keep_file_is_refused_before_downloading(server, target, tmp_path):
+    url = server.route("/model.zip", Route(body=BODY))
+    keep = tmp_path / "kept.zip"
+    keep.write_bytes(b"mine")
+    proc = run_cli("download", url, "-o", target, "--keep", keep)
+    assert proc.returncode == 1 and "kept.zip" in proc.stderr and "--force" in proc.stderr
+    assert keep.read_bytes() == b"mine" and server.requests_to("/model.zip") == []
+
+
+def test_cli_needs_a_results_folder(server, tmp_path):
+    url = server.route("/model.zip", Route(body=BODY))
+    env = {k: v for k, v in os.environ.items() if k != "nnUNet_results"}
+    exe = Path(sys.executable).with_name("nnseal")
+    proc = subprocess.run([str(exe), "download", url], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=60)
+    assert proc.returncode == 3 and "nnUNet_results" in proc.stderr
+    assert server.requests_to("/model.zip") == []
+
+
+def test_cli_max_size_accepts_units(server, target):
+    url = server.route("/model.zip", Route(body=BODY))
+    proc = run_cli("download", url, "-o", target, "--max-size", "200K", "--quiet")
+    assert proc.returncode == 3 and f"exceeds the limit of {200 << 10} bytes" in proc.stderr
+
+
+def test_cli_ctrl_c_removes_the_temporary_file(server, target):
+    url = server.route("/model.zip", Route(body=BODY, chunk=1000, delay=0.2))
+    before = tree_listing(target)
+    exe = Path(sys.executable).with_name("nnseal")
+    proc = subprocess.Popen([str(exe), "download", url, "-o", str(target), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(p.name.startswith(TEMP_PREFIX) and p.stat().st_size > 0 for p in target.iterdir()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip() == "nnseal: interrupted"
+    assert tree_listing(target) == before

@@ -1,0 +1,196 @@
+"""Download + verified install, end to end, from a real HTTP server on 127.0.0.1.
+
+The package is the toy model exported and signed by the export stage (conftest's
+toy_package_session); the server serves its bytes with the same behaviours as
+test_download.py. Each test asserts the installed model, or a results folder left
+exactly as it was, and no temporary or staging file anywhere the tool wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import assert_one_line_refusal, run_cli, tree_listing
+from http_server import Route, running_server
+
+from nnseal import toy_model
+from nnseal.errors import NetworkError, Refused, TamperedPackage
+from nnseal.fsutil import TEMP_PREFIX
+from nnseal.verify.download import DownloadPolicy, download_and_install_from_url
+
+MODEL = f"{toy_model.DATASET}/{toy_model.model_folder_name('2d')}"
+CHECKPOINTS = [f"fold_{f}/checkpoint_{c}.pth" for f in (0, 1) for c in ("best", "final")]
+FAST = DownloadPolicy(connect_timeout=2.0, read_timeout=2.0, retries=2, backoff=0.01)
+FAST_CLI = ("--retries", "2", "--read-timeout", "2", "--quiet")
+
+
+@pytest.fixture()
+def server(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NNSEAL_BACKOFF_BASE", "0.01")  # the CLI's retries, fast
+    with running_server() as srv:
+        yield srv
+
+
+@pytest.fixture()
+def package_bytes(toy_package_session) -> bytes:
+    return toy_package_session.read_bytes()
+
+
+@pytest.fixture()
+def results(tmp_path) -> Path:
+    """A results folder that already holds another model, which must survive every failure."""
+    folder = tmp_path / "results"
+    other = folder / "Dataset001_Other" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    other.mkdir(parents=True)
+    (other / "plans.json").write_text("{}")
+    return folder
+
+
+def assert_installed(results: Path) -> None:
+    model = results / MODEL
+    for name in ("plans.json", "dataset.json", *CHECKPOINTS):
+        assert (model / name).is_file(), name
+    assert (results / "Dataset001_Other" / "nnUNetTrainer__nnUNetPlans__3d_fullres" / "plans.json").is_file()
+    assert_no_leftovers(results)
+
+
+def installed(results: Path) -> list[str]:
+    """What the install report lists for the toy model: its folder, as an absolute path."""
+    return [str(results.resolve() / MODEL)]
+
+
+def assert_no_leftovers(results: Path) -> None:
+    leftovers = [p for p in results.rglob("*") if p.name.startswith((TEMP_PREFIX, ".nnseal-staging-"))]
+    assert leftovers == []
+
+
+def test_signed_package_downloads_and_installs(server, package_bytes, session_key, results):
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
+    report = download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
+    assert report.models == installed(results) and report.provenance == "signed"
+    assert report.signer_fingerprint == session_key.fingerprint
+    assert_installed(results)
+
+
+def test_flaky_server_still_installs_the_signed_package(server, package_bytes, session_key, results):
+    half = len(package_bytes) // 2
+    server.route("/latest", Route(location="/Dataset042_Toy.zip", status=302))
+    server.route("/Dataset042_Toy.zip", Route(status=503, times=1, headers={"Retry-After": "0"}),
+                 Route(body=package_bytes, etag='"p1"', drop_after=half, times=1),
+                 Route(body=package_bytes, etag='"p1"'))
+    report = download_and_install_from_url(server.url("/latest"), results, trusted_keys=[session_key.public_path],
+                                           policy=FAST)
+    assert report.models == installed(results)
+    ranges = [r.headers.get("Range") for r in server.requests_to("/Dataset042_Toy.zip")]
+    assert ranges == [None, None, f"bytes={half}-"]
+    assert_installed(results)
+
+
+def test_cli_download_with_sha256_pin_and_keep(server, package_bytes, session_key, results, tmp_path):
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes, send_length=False))
+    digest = hashlib.sha256(package_bytes).hexdigest()
+    keep = tmp_path / "kept" / "model.zip"
+    keep.parent.mkdir()
+    proc = run_cli("download", url, "-o", results, "--trusted-key", session_key.public_path, "--sha256", digest,
+                   "--keep", keep, "--json", *FAST_CLI)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["models"] == installed(results) and report["provenance"] == "signed"
+    assert report["download"]["sha256"] == digest and report["download"]["bytes"] == len(package_bytes)
+    assert keep.read_bytes() == package_bytes
+    assert_installed(results)
+
+
+def test_untrusted_signer_is_refused_and_nothing_is_kept(server, package_bytes, results, tmp_path):
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
+    keep = tmp_path / "model.zip"
+    before = tree_listing(results)
+    proc = run_cli("download", url, "-o", results, "--keep", keep, *FAST_CLI)
+    assert_one_line_refusal(proc)
+    assert tree_listing(results) == before
+    assert not keep.exists()
+
+
+def test_sha256_mismatch_is_refused_before_extraction(server, package_bytes, session_key, results, monkeypatch):
+    import nnseal.verify.install as install
+
+    def never(*args, **kwargs):
+        raise AssertionError("install ran on a download whose sha256 did not match")
+
+    monkeypatch.setattr(install, "install_model_from_zip", never)
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
+    before = tree_listing(results)
+    with pytest.raises(TamperedPackage):
+        download_and_install_from_url(url, results, trusted_keys=[session_key.public_path],
+                                      sha256="0" * 64, policy=FAST)
+    assert tree_listing(results) == before
+
+
+def test_tampered_download_is_refused_and_results_untouched(server, package_bytes, session_key, results):
+    damaged = bytearray(package_bytes)
+    damaged[len(damaged) // 3] ^= 0x01  # one flipped bit inside a checkpoint entry
+    url = server.route("/Dataset042_Toy.zip", Route(body=bytes(damaged)))
+    before = tree_listing(results)
+    with pytest.raises(Refused):
+        download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
+    assert tree_listing(results) == before
+
+
+def test_truncated_download_is_not_installed(server, package_bytes, session_key, results):
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes[:-5000], declared_length=len(package_bytes),
+                                                    ranges=False))
+    before = tree_listing(results)
+    proc = run_cli("download", url, "-o", results, "--trusted-key", session_key.public_path, *FAST_CLI)
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "body ended after" in lines[0] and "resume attempts failed" in lines[0]
+    assert tree_listing(results) == before
+
+
+def test_network_failure_leaves_results_untouched(server, session_key, results):
+    server.route("/a", Route(location="/b"))
+    server.route("/b", Route(location="/a"))
+    before = tree_listing(results)
+    with pytest.raises(NetworkError, match="redirect loop"):
+        download_and_install_from_url(server.url("/a"), results, trusted_keys=[session_key.public_path], policy=FAST)
+    assert tree_listing(results) == before
+
+
+def test_legacy_nnunet_zip_installs_with_unsigned_and_sha256(server, toy_results_session, results, tmp_path):
+    # Laid out as nnUNetv2_export_model_to_zip writes it (ZIP_DEFLATED, rooted at DatasetXXX_Name/).
+    legacy = tmp_path / "legacy.zip"
+    with zipfile.ZipFile(legacy, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted((toy_results_session / MODEL).rglob("*")):
+            if path.is_file():
+                archive.write(path, str(path.relative_to(toy_results_session)))
+    data = legacy.read_bytes()
+    url = server.route("/legacy.zip", Route(body=data))
+    proc = run_cli("download", url, "-o", results, "--unsigned", "--sha256", hashlib.sha256(data).hexdigest(),
+                   "--json", *FAST_CLI)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["provenance"] == "unsigned" and report["models"] == installed(results)
+    assert_installed(results)
+    assert not list((results / MODEL).rglob("*.pkl"))
+
+
+def test_file_url_installs(toy_package_session, session_key, results):
+    report = download_and_install_from_url(toy_package_session.as_uri(), results,
+                                           trusted_keys=[session_key.public_path])
+    assert report.models == installed(results)
+    assert_installed(results)
+    assert toy_package_session.is_file()  # the source is read, never moved
+
+
+def test_destination_defaults_to_nnunet_results(server, package_bytes, session_key, results, monkeypatch):
+    monkeypatch.setenv("nnUNet_results", str(results))
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
+    report = download_and_install_from_url(url, trusted_keys=[session_key.public_path], policy=FAST)
+    assert report.models == installed(results)
+    assert_installed(results)

@@ -1,0 +1,187 @@
+"""Hostile packages: every one refused with exit 1 and one line, the results folder byte-for-byte
+unchanged, no staging left, and no escaping file (canary) written anywhere.
+
+Zip-structure attacks come from tests/hostile_zips.py applied to a real signed package's
+entries; package-level attacks (manifest, signature, layout, content) are built here.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import hostile_zips
+from conftest import assert_one_line_refusal, run_cli, tree_listing
+from nnseal import toy_model
+
+MODEL = f"{toy_model.DATASET}/{toy_model.model_folder_name('2d')}"
+
+
+@pytest.fixture(scope="module")
+def package_entries(toy_package_session) -> list[tuple[str, bytes]]:
+    with zipfile.ZipFile(toy_package_session) as z:  # our own package, read to build its hostile twins
+        return [(i.filename, z.read(i)) for i in z.infolist()]
+
+
+@pytest.fixture()
+def results(tmp_path) -> Path:
+    """A results folder that already holds another model: it must come through untouched."""
+    folder = tmp_path / "results"
+    other = folder / "Dataset001_Other" / "nnUNetTrainer__nnUNetPlans__3d_fullres" / "fold_0"
+    other.mkdir(parents=True)
+    (other / "checkpoint_final.pth").write_bytes(b"someone else's model")
+    return folder
+
+
+def _assert_refused_and_untouched(package, results, key, canary, *needles):
+    before = tree_listing(results)
+    proc = run_cli("install", package, "--results", results, "--trusted-key", key, "--quiet")
+    assert_one_line_refusal(proc, *needles)
+    assert tree_listing(results) == before
+    assert not list(results.glob(".nnseal-staging-*"))
+    assert not canary.exists()
+    assert not (results.parent / hostile_zips.CANARY_NAME).exists()
+    return proc
+
+
+@pytest.mark.parametrize("attack", sorted(hostile_zips.ATTACKS))
+def test_hostile_zip_structure(attack, package_entries, results, session_key, canary, tmp_path):
+    package = hostile_zips.ATTACKS[attack](tmp_path / f"{attack}.zip", package_entries)
+    _assert_refused_and_untouched(package, results, session_key.public_path, canary)
+
+
+def test_deflate_bomb_total_size_limit(package_entries, results, session_key, tmp_path):
+    """The total-size limit, tightened through the API so the test stays small."""
+    from nnseal.errors import HostileArchive
+    from nnseal.safezip import Limits
+    from nnseal.verify.install import install_model_from_zip
+
+    package = hostile_zips.make_deflate_bomb_total(tmp_path / "bomb.zip", package_entries)
+    before = tree_listing(results)
+    with pytest.raises(HostileArchive, match="total"):
+        install_model_from_zip(package, results, trusted_keys=[session_key.public_path],
+                               limits=Limits(max_total_size=4 << 20))
+    assert tree_listing(results) == before
+
+
+def _signed(path: Path, entries: list[tuple[str, bytes]], key_path) -> Path:
+    """A correctly signed package holding exactly ``entries`` (so only content checks can refuse it)."""
+    from nnseal.package.keys import load_private_key
+    from nnseal.package.oms import SIGNATURE_NAME, sign_manifest
+    from nnseal.package.zipwriter import DeterministicZipWriter
+
+    with open(path, "wb") as handle, DeterministicZipWriter(handle) as writer:
+        for name, data in entries:
+            if name != SIGNATURE_NAME:
+                writer.add_bytes(name, data, compress=name.endswith(".json"))
+        writer.add_bytes(SIGNATURE_NAME, sign_manifest(toy_model.DATASET, dict(writer.digests),
+                                                       load_private_key(key_path)), compress=True)
+    return path
+
+
+def _replace(entries, name, data):
+    return [(n, data if n == name else d) for n, d in entries]
+
+
+def test_builder_alone_gives_an_installable_package(package_entries, session_key, tmp_path):
+    """Guards every test below: the refusals come from the attack, not from _signed()."""
+    package = _signed(tmp_path / "ok.zip", package_entries, session_key.private_path)
+    proc = run_cli("install", package, "--results", tmp_path / "r", "--trusted-key", session_key.public_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_entry_not_in_manifest(package_entries, results, session_key, canary, tmp_path):
+    package = hostile_zips.write_honest_zip(tmp_path / "extra.zip",
+                                            package_entries + [(f"{MODEL}/fold_0/progress.png", b"x")])
+    _assert_refused_and_untouched(package, results, session_key.public_path, canary, "not in the signed manifest")
+
+
+def test_manifest_entry_missing(package_entries, results, session_key, canary, tmp_path):
+    kept = [(n, d) for n, d in package_entries if not n.endswith("fold_1/checkpoint_best.safetensors")]
+    package = hostile_zips.write_honest_zip(tmp_path / "missing.zip", kept)
+    _assert_refused_and_untouched(package, results, session_key.public_path, canary, "missing")
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_one_changed_byte_in_any_entry(index, package_entries, results, session_key, canary, tmp_path):
+    name, data = package_entries[index]
+    assert name != "model.sig"
+    middle = len(data) // 2
+    changed = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1:]
+    package = hostile_zips.write_honest_zip(tmp_path / "changed.zip", _replace(package_entries, name, changed))
+    _assert_refused_and_untouched(package, results, session_key.public_path, canary, "signed manifest")
+
+
+def test_manifest_resigned_by_untrusted_key(package_entries, results, session_key, canary, tmp_path):
+    from nnseal.package.keys import generate_key_pair
+
+    attacker = generate_key_pair(tmp_path / "attacker")
+    changed = _replace(package_entries, f"{MODEL}/dataset.json", b'{"labels": {"background": 0}}')
+    package = _signed(tmp_path / "resigned.zip", changed, attacker.private_path)
+    proc = _assert_refused_and_untouched(package, results, session_key.public_path, canary)
+    assert attacker.fingerprint in proc.stderr or "trust" in proc.stderr.lower()
+
+
+def test_valid_signature_taken_from_another_package(package_entries, results, session_key, canary, tmp_path):
+    other = _signed(tmp_path / "other.zip", _replace(package_entries, f"{MODEL}/dataset.json", b"{}"),
+                    session_key.private_path)
+    with zipfile.ZipFile(other) as z:
+        foreign_sig = z.read("model.sig")
+    package = hostile_zips.write_honest_zip(tmp_path / "stolen.zip",
+                                            _replace(package_entries, "model.sig", foreign_sig))
+    _assert_refused_and_untouched(package, results, session_key.public_path, canary, "signed manifest")
+
+
+@pytest.mark.parametrize("name", [
+    f"{MODEL}/fold_0/debug.json",
+    f"{MODEL}/fold_5/checkpoint_final.safetensors",
+    f"{MODEL}/fold_0/validation/summary.json",
+    "README.txt",
+    f"{toy_model.DATASET}/not_a_model_folder/plans.json",
+])
+def test_signed_entry_outside_layout(name, package_entries, results, session_key, canary, tmp_path):
+    package = _signed(tmp_path / "layout.zip", package_entries + [(name, b"{}")], session_key.private_path)
+    _assert_refused_and_untouched(package, results, session_key.public_path, canary, "outside the nnU-Net")
+
+
+@pytest.mark.parametrize("name", [f"{MODEL}/fold_0/checkpoint_final.pth",
+                                  f"{MODEL}/crossval_results_folds_0_1_2_3_4/postprocessing.pkl"])
+def test_signed_package_with_pickle(name, package_entries, results, session_key, canary, tmp_path):
+    payload = b"cos\nsystem\n(S'touch " + str(canary).encode() + b"'\ntR."
+    package = _signed(tmp_path / "pickle.zip", package_entries + [(name, payload)], session_key.private_path)
+    _assert_refused_and_untouched(package, results, session_key.public_path, canary, "pickle")
+
+
+def test_signed_plans_naming_foreign_class(package_entries, results, session_key, canary, tmp_path):
+    plans = json.loads(dict(package_entries)[f"{MODEL}/plans.json"])
+    plans["configurations"]["2d"]["architecture"]["arch_kwargs"]["nonlin"] = "os.system"
+    package = _signed(tmp_path / "plans.zip",
+                      _replace(package_entries, f"{MODEL}/plans.json", json.dumps(plans).encode()),
+                      session_key.private_path)
+    _assert_refused_and_untouched(package, results, session_key.public_path, canary, "os.system")
+
+
+def _safetensors_with_header(header: dict, data: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+@pytest.mark.parametrize("hostile", ["oversized_header", "overlapping_offsets", "offsets_past_end"])
+def test_signed_package_with_hostile_safetensors_header(hostile, package_entries, results, session_key, canary,
+                                                        tmp_path):
+    meta = {"__metadata__": {"format": "pt"}}
+    if hostile == "oversized_header":
+        blob = struct.pack("<Q", 1 << 40) + b"{}"
+    elif hostile == "overlapping_offsets":
+        blob = _safetensors_with_header({**meta, "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                                         "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}, bytes(24))
+    else:
+        blob = _safetensors_with_header({**meta, "a": {"dtype": "F32", "shape": [1 << 30],
+                                                       "data_offsets": [0, 4 << 30]}}, bytes(16))
+    name = f"{MODEL}/fold_0/checkpoint_final.safetensors"
+    package = _signed(tmp_path / "st.zip", _replace(package_entries, name, blob), session_key.private_path)
+    _assert_refused_and_untouched(package, results, session_key.public_path, canary, "checkpoint_final.safetensors")

@@ -1,0 +1,396 @@
+"""Verified, atomic install of a package into nnUNet_results.
+
+Order matters: signature, then the entry set against the signed manifest, then the
+layout, then extraction into a staging folder *inside the results folder* (same
+filesystem) hashing exactly the bytes written, then content checks and checkpoint
+rebuild, and only then one rename per model folder. A refusal or a crash at any point
+leaves no model folder half-written; the next install removes stale staging folders.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from nnseal.errors import (EnvironmentProblem, HostileArchive, InvalidSafetensors, ModelLayoutError, Refused,
+                           SignatureError,
+                           TamperedPackage, WouldOverwrite, from_os_error)
+from nnseal.fsutil import sha256_file
+from nnseal.package.layout import CARD_NAME, results_dir
+from nnseal.progress import byte_bar
+from nnseal.verify.entries import PackageEntry, classify_all
+from nnseal.verify.receipt import RECEIPT_NAME, write_receipt
+
+STAGING_PREFIX = ".nnseal-staging-"
+UNSIGNED_WARNING = "provenance NOT checked: this model was installed without a signature (--unsigned)"
+
+
+@dataclass
+class InstallReport:
+    package: str
+    results: str
+    provenance: str  # "signed" | "unsigned"
+    signer_fingerprint: str | None = None
+    models: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return dict(vars(self))
+
+
+def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | os.PathLike | None = None, *,
+                           trusted_keys: Sequence[str | os.PathLike] = (), force: bool = False,
+                           unsigned: bool = False, sha256: str | None = None, progress: bool = False,
+                           limits=None) -> InstallReport:
+    """Verify ``zip_file`` and install its model folder(s) under ``install_location``.
+
+    ``install_location`` defaults to ``$nnUNet_results``. ``trusted_keys`` are public-key
+    PEM paths, added to the trust folder's keys. ``unsigned=True`` installs a zip made by
+    nnU-Net's own exporter (every checkpoint sanitized and rebuilt, pickles dropped);
+    ``sha256`` pins the zip's digest either way. ``limits`` (``nnseal.safezip.Limits``)
+    tightens or loosens the zip-bomb limits.
+    """
+    from nnseal.safezip import Limits, open_zip
+
+    zip_path = Path(zip_file)
+    if not zip_path.is_file():
+        raise EnvironmentProblem("no such package file", path=zip_path)
+    results = results_dir(install_location)
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise from_os_error(err, results) from err
+    results = results.resolve()
+    remove_stale_staging(results)
+    package_sha256 = None
+    if sha256:
+        package_sha256 = sha256_file(zip_path)
+        if package_sha256 != sha256.strip().lower():
+            raise TamperedPackage(f"sha256 is {package_sha256}, expected {sha256.strip().lower()}", path=zip_path)
+    report = InstallReport(package=str(zip_path), results=str(results),
+                           provenance="unsigned" if unsigned else "signed")
+    with open_zip(zip_path, limits or Limits()) as archive:
+        try:
+            if unsigned:
+                _install_legacy(archive, results, report, force=force, package_sha256=package_sha256,
+                                progress=progress)
+            else:
+                _install_signed(archive, results, report, trusted_keys=trusted_keys, force=force,
+                                package_sha256=package_sha256, progress=progress)
+        except Refused as err:
+            if err.path is None:  # name the package in every refusal
+                raise type(err)(err.reason, path=zip_path) from err
+            raise
+    return report
+
+
+# --- signed packages ---------------------------------------------------------
+
+
+def _install_signed(archive, results: Path, report: InstallReport, *, trusted_keys, force: bool,
+                    package_sha256: str | None, progress: bool) -> None:
+    from nnseal.package.oms import SIGNATURE_NAME
+    from nnseal.verify.signature import verify_bundle
+    from nnseal.verify.trust import load_trusted_keys
+
+    signature = archive.get(SIGNATURE_NAME)
+    if signature is None:
+        raise SignatureError(f"no {SIGNATURE_NAME}: not a signed nnseal package "
+                             "(for a zip made by nnU-Net's exporter use --unsigned, ideally with --sha256)")
+    keys = load_trusted_keys(list(trusted_keys))
+    if not keys:
+        raise SignatureError("no trusted key: pass --trusted-key KEY.pub or run `nnseal trust add KEY.pub`")
+    manifest = verify_bundle(archive.read(signature), [k.key for k in keys])
+    report.signer_fingerprint = manifest.signer_fingerprint
+    names = [n for n in archive.names() if n != SIGNATURE_NAME]
+    compare_with_manifest(names, manifest.resources)
+    entries = classify_all(names)
+    models = sorted({e.model for e in entries if e.model})
+    destinations = _check_destinations(results, models, force)
+    total = sum(archive.entry(e.name).size for e in entries)
+    with Staging(results) as stage, byte_bar(progress, total, "install") as bar:
+        for entry in entries:
+            target = stage.path(entry.name)
+            digest = _extract(archive, entry.name, target, bar)
+            if digest != manifest.resources[entry.name]:
+                raise TamperedPackage(f"entry '{entry.name}' does not match the signed manifest")
+        card = _read_card(stage, entries)
+        for model in models:
+            _finish_model(stage, model, [e for e in entries if e.model == model], report)
+            _write_model_receipt(stage, model, report, package_sha256, card)
+        _move_into_place(stage, models, destinations, report, force)
+
+
+def compare_with_manifest(names: list[str], resources: dict[str, str]) -> None:
+    extra = sorted(set(names) - set(resources))
+    missing = sorted(set(resources) - set(names))
+    if extra or missing:
+        parts = []
+        if extra:
+            parts.append(f"entries not in the signed manifest: {', '.join(extra[:5])}")
+        if missing:
+            parts.append(f"signed entries missing: {', '.join(missing[:5])}")
+        raise TamperedPackage("; ".join(parts))
+
+
+def _read_card(stage: "Staging", entries: list[PackageEntry]) -> dict | None:
+    """The card's model metadata, for the receipt (read from staging: its hash was checked)."""
+    from nnseal.sanitize.jsonclean import load_json_bytes
+
+    if not any(e.kind == "card" for e in entries):
+        return None
+    card = load_json_bytes(stage.path(CARD_NAME).read_bytes(), name=CARD_NAME)
+    return card.get("model") if isinstance(card, dict) and isinstance(card.get("model"), dict) else None
+
+
+def _finish_model(stage: "Staging", model: str, entries: list[PackageEntry], report: InstallReport) -> None:
+    """Check the staged JSON and safetensors files, then rebuild nnU-Net checkpoints from them."""
+    from nnseal.sanitize.jsonclean import check_plans_architecture, load_json_bytes
+    from nnseal.sanitize.safetensors_io import read_header
+    from nnseal.verify.rebuild import rebuild_from_safetensors, write_checkpoint
+
+    model_dir = stage.path(model)
+    parsed = {}
+    for entry in entries:
+        if entry.kind == "json":
+            path = stage.path(entry.name)
+            parsed[entry.filename] = load_json_bytes(path.read_bytes(), name=entry.name)
+    check_plans_architecture(parsed["plans.json"], name=f"{model}/plans.json")
+    for entry in entries:
+        if entry.kind != "checkpoint":
+            continue
+        path = stage.path(entry.name)
+        try:
+            with open(path, "rb") as handle:
+                read_header(handle, path.stat().st_size)  # hostile headers stop here, before any tensor load
+        except InvalidSafetensors as err:
+            raise InvalidSafetensors(f"entry '{entry.name}': {err.reason}") from None
+        checkpoint = rebuild_from_safetensors(path, parsed["plans.json"], parsed["dataset.json"])
+        pth = path.with_suffix(".pth")
+        write_checkpoint(checkpoint, pth)
+        del checkpoint
+        path.unlink()
+        report.checkpoints.append(f"{model}/{pth.relative_to(model_dir)}")
+
+
+# --- legacy nnU-Net zips -----------------------------------------------------
+
+
+def _install_legacy(archive, results: Path, report: InstallReport, *, force: bool, package_sha256: str | None,
+                    progress: bool) -> None:
+    """A zip from nnUNetv2_export_model_to_zip: keep only what inference needs, rebuilt clean."""
+    import re
+
+    from nnseal.package.layout import DATASET_RE, MODEL_RE
+    from nnseal.package.oms import SIGNATURE_NAME
+    from nnseal.sanitize.checkpoint import load_sanitized
+    from nnseal.sanitize.jsonclean import clean_json_file
+    from nnseal.verify.rebuild import assemble, write_checkpoint
+
+    if archive.get(SIGNATURE_NAME) is not None:
+        raise Refused("this is a signed nnseal package: install it without --unsigned")
+    report.warnings.append(UNSIGNED_WARNING)
+    keep_re = re.compile(r"^([^/]+)/([^/]+)/(plans\.json|dataset\.json|dataset_fingerprint\.json|"
+                         r"fold_([0-4]|all)/(checkpoint_final|checkpoint_best)\.pth)$")
+    kept: dict[str, list[str]] = {}
+    for name in archive.names():
+        match = keep_re.match(name)
+        if match and DATASET_RE.match(match[1]) and MODEL_RE.match(match[2]):
+            kept.setdefault(f"{match[1]}/{match[2]}", []).append(name)
+        else:
+            report.dropped.append(name)
+            if name.lower().endswith((".pkl", ".pickle")):
+                report.warnings.append(f"dropped pickle '{name}' without loading it")
+    if not kept:
+        raise ModelLayoutError("no nnU-Net model folder (DatasetXXX_Name/Trainer__Plans__configuration) in this zip")
+    datasets = {m.split("/")[0] for m in kept}
+    if len(datasets) > 1:
+        raise ModelLayoutError(f"zip spans several datasets: {', '.join(sorted(datasets))}")
+    models = sorted(kept)
+    for model in models:
+        for required in ("plans.json", "dataset.json"):
+            if f"{model}/{required}" not in kept[model]:
+                raise ModelLayoutError(f"model folder '{model}' lacks {required}")
+        if not any(n.endswith(".pth") for n in kept[model]):
+            raise ModelLayoutError(f"model folder '{model}' has no checkpoint")
+    destinations = _check_destinations(results, models, force)
+    kinds = {"plans.json": "plans", "dataset.json": "dataset", "dataset_fingerprint.json": "fingerprint"}
+    with Staging(results) as stage:
+        for model in models:
+            parsed = {}
+            for name in sorted(n for n in kept[model] if n.endswith(".json")):
+                cleaned = clean_json_file(kinds[name.rsplit("/", 1)[1]], archive.read(name), name=name)
+                target = stage.path(name)
+                target.write_bytes(cleaned.to_bytes())
+                parsed[name.rsplit("/", 1)[1]] = cleaned.data
+                report.warnings.extend(f"{name}: {f.action} {f.path} ({f.detail})" for f in cleaned.findings)
+            for name in sorted(n for n in kept[model] if n.endswith(".pth")):
+                scratch = stage.scratch(name)
+                with byte_bar(progress, archive.entry(name).size, name.rsplit("/", 2)[-2]) as bar:
+                    _extract(archive, name, scratch, bar)
+                sanitized = load_sanitized(scratch)
+                scratch.unlink()
+                checkpoint = assemble(sanitized.tensors, sanitized.names, sanitized.aliases, sanitized.meta,
+                                      parsed["plans.json"], parsed["dataset.json"])
+                write_checkpoint(checkpoint, stage.path(name))
+                del sanitized, checkpoint
+                report.checkpoints.append(name)
+            _write_model_receipt(stage, model, report, package_sha256, None)
+        _move_into_place(stage, models, destinations, report, force)
+
+
+# --- staging and the final move ---------------------------------------------
+
+
+class Staging:
+    """A private folder inside the results folder; removed on exit, whatever happened."""
+
+    def __init__(self, results: Path):
+        self.results = results
+        self.root = results / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+
+    def __enter__(self) -> "Staging":
+        try:
+            self.root.mkdir(mode=0o700)
+            (self.root / "tree").mkdir()
+        except OSError as err:
+            raise from_os_error(err, self.results) from err
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def path(self, name: str) -> Path:
+        """Where entry ``name`` goes; names were checked by the zip reader (no '..', no absolute)."""
+        path = self.root / "tree" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def scratch(self, name: str) -> Path:
+        return self.root / f"scratch-{secrets.token_hex(4)}-{os.path.basename(name)}"
+
+
+def remove_stale_staging(results: Path) -> None:
+    """Staging folders of installs that died (SIGKILL, power loss) are removed by the next install."""
+    for child in results.glob(f"{STAGING_PREFIX}*"):
+        pid_text = child.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)) and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _extract(archive, name: str, target: Path, bar) -> str:
+    """Write one entry to a new file (never through an existing path or link); return its sha256."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        digest = archive.copy_to(archive.entry(name), _BarWriter(handle, bar))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return digest
+
+
+class _BarWriter:
+    def __init__(self, target, bar):
+        self._target, self._bar = target, bar
+
+    def write(self, data) -> int:
+        n = self._target.write(data)
+        self._bar.update(len(data))
+        return n
+
+
+def _check_destinations(results: Path, models: list[str], force: bool) -> dict[str, Path]:
+    """Refuse before any work if a model exists (without --force) or a path on the way is a link."""
+    destinations = {}
+    for model in models:
+        dataset, folder = model.split("/")
+        dataset_dir, dest = results / dataset, results / dataset / folder
+        for path in (dataset_dir, dest):
+            if path.is_symlink():
+                raise HostileArchive(f"{path} is a symbolic link; refusing to install through it")
+        if dataset_dir.exists() and not dataset_dir.is_dir():
+            raise ModelLayoutError(f"{dataset_dir} exists and is not a folder")
+        if dest.exists() and not force:
+            raise WouldOverwrite(f"model folder {dest} exists; pass --force to replace it")
+        destinations[model] = dest
+    return destinations
+
+
+def _write_model_receipt(stage: Staging, model: str, report: InstallReport, package_sha256: str | None,
+                         card_model: dict | None) -> None:
+    model_dir = stage.path(model)
+    files = {}
+    for path in sorted(model_dir.rglob("*")):
+        if path.is_file() and path.name != RECEIPT_NAME:
+            files[str(path.relative_to(model_dir))] = sha256_file(path)
+    write_receipt(model_dir, files=files, package=report.package, package_sha256=package_sha256,
+                  provenance=report.provenance, signer_fingerprint=report.signer_fingerprint, model=card_model)
+
+
+def _move_into_place(stage: Staging, models: list[str], destinations: dict[str, Path],
+                     report: InstallReport, force: bool) -> None:
+    """One rename per model folder: it appears whole. With --force the old and new folders are
+    swapped (the old one ends in staging and is deleted with it): never a mix of their files."""
+    for i, model in enumerate(models):
+        dest = destinations[model]
+        staged = stage.path(model)
+        try:
+            dest.parent.mkdir(exist_ok=True)
+            if dest.parent.is_symlink():
+                raise HostileArchive(f"{dest.parent} is a symbolic link; refusing to install through it")
+            if dest.exists() or dest.is_symlink():
+                if not force:  # appeared while we were staging
+                    raise WouldOverwrite(f"model folder {dest} exists; pass --force to replace it")
+                _replace_folder(staged, dest, stage.root / f"old-{i}")
+                report.replaced.append(str(dest))
+            else:
+                os.rename(staged, dest)
+        except OSError as err:
+            raise from_os_error(err, dest) from err
+        report.models.append(str(dest))
+
+
+def _replace_folder(new: Path, dest: Path, old_parking: Path) -> None:
+    """Swap ``new`` into ``dest``: with renameat2(RENAME_EXCHANGE) ``dest`` always holds the old
+    or the new folder, never neither; elsewhere, two renames (a moment with no folder)."""
+    if _rename_exchange(new, dest):
+        return  # the old folder now sits at ``new``, inside staging, and goes with it
+    os.rename(dest, old_parking)
+    os.rename(new, dest)
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    return False  # EINVAL/ENOSYS (filesystem or kernel without it): fall back

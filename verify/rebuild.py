@@ -1,0 +1,93 @@
+"""Rebuild the checkpoint dict that unmodified nnU-Net loads, from sanitized weights.
+
+The result holds only tensors, strings, numbers, lists, tuples and dicts: it loads in
+nnU-Net's predictor and ``-pretrained_weights`` fine-tuning, and also under
+``torch.load(weights_only=True)`` with no allowlist at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+from nnseal.errors import InvalidSafetensors
+from nnseal.fsutil import HashingWriter
+
+META_NAMES, META_ALIASES, META_CHECKPOINT = "nnseal.names", "nnseal.aliases", "nnseal.checkpoint"
+
+
+def assemble(tensors: dict, names: list[str], aliases: dict[str, str], meta: dict, plans: dict,
+             dataset_json: dict) -> dict:
+    """nnU-Net's checkpoint dict; every alias is the same tensor object as its stored name."""
+    weights = OrderedDict()
+    for name in names:
+        stored = aliases.get(name, name)
+        if stored not in tensors:
+            raise InvalidSafetensors(f"weight '{name}' refers to '{stored}', which is not stored")
+        weights[name] = tensors[stored]
+    axes = meta.get("inference_allowed_mirroring_axes")
+    fold = meta.get("fold")
+    checkpoint = {
+        "network_weights": weights,
+        "trainer_name": meta["trainer_name"],
+        "init_args": {"plans": plans, "configuration": meta["configuration"], "fold": fold,
+                      "dataset_json": dataset_json},
+        "inference_allowed_mirroring_axes": tuple(axes) if axes is not None else None,
+    }
+    if meta.get("current_epoch") is not None:
+        checkpoint["current_epoch"] = meta["current_epoch"]
+    return checkpoint
+
+
+def read_nnseal_metadata(metadata: dict[str, str], *, path: str) -> tuple[list[str], dict[str, str], dict]:
+    """Parse and type-check the nnseal keys of a safetensors ``__metadata__`` (docs/FORMAT.md)."""
+    try:
+        names = json.loads(metadata[META_NAMES])
+        aliases = json.loads(metadata[META_ALIASES])
+        meta = json.loads(metadata[META_CHECKPOINT])
+    except (KeyError, TypeError, ValueError) as err:
+        raise InvalidSafetensors(f"nnseal metadata missing or not JSON ({err})", path=path) from None
+    ok = (isinstance(names, list) and all(isinstance(n, str) for n in names)
+          and isinstance(aliases, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items())
+          and isinstance(meta, dict) and isinstance(meta.get("trainer_name"), str)
+          and meta["trainer_name"].isidentifier() and isinstance(meta.get("configuration"), str)
+          and (meta.get("fold") == "all" or isinstance(meta.get("fold"), int))
+          and (meta.get("inference_allowed_mirroring_axes") is None
+               or (isinstance(meta["inference_allowed_mirroring_axes"], list)
+                   and all(isinstance(a, int) for a in meta["inference_allowed_mirroring_axes"])))
+          and (meta.get("current_epoch") is None or isinstance(meta.get("current_epoch"), int)))
+    if not ok or len(set(names)) != len(names):
+        raise InvalidSafetensors("nnseal metadata has the wrong shape", path=path)
+    return names, aliases, meta
+
+
+def rebuild_from_safetensors(path: str | os.PathLike, plans: dict, dataset_json: dict) -> dict:
+    """Load a package's safetensors checkpoint (already header-checked) into nnU-Net's dict."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = str(path)
+    with safe_open(path, framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    names, aliases, meta = read_nnseal_metadata(metadata, path=path)
+    tensors = load_file(path, device="cpu")
+    return assemble(tensors, names, aliases, meta, plans, dataset_json)
+
+
+def write_checkpoint(checkpoint: dict, path: str | os.PathLike) -> str:
+    """torch.save into a new file (never through an existing one); return its sha256."""
+    import torch
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        writer = HashingWriter(handle)
+        torch.save(checkpoint, writer)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return writer.hexdigest()
+
+
+def default_checkpoint_path(safetensors_path: Path) -> Path:
+    return safetensors_path.with_suffix(".pth")

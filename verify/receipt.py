@@ -1,0 +1,78 @@
+"""The install receipt: what was installed, from where, and the sha256 of every file.
+
+``nnseal-receipt.json`` in each installed model folder lets ``nnseal verify FOLDER``
+report drift later (a file changed, removed or added after install).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nnseal.errors import ModelLayoutError
+from nnseal.fsutil import sha256_file
+
+RECEIPT_NAME = "nnseal-receipt.json"
+RECEIPT_FORMAT = "nnseal-receipt"
+
+
+def write_receipt(model_dir: Path, *, files: dict[str, str], package: str, package_sha256: str | None,
+                  provenance: str, signer_fingerprint: str | None, model: dict | None) -> None:
+    receipt = {
+        "format": RECEIPT_FORMAT, "format_version": 1,
+        "package": os.path.basename(package), "package_sha256": package_sha256,
+        "provenance": provenance, "signer_fingerprint": signer_fingerprint, "model": model,
+        "files": dict(sorted(files.items())),
+    }
+    (model_dir / RECEIPT_NAME).write_text(json.dumps(receipt, indent=2, sort_keys=True) + "\n")
+
+
+@dataclass
+class DriftReport:
+    folder: str
+    provenance: str | None = None
+    signer_fingerprint: str | None = None
+    modified: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.modified or self.missing or self.extra)
+
+    def problems(self) -> list[str]:
+        return ([f"modified: {p}" for p in self.modified] + [f"missing: {p}" for p in self.missing]
+                + [f"extra: {p}" for p in self.extra])
+
+    def to_json(self) -> dict:
+        return {"folder": self.folder, "ok": self.ok, "provenance": self.provenance,
+                "signer_fingerprint": self.signer_fingerprint, "modified": self.modified,
+                "missing": self.missing, "extra": self.extra}
+
+
+def check_installed(model_dir: str | os.PathLike) -> DriftReport:
+    """Re-hash an installed model folder against its receipt."""
+    model_dir = Path(model_dir)
+    receipt_path = model_dir / RECEIPT_NAME
+    if not receipt_path.is_file():
+        raise ModelLayoutError(f"no {RECEIPT_NAME}: this folder was not installed by nnseal", path=model_dir)
+    try:
+        receipt = json.loads(receipt_path.read_text())
+        files = receipt["files"]
+        assert isinstance(files, dict)
+    except (ValueError, KeyError, AssertionError):
+        raise ModelLayoutError(f"{RECEIPT_NAME} is not a valid receipt", path=model_dir) from None
+    report = DriftReport(folder=str(model_dir), provenance=receipt.get("provenance"),
+                         signer_fingerprint=receipt.get("signer_fingerprint"))
+    present = {str(p.relative_to(model_dir)) for p in model_dir.rglob("*") if p.is_file() or p.is_symlink()}
+    present.discard(RECEIPT_NAME)
+    for rel, digest in sorted(files.items()):
+        path = model_dir / rel
+        if rel not in present:
+            report.missing.append(rel)
+        elif path.is_symlink() or sha256_file(path) != digest:
+            report.modified.append(rel)
+    report.extra = sorted(present - set(files))
+    return report
