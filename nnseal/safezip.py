@@ -8,7 +8,7 @@ We parse the end record and the central directory ourselves instead of trusting
 ``zipfile``, because zipfile reads many malformed archives "helpfully" and differently
 from other readers (torch's miniz, unzip, 7-Zip): it shifts every offset when data is
 prepended, decodes unflagged names as cp437, ignores the local header except its name
-length, keeps the last of duplicate names, and (3.12+) may take a second name from an
+length, keeps the last of duplicate names, and (in recent versions) takes a second name from an
 Info-ZIP Unicode Path extra field. A verifier must see exactly what every extractor
 sees, so anything two readers could read differently is refused here.
 """
@@ -647,19 +647,19 @@ class _Parser:
         if flags != raw.flags or method != entry.method:
             raise HostileArchive(f"{where}: local header flags or method differ from the central directory")
         extra = _parse_extra(raw.local_variable[name_len:], f"{where} (local header)")
-        local_sizes = [usize if usize != _U32_MAX else None, csize if csize != _U32_MAX else None]
-        if EXTRA_ZIP64 in extra:
-            blob = extra[EXTRA_ZIP64]
-            if len(blob) < 16:  # APPNOTE 4.5.3: the local ZIP64 field holds both sizes
-                raise HostileArchive(f"{where}: local ZIP64 extra field is too short")
-            local_sizes += list(struct.unpack_from("<QQ", blob))
-        elif None in local_sizes:
-            raise HostileArchive(f"{where}: local header lacks the ZIP64 sizes it refers to")
+        local_sizes = [usize, csize]
+        if usize == _U32_MAX or csize == _U32_MAX:
+            # The local ZIP64 sizes count only when the header holds the marker (APPNOTE 4.5.3).
+            # Otherwise the field may hold anything: miniz, hence torch, puts the header offset
+            # there past 4 GiB. It is then ignored, as sentinel-driven readers ignore it.
+            blob = extra.get(EXTRA_ZIP64, b"")
+            if len(blob) < 16:
+                raise HostileArchive(f"{where}: local header lacks the ZIP64 sizes it refers to")
+            local_sizes = list(struct.unpack_from("<QQ", blob))
         deferred = bool(flags & FLAG_DATA_DESCRIPTOR)
-        central_sizes = [entry.size, entry.compressed_size] * 2
-        for local, central in zip(local_sizes, central_sizes):
+        for local, central in zip(local_sizes, [entry.size, entry.compressed_size]):
             # With a data descriptor the local header may leave sizes and CRC as zero.
-            if local is not None and local != central and not (deferred and local == 0):
+            if local != central and not (deferred and local == 0):
                 raise HostileArchive(f"{where}: local header sizes differ from the central directory")
         if crc != entry.crc32 and not (deferred and crc == 0):
             raise HostileArchive(f"{where}: local header CRC differs from the central directory")

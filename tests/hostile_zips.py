@@ -41,6 +41,10 @@ class RawEntry:
     external_attr: int = S_IFREG_0644 << 16
     local_name: bytes | None = None  # None: the central name
     alias_of: int | None = None  # central entry pointing at another entry's local header; no local data
+    local_fields: tuple[int, int, int] | None = None  # (crc, compressed size, size) in the local header
+    local_extra: bytes = b""
+    central_extra: bytes = b""
+    trailer: bytes = b""  # after the data: a data descriptor, or hidden bytes
 
 
 def raw_entry(name: str | bytes, content: bytes, *, compress: bool = False, level: int = 6) -> RawEntry:
@@ -73,17 +77,18 @@ def write_raw_zip(path: Path, raws: list[RawEntry]) -> Path:
             continue
         offsets.append(len(out))
         local_name = raw.name if raw.local_name is None else raw.local_name
+        crc, csize, size = raw.local_fields or (raw.crc, len(raw.stored), raw.size)
         out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, raw.flags, raw.method, 0, DOS_DATE_1980_01_01,
-                           raw.crc, len(raw.stored), raw.size, len(local_name), 0)
-        out += local_name + raw.stored
+                           crc, csize, size, len(local_name), len(raw.local_extra))
+        out += local_name + raw.local_extra + raw.stored + raw.trailer
     cd_offset = len(out)
     for index, raw in enumerate(raws):
         target = raws[raw.alias_of] if raw.alias_of is not None else raw
         offset = offsets[raw.alias_of] if raw.alias_of is not None else offsets[index]
         out += struct.pack("<IBBHHHHHIIIHHHHHII", 0x02014B50, 20, raw.create_system, 20, raw.flags, raw.method,
                            0, DOS_DATE_1980_01_01, target.crc, len(target.stored), target.size, len(raw.name),
-                           0, 0, 0, 0, raw.external_attr, offset)
-        out += raw.name
+                           len(raw.central_extra), 0, 0, 0, raw.external_attr, offset)
+        out += raw.name + raw.central_extra
     cd_size = len(out) - cd_offset
     out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(raws), len(raws), cd_size, cd_offset, 0)
     path.write_bytes(bytes(out))

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Iterator
 
 
@@ -43,13 +45,22 @@ class Seen:
 class TestServer:
     __test__ = False  # not a pytest test class
 
-    def __init__(self) -> None:
+    def __init__(self, tls_dir: Path | None = None) -> None:
+        """Plain HTTP, or HTTPS with a fresh self-signed certificate written to ``tls_dir``."""
         self.routes: dict[str, list[Route]] = {}
         self.seen: list[Seen] = []
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
+        self.scheme = "http"
+        self.ca_file: Path | None = None
+        if tls_dir is not None:
+            self.scheme = "https"
+            self.ca_file, key_file = write_self_signed_certificate(tls_dir)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.ca_file, key_file)
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -57,7 +68,7 @@ class TestServer:
         return self._httpd.server_address[1]
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def route(self, path: str, *chain: Route) -> str:
         """Serve ``chain`` at ``path``; return its URL."""
@@ -93,13 +104,45 @@ class TestServer:
 
 
 @contextlib.contextmanager
-def running_server() -> Iterator[TestServer]:
-    server = TestServer()
+def running_server(tls_dir: Path | None = None) -> Iterator[TestServer]:
+    server = TestServer(tls_dir)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+def write_self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A P-256 certificate for 127.0.0.1, its own CA: (certificate PEM, key PEM) in ``folder``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nnseal test server")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    public = key.public_key()
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), False)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = folder / "server.crt", folder / "server.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
 
 
 class _Dropped(Exception):

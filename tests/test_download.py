@@ -236,7 +236,7 @@ def test_slow_server_trips_the_read_timeout_in_bounded_time(server, target):
     url = server.route("/model.zip", Route(body=BODY, delay=5.0))
     started = time.monotonic()
     err = fetch_fails(url, target, policy=DownloadPolicy(connect_timeout=2, read_timeout=0.3, retries=1, backoff=0.01))
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 4.0  # two 0.3 s timeouts, not the server's 5 s per chunk
     assert str(err).startswith("read timed out after 0.3s from " + url)
 
 
@@ -262,6 +262,31 @@ def test_redirect_to_a_local_file_is_refused(server, target, tmp_path):
     url = server.route("/model.zip", Route(location=secret.as_uri()))
     err = fetch_fails(url, target)
     assert "unsupported scheme 'file'" in str(err)
+
+
+def test_https_download_and_downgrade_to_http_refused(server, target, tmp_path, monkeypatch):
+    with running_server(tls_dir=tmp_path / "tls") as secure:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(secure.ca_file))
+        url = secure.route("/model.zip", Route(body=BODY))
+        assert url.startswith("https://")
+        assert fetch_ok(url, target).path.read_bytes() == BODY
+
+        plain = server.route("/model.zip", Route(body=BODY))
+        downgrade = secure.route("/old-link", Route(location=plain))
+        err = fetch_fails(downgrade, target)
+        assert "redirect from https to plain http refused" in str(err)
+        assert server.requests_to("/model.zip") == []
+
+
+def test_untrusted_https_certificate_fails_at_once(target, tmp_path):
+    with running_server(tls_dir=tmp_path / "tls") as secure:
+        url = secure.route("/model.zip", Route(body=BODY))
+        started = time.monotonic()
+        err = fetch_fails(url, target, policy=DownloadPolicy(connect_timeout=2, retries=3, backoff=1.0))
+        assert time.monotonic() - started < 1.0  # not retried: the first backoff alone is 1 s
+        assert str(err).startswith(f"could not connect to 127.0.0.1:{secure.port}: TLS failed: ")
+        assert "certificate verify failed" in str(err).lower()
+        assert secure.requests_to("/model.zip") == []
 
 
 def test_connection_refused(target):

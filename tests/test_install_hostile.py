@@ -185,3 +185,12 @@ def test_signed_package_with_hostile_safetensors_header(hostile, package_entries
     name = f"{MODEL}/fold_0/checkpoint_final.safetensors"
     package = _signed(tmp_path / "st.zip", _replace(package_entries, name, blob), session_key.private_path)
     _assert_refused_and_untouched(package, results, session_key.public_path, canary, "checkpoint_final.safetensors")
+
+
+def test_signed_dataset_json_with_absolute_path(package_entries, results, session_key, canary, tmp_path):
+    dataset = json.loads(dict(package_entries)[f"{MODEL}/dataset.json"])
+    dataset["description"] = "trained on /home/alice/secret_cases"
+    package = _signed(tmp_path / "ds.zip",
+                      _replace(package_entries, f"{MODEL}/dataset.json", json.dumps(dataset).encode()),
+                      session_key.private_path)
+    _assert_refused_and_untouched(package, results, session_key.public_path, canary, "dataset.json")

@@ -488,6 +488,56 @@ def test_zip64_end_records_that_disagree_are_refused(tmp_path, monkeypatch):
         open_zip(path)
 
 
+def _miniz_style(name: str, content: bytes, *, local_zip64: bytes) -> hz.RawEntry:
+    """As torch's miniz writes entries: data-descriptor flag, zero sizes and CRC in the local header."""
+    honest = hz.raw_entry(name, content)
+    descriptor = struct.pack("<IIII", 0x08074B50, honest.crc, len(content), len(content))
+    return replace(honest, flags=0x808, local_fields=(0, 0, 0), trailer=descriptor,
+                   local_extra=struct.pack("<HH", 1, len(local_zip64)) + local_zip64 if local_zip64 else b"")
+
+
+def test_miniz_local_zip64_field_holding_the_header_offset_is_accepted(tmp_path):
+    """Past 4 GiB torch (miniz) writes the header offset, not the sizes, in the local ZIP64 field of
+    small entries, with plain zero sizes in the header: valid, and the field is not read as sizes."""
+    path = _one(tmp_path, _miniz_style("ck/data.pkl", b"\x80\x02}q\x00.", local_zip64=b""),
+                _miniz_style("ck/data/1", b"x" * 12, local_zip64=struct.pack("<Q", 0x100001358)))
+    with open_zip(path) as archive:
+        assert archive.read("ck/data/1") == b"x" * 12
+
+
+def test_local_zip64_marker_without_the_field_is_refused(tmp_path):
+    raw = replace(hz.raw_entry("a.bin", b"abc"), local_fields=(zlib.crc32(b"abc"), 0xFFFFFFFF, 0xFFFFFFFF))
+    with refused("lacks the ZIP64 sizes"):
+        open_zip(_one(tmp_path, raw))
+
+
+def test_local_zip64_sizes_that_disagree_are_refused(tmp_path):
+    raw = replace(hz.raw_entry("a.bin", b"abc"), local_fields=(zlib.crc32(b"abc"), 0xFFFFFFFF, 0xFFFFFFFF),
+                  local_extra=struct.pack("<HHQQ", 1, 16, 3, 99))
+    with refused("local header sizes differ"):
+        open_zip(_one(tmp_path, raw))
+
+
+def test_data_descriptor_that_disagrees_is_refused(tmp_path):
+    raw = _miniz_style("a.bin", b"abc", local_zip64=b"")
+    raw = replace(raw, trailer=struct.pack("<IIII", 0x08074B50, raw.crc, 3, 4))
+    with refused("data descriptor disagrees"):
+        open_zip(_one(tmp_path, raw))
+
+
+def test_central_zip64_field_with_an_unmarked_value_is_refused(tmp_path):
+    """A ZIP64 size that the header does not point to: readers would disagree on which value counts."""
+    raw = replace(hz.raw_entry("a.bin", b"abc"), central_extra=struct.pack("<HHQ", 1, 8, 1 << 33))
+    with refused("ZIP64 extra field does not match"):
+        open_zip(_one(tmp_path, raw))
+
+
+def test_malformed_extra_field_is_refused(tmp_path):
+    raw = replace(hz.raw_entry("a.bin", b"abc"), central_extra=struct.pack("<HH", 0x5455, 40) + b"short")
+    with refused("malformed extra field"):
+        open_zip(_one(tmp_path, raw))
+
+
 def test_copy_to_returns_the_hash_of_what_it_wrote(tmp_path):
     entries = package_entries()
     path = hz.write_honest_zip(tmp_path / "p.zip", entries)

@@ -297,12 +297,9 @@ def test_refuses_views_that_outgrow_the_file(tmp_path, toy_dict):
         load_sanitized(save(tmp_path, dict(toy_dict, network_weights=weights)))
 
 
-def test_torch_refusal_is_one_clear_refusal(tmp_path, toy_dict):
-    """A global our static list allows but the loader rejects in context still ends as a refusal."""
-    import pickle
-
-    # Builds torch.Size by NEWOBJ with a string argument: statically allowlisted names only,
-    # but not something torch's unpickler will build (no __new__ on allowlisted non-classes).
+def test_torch_refusal_is_one_clear_refusal(tmp_path):
+    """A data.pkl that passes the static check but that torch's loader rejects ends as a one-line refusal."""
+    # _rebuild_tensor_v2("x"): only allowlisted names, called with arguments it cannot take.
     data = (b"\x80\x02}q\x00(X\x0f\x00\x00\x00network_weightsq\x01}q\x02X\x01\x00\x00\x00w"
             b"ctorch._utils\n_rebuild_tensor_v2\nX\x01\x00\x00\x00x\x85Rsu.")
     pickle_path = tmp_path / "odd.pth"
@@ -388,7 +385,7 @@ def test_scan_lists_globals_of_every_protocol_without_running_them():
     for protocol in range(0, 6):
         scan = scan_pickle(pickle.dumps(payload, protocol=protocol))
         assert scan.globals == ["posix.system", "builtins.eval"], protocol
-        assert scan.protocol == (protocol if protocol >= 2 else scan.protocol)
+        assert scan.protocol == protocol
         assert not scan.anomalies
 
 
@@ -482,8 +479,25 @@ def test_facts_torch_default_refuses_nnunet_checkpoints(toy_pth):
 
 
 def test_allowlist_is_scoped_to_the_load(toy_pth):
+    before = set(torch.serialization.get_safe_globals())  # torch itself registers some on import
     load_sanitized(toy_pth)
-    assert torch.serialization.get_safe_globals() == []
+    assert set(torch.serialization.get_safe_globals()) == before
+    assert not any("numpy" in str(g) for g in before)
+
+
+def test_globals_torch_registers_at_import_are_still_refused(tmp_path, canary):
+    """torch 2.14 adds builtins exceptions and traceback classes to its allowlist on import;
+    the static check keeps to allowed_global_names() and refuses them before torch loads."""
+    import pickle
+
+    from hostile_checkpoints import checkpoint_with, write_torch_zip
+
+    registered = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}"
+                  for g in torch.serialization.get_safe_globals()}
+    assert "builtins.SystemExit" in registered
+    path = write_torch_zip(tmp_path / "exit.pth", pickle.dumps(checkpoint_with(SystemExit(3)), protocol=2))
+    with pytest.raises(UnsafeCheckpoint, match="SystemExit"):
+        load_sanitized(path)
 
 
 # --- tensor geometry ---------------------------------------------------------------------
@@ -515,7 +529,7 @@ def test_geometry_check_agrees_with_torch_on_real_views():
     from nnseal.sanitize.tensors import check_tensor
 
     base = torch.arange(24.0).reshape(4, 6)
-    for view in (base, base.t(), base[1:3], base[:, ::2], base[::-1] if False else base[2:], base.unsqueeze(0)):
+    for view in (base, base.t(), base[1:3], base[:, ::2], base[2:], base.unsqueeze(0)):
         assert check_tensor("v", view, "x") == view.numel() * 4
     with pytest.raises(UnsafeCheckpoint, match="stride-0"):
         check_tensor("v", torch.zeros(1).expand(3, 3), "x")

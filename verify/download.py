@@ -385,7 +385,7 @@ def _copy_file_url(url: str, sink: _Sink, progress: bool) -> str:
 
 
 class _Retryable(Exception):
-    """A failure worth another attempt; ``final`` is the error to show once retries run out."""
+    """A failure worth another attempt; once retries run out, _give_up turns it into a NetworkError."""
 
     def __init__(self, kind: str, detail: str, *, retry_after: float | None = None, wait: bool = True):
         super().__init__(detail)
@@ -470,6 +470,9 @@ class _HttpDownload:
                 raise _Retryable("timeout", f"no response from {redact(current)}") from err
             except requests.exceptions.InvalidURL as err:
                 raise NetworkError(f"invalid URL {redact(current)}: {_reason(err)}") from None
+            except requests.exceptions.SSLError as err:
+                # A certificate that fails today fails on every retry: say so at once.
+                raise NetworkError(f"could not connect to {_host(current)}: TLS failed: {_reason(err)}") from None
             except requests.exceptions.RequestException as err:  # ConnectionError, SSLError, ...
                 raise _Retryable("connect", f"could not connect to {_host(current)}: {_reason(err)}") from err
             status = response.status_code

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nnseal.errors import (EnvironmentProblem, HostileArchive, InvalidSafetensors, ModelLayoutError, Refused,
-                           SignatureError,
+                           SignatureError, UnsafeJson,
                            TamperedPackage, WouldOverwrite, from_os_error)
 from nnseal.fsutil import sha256_file
 from nnseal.package.layout import CARD_NAME, results_dir
@@ -26,6 +26,7 @@ from nnseal.verify.entries import PackageEntry, classify_all
 from nnseal.verify.receipt import RECEIPT_NAME, write_receipt
 
 STAGING_PREFIX = ".nnseal-staging-"
+JSON_KINDS = {"plans.json": "plans", "dataset.json": "dataset", "dataset_fingerprint.json": "fingerprint"}
 UNSIGNED_WARNING = "provenance NOT checked: this model was installed without a signature (--unsigned)"
 
 
@@ -152,7 +153,7 @@ def _read_card(stage: "Staging", entries: list[PackageEntry]) -> dict | None:
 
 def _finish_model(stage: "Staging", model: str, entries: list[PackageEntry], report: InstallReport) -> None:
     """Check the staged JSON and safetensors files, then rebuild nnU-Net checkpoints from them."""
-    from nnseal.sanitize.jsonclean import check_plans_architecture, load_json_bytes
+    from nnseal.sanitize.jsonclean import clean_json_file
     from nnseal.sanitize.safetensors_io import read_header
     from nnseal.verify.rebuild import rebuild_from_safetensors, write_checkpoint
 
@@ -160,9 +161,13 @@ def _finish_model(stage: "Staging", model: str, entries: list[PackageEntry], rep
     parsed = {}
     for entry in entries:
         if entry.kind == "json":
-            path = stage.path(entry.name)
-            parsed[entry.filename] = load_json_bytes(path.read_bytes(), name=entry.name)
-    check_plans_architecture(parsed["plans.json"], name=f"{model}/plans.json")
+            # Export writes JSON that is already clean; anything left to clean means it did not come from there.
+            cleaned = clean_json_file(JSON_KINDS[entry.filename], stage.path(entry.name).read_bytes(), name=entry.name)
+            if cleaned.findings:
+                finding = cleaned.findings[0]
+                raise UnsafeJson(f"entry '{entry.name}': {finding.path}: {finding.detail} (a package's JSON must "
+                                 "need no cleaning)")
+            parsed[entry.filename] = cleaned.data
     for entry in entries:
         if entry.kind != "checkpoint":
             continue
@@ -221,12 +226,11 @@ def _install_legacy(archive, results: Path, report: InstallReport, *, force: boo
         if not any(n.endswith(".pth") for n in kept[model]):
             raise ModelLayoutError(f"model folder '{model}' has no checkpoint")
     destinations = _check_destinations(results, models, force)
-    kinds = {"plans.json": "plans", "dataset.json": "dataset", "dataset_fingerprint.json": "fingerprint"}
     with Staging(results) as stage:
         for model in models:
             parsed = {}
             for name in sorted(n for n in kept[model] if n.endswith(".json")):
-                cleaned = clean_json_file(kinds[name.rsplit("/", 1)[1]], archive.read(name), name=name)
+                cleaned = clean_json_file(JSON_KINDS[name.rsplit("/", 1)[1]], archive.read(name), name=name)
                 target = stage.path(name)
                 target.write_bytes(cleaned.to_bytes())
                 parsed[name.rsplit("/", 1)[1]] = cleaned.data
