@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def ensure_results(root: Path, scenario: Scenario, *, rebuild: bool) -> BuiltMod
             shutil.rmtree(stale, ignore_errors=True)
         marker.unlink(missing_ok=True)
         root.mkdir(parents=True, exist_ok=True)
-        print(f"building {scenario.name} results folder under {final} (cached for later runs) ...", flush=True)
+        print(f"building {scenario.name} results folder under {final} (cached for later runs) ...", file=sys.stderr, flush=True)
         toy_model.build_results(partial, folds=scenario.folds, spec=scenario.spec, checkpoints=CHECKPOINTS)
         os.rename(partial, final)
         cached = {"description": wanted, "parameters": parameter_count(scenario.spec)}
@@ -99,9 +100,46 @@ def ensure_scan_folder(root: Path, count: int, *, rebuild: bool) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     marker.unlink(missing_ok=True)
     folder.mkdir(parents=True)
-    print(f"building {count} small checkpoints under {folder} ...", flush=True)
+    print(f"building {count} small checkpoints under {folder} ...", file=sys.stderr, flush=True)
     spec = ToySpec()
     for index in range(count):
         torch.save(toy_model.checkpoint_dict(spec, index % 5, seed=index), folder / f"checkpoint_{index:04d}.pth")
     marker.write_text(str(count))
     return folder
+
+
+def built_to_json(built: BuiltModel) -> dict:
+    data = asdict(built)
+    data.update(results=str(built.results), model=str(built.model), folds=list(built.folds))
+    return data
+
+
+def built_from_json(data: dict) -> BuiltModel:
+    return BuiltModel(**{**data, "results": Path(data["results"]), "model": Path(data["model"]),
+                         "folds": tuple(data["folds"])})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build in a child process: the driver must stay small, since a child's peak RSS
+    (ru_maxrss) starts from the high-water mark of the process that spawned it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build (or reuse) the benchmark's cached inputs; print JSON.")
+    parser.add_argument("what", choices=("results", "scan"))
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--scenario", choices=("full", "small"), default="full")
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--rebuild", action="store_true")
+    args = parser.parse_args(argv)
+    if args.what == "results":
+        scenario = FULL if args.scenario == "full" else SMALL
+        built = ensure_results(args.root / scenario.name, scenario, rebuild=args.rebuild)
+        print(json.dumps(built_to_json(built)))
+    else:
+        print(json.dumps({"folder": str(ensure_scan_folder(args.root, args.count, rebuild=args.rebuild))}))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

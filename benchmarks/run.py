@@ -19,7 +19,9 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -94,15 +96,26 @@ def _installed_checkpoints(results: Path) -> int:
     return sum(1 for _ in results.glob("Dataset*/*/fold_*/checkpoint_*.pth"))
 
 
-def run_benchmark(settings: Settings, args: argparse.Namespace) -> dict:
-    from nnseal.package.keys import generate_key_pair
+def _build_in_child(*args: str) -> dict:
+    """Run fixtures.py in a child: torch must never enter this (measuring) process."""
+    proc = subprocess.run([sys.executable, str(HERE / "fixtures.py"), *args], stdout=subprocess.PIPE, check=True)
+    return json.loads(proc.stdout)
 
+
+def driver_peak_rss() -> int:
+    """This process's high-water RSS: a floor under every child's ru_maxrss (fork inherits it)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_benchmark(settings: Settings, args: argparse.Namespace) -> dict:
     root = settings.out / settings.scenario.name
-    built = fixtures.ensure_results(root, settings.scenario, rebuild=args.rebuild)
+    built = fixtures.built_from_json(_build_in_child(
+        "results", str(settings.out), "--scenario", settings.scenario.name, *(["--rebuild"] if args.rebuild else [])))
     work = root / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    keys = generate_key_pair(work / "bench")
+    subprocess.run([NNSEAL, "keygen", "-o", str(work / "bench")], stdout=subprocess.DEVNULL, check=True)
+    private_key, public_key = work / "bench.pem", work / "bench.pub"
     package, peer_zip = work / "model.nnseal.zip", work / "model.nnunet.zip"
     nnseal_results, peer_results = work / "nnseal_install", work / "nnunet_install"
     env = child_env(built.results, work)
@@ -116,11 +129,13 @@ def run_benchmark(settings: Settings, args: argparse.Namespace) -> dict:
         m = measured[label]
         print(f"  {label:<24} {m.seconds:8.2f} s  peak RSS {m.peak_rss_bytes / MB:8.0f} MB", flush=True)
 
+    if "torch" in sys.modules:
+        raise RuntimeError("torch was imported into the benchmark driver: children's peak RSS would include it")
     print(f"model: {built.parameters / 1e6:.1f} M parameters, {built.checkpoint_files} checkpoints, "
           f"{built.checkpoint_bytes / GB:.2f} GB of .pth", flush=True)
 
     # --- export -----------------------------------------------------------------------
-    export_argv = [NNSEAL, "export", "-i", str(built.model), "-o", str(package), "--key", str(keys.private_path),
+    export_argv = [NNSEAL, "export", "-i", str(built.model), "-o", str(package), "--key", str(private_key),
                    "-f", ",".join(folds), "--checkpoints", "final,best", "--quiet"]
     measured["nnseal export"] = measure("nnseal export", export_argv, repeats=settings.export_repeats,
                                         warmup=True, env=env, before_each=_reset(package, warm=(built.model,)))
@@ -144,7 +159,7 @@ def run_benchmark(settings: Settings, args: argparse.Namespace) -> dict:
         assert _installed_checkpoints(peer_results) == built.checkpoint_files, "nnU-Net install incomplete"
 
     install_argv = [NNSEAL, "install", str(package), "--results", str(nnseal_results),
-                    "--trusted-key", str(keys.public_path), "--quiet"]
+                    "--trusted-key", str(public_key), "--quiet"]
     measured["nnseal install"] = measure("nnseal install", install_argv, repeats=r, warmup=True, env=env,
                                          before_each=_reset(nnseal_results, warm=(package,)),
                                          check=check_nnseal_install)
@@ -157,7 +172,7 @@ def run_benchmark(settings: Settings, args: argparse.Namespace) -> dict:
     _reset(nnseal_results, peer_results)()
 
     # --- verify -----------------------------------------------------------------------
-    verify_argv = [NNSEAL, "verify", str(package), "--trusted-key", str(keys.public_path)]
+    verify_argv = [NNSEAL, "verify", str(package), "--trusted-key", str(public_key)]
     measured["nnseal verify"] = measure("nnseal verify", verify_argv, repeats=r, warmup=True, env=env,
                                         before_each=_reset(warm=(package,)))
     note("nnseal verify")
@@ -174,7 +189,8 @@ def run_benchmark(settings: Settings, args: argparse.Namespace) -> dict:
             scan_status = "skipped: nnseal/commands/scan.py does not exist yet"
             print(f"  scan: {scan_status}", flush=True)
         else:
-            scan_dir = fixtures.ensure_scan_folder(settings.out, SCAN_COUNT, rebuild=args.rebuild)
+            scan_dir = Path(_build_in_child("scan", str(settings.out), "--count", str(SCAN_COUNT),
+                                            *(["--rebuild"] if args.rebuild else []))["folder"])
             measured["nnseal scan"] = measure("nnseal scan", [NNSEAL, "scan", str(scan_dir)], repeats=r,
                                               warmup=True, env=env, before_each=_reset(warm=(scan_dir,)))
             scan_status = "measured"
@@ -192,6 +208,7 @@ def run_benchmark(settings: Settings, args: argparse.Namespace) -> dict:
         "cache": "warm (inputs read before each run; sync before each run; one warm-up run per command)",
         "scan": scan_status,
         "environment": environment(),
+        "driver_peak_rss_bytes": driver_peak_rss(),
         "measurements": {label: m.to_json() for label, m in measured.items()},
         "goals": [g.to_json() for g in results],
         "table": goals.format_table(results),

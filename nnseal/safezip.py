@@ -161,6 +161,8 @@ class NameRegistry:
         path = name[:-1] if is_dir else name
         key = collision_key(path)
         if key in self._files:
+            if is_dir and self._files[key] == path:
+                raise HostileArchive(f"{where}: the same name is also a file entry")
             raise HostileArchive(f"{where}: collides with entry {_show(self._files[key])} on case-insensitive "
                                  "or Unicode-normalizing file systems")
         if not is_dir and key in self._dirs:

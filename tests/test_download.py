@@ -24,7 +24,7 @@ from conftest import run_cli, tree_listing
 from http_server import Route, running_server
 
 from nnseal.errors import EnvironmentProblem, NetworkError, TamperedPackage, WouldOverwrite
-from nnseal.fsutil import TEMP_PREFIX
+from nnseal.fsutil import TEMP_PREFIX, host_tag
 from nnseal.verify import download
 from nnseal.verify.download import DownloadPolicy, fetch_to_temp, retry_after_seconds
 
@@ -386,7 +386,7 @@ def test_keep_file_copies_across_filesystems(tmp_path, monkeypatch):
 def test_stale_downloads_of_dead_processes_are_removed(tmp_path):
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
-    host = download._host_tag()
+    host = host_tag()
     dead = tmp_path / f"{download.DOWNLOAD_PREFIX}{finished.pid}-{host}-abc123.part"
     mine = tmp_path / f"{download.DOWNLOAD_PREFIX}{os.getpid()}-{host}-abc123.part"
     elsewhere = tmp_path / f"{download.DOWNLOAD_PREFIX}{finished.pid}-another.host-abc123.part"

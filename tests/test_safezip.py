@@ -257,10 +257,15 @@ def test_unicode_normalization_twins_are_refused(tmp_path):
         open_zip(path)
 
 
-@pytest.mark.parametrize("order", [("a", "a/b"), ("a/b", "a")])
+@pytest.mark.parametrize("order", [("a", "a/b"), ("a/b", "a"), ("a", "a/"), ("a/", "a")])
 def test_a_name_used_as_file_and_folder_is_refused(tmp_path, order):
-    path = _one(tmp_path, *(hz.raw_entry(name, b"x") for name in order))
-    with refused("folder"):
+    def entry(name: str) -> hz.RawEntry:
+        if name.endswith("/"):
+            return replace(hz.raw_entry(name, b""), external_attr=(0o40755 << 16) | 0x10)
+        return hz.raw_entry(name, b"x")
+
+    path = _one(tmp_path, *(entry(name) for name in order))
+    with refused("also a file entry|also used as a folder"):
         open_zip(path)
 
 
@@ -503,6 +508,16 @@ def test_miniz_local_zip64_field_holding_the_header_offset_is_accepted(tmp_path)
                 _miniz_style("ck/data/1", b"x" * 12, local_zip64=struct.pack("<Q", 0x100001358)))
     with open_zip(path) as archive:
         assert archive.read("ck/data/1") == b"x" * 12
+
+
+@pytest.mark.parametrize("field_offset, value", [(6, 0x0008), (8, 8)])  # local flags, local method
+def test_local_flags_or_method_that_differ_from_the_central_directory_are_refused(tmp_path, field_offset, value):
+    path = _one(tmp_path, hz.raw_entry("a.bin", b"abc"))
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<H", data, field_offset, value)  # the first local header starts at offset 0
+    path.write_bytes(bytes(data))
+    with refused("local header flags or method differ"):
+        open_zip(path)
 
 
 def test_local_zip64_marker_without_the_field_is_refused(tmp_path):

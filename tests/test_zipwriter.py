@@ -8,7 +8,6 @@ import json
 import random
 import zipfile
 import zlib
-from pathlib import Path
 
 import pytest
 

@@ -40,7 +40,7 @@ from nnseal.errors import (
     WouldOverwrite,
     from_os_error,
 )
-from nnseal.fsutil import CHUNK, TEMP_PREFIX, atomic_output
+from nnseal.fsutil import CHUNK, TEMP_PREFIX, atomic_output, host_tag, left_by_dead_process
 from nnseal.progress import byte_bar
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def fetch_to_temp(
         raise NetworkError(f"unsupported URL scheme {scheme or '(none)'!r} in {redact(url)}: use http, https or file")
     directory = Path(directory)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f"{DOWNLOAD_PREFIX}{os.getpid()}-{_host_tag()}-",
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{DOWNLOAD_PREFIX}{os.getpid()}-{host_tag()}-",
                                         suffix=f"-{_safe_name(url)}.part", dir=directory)
     except OSError as err:
         raise from_os_error(err, directory) from err
@@ -207,7 +207,7 @@ def download_then_install(
 
         report = install_model_from_zip(
             downloaded.path, install_location=results, trusted_keys=tuple(trusted_keys), force=force,
-            unsigned=unsigned, sha256=sha256, progress=progress,
+            unsigned=unsigned, sha256=sha256, progress=progress, source_name=redact(url),
         )
         if keep_path is not None:
             keep_file(downloaded.path, keep_path, force=force)
@@ -233,34 +233,16 @@ def remove_stale_downloads(directory: Path) -> list[Path]:
     host are left alone, since its processes cannot be checked from here.
     """
     removed = []
-    host = _host_tag()
     for child in directory.glob(f"{DOWNLOAD_PREFIX}*"):
         fields = child.name[len(DOWNLOAD_PREFIX):].split("-", 2)
-        if len(fields) != 3 or not fields[0].isdigit() or fields[1] != host:
+        if len(fields) != 3 or not left_by_dead_process(fields[0], fields[1]):
             continue
-        if _pid_alive(int(fields[0])) or child.is_symlink() or not child.is_file():
+        if child.is_symlink() or not child.is_file():
             continue
         with contextlib.suppress(OSError):
             child.unlink()
             removed.append(child)
     return removed
-
-
-def _host_tag() -> str:
-    # No "-" in it, so that the file name splits back into pid, host and the random part.
-    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
 
 
 def normalise_sha256(value: str) -> str:

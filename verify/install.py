@@ -19,7 +19,7 @@ from typing import Sequence
 from nnseal.errors import (EnvironmentProblem, HostileArchive, InvalidSafetensors, ModelLayoutError, Refused,
                            SignatureError, UnsafeJson,
                            TamperedPackage, WouldOverwrite, from_os_error)
-from nnseal.fsutil import sha256_file
+from nnseal.fsutil import host_tag, left_by_dead_process, sha256_file
 from nnseal.package.layout import CARD_NAME, results_dir
 from nnseal.progress import byte_bar
 from nnseal.verify.entries import PackageEntry, classify_all
@@ -49,14 +49,15 @@ class InstallReport:
 def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | os.PathLike | None = None, *,
                            trusted_keys: Sequence[str | os.PathLike] = (), force: bool = False,
                            unsigned: bool = False, sha256: str | None = None, progress: bool = False,
-                           limits=None) -> InstallReport:
+                           limits=None, source_name: str | None = None) -> InstallReport:
     """Verify ``zip_file`` and install its model folder(s) under ``install_location``.
 
     ``install_location`` defaults to ``$nnUNet_results``. ``trusted_keys`` are public-key
     PEM paths, added to the trust folder's keys. ``unsigned=True`` installs a zip made by
     nnU-Net's own exporter (every checkpoint sanitized and rebuilt, pickles dropped);
     ``sha256`` pins the zip's digest either way. ``limits`` (``nnseal.safezip.Limits``)
-    tightens or loosens the zip-bomb limits.
+    tightens or loosens the zip-bomb limits. ``source_name`` is what reports and the receipt
+    call the package (download passes the URL; default: the file's path).
     """
     from nnseal.safezip import Limits, open_zip
 
@@ -75,7 +76,7 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
         package_sha256 = sha256_file(zip_path)
         if package_sha256 != sha256.strip().lower():
             raise TamperedPackage(f"sha256 is {package_sha256}, expected {sha256.strip().lower()}", path=zip_path)
-    report = InstallReport(package=str(zip_path), results=str(results),
+    report = InstallReport(package=source_name or str(zip_path), results=str(results),
                            provenance="unsigned" if unsigned else "signed")
     with open_zip(zip_path, limits or Limits()) as archive:
         try:
@@ -87,7 +88,7 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
                                 package_sha256=package_sha256, progress=progress)
         except Refused as err:
             if err.path is None:  # name the package in every refusal
-                raise type(err)(err.reason, path=zip_path) from err
+                raise type(err)(err.reason, path=source_name or zip_path) from err
             raise
     return report
 
@@ -258,7 +259,7 @@ class Staging:
 
     def __init__(self, results: Path):
         self.results = results
-        self.root = results / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        self.root = results / f"{STAGING_PREFIX}{os.getpid()}-{host_tag()}-{secrets.token_hex(4)}"
 
     def __enter__(self) -> "Staging":
         try:
@@ -284,21 +285,9 @@ class Staging:
 def remove_stale_staging(results: Path) -> None:
     """Staging folders of installs that died (SIGKILL, power loss) are removed by the next install."""
     for child in results.glob(f"{STAGING_PREFIX}*"):
-        pid_text = child.name[len(STAGING_PREFIX):].split("-", 1)[0]
-        if pid_text.isdigit() and not _pid_alive(int(pid_text)) and not child.is_symlink():
+        fields = child.name[len(STAGING_PREFIX):].split("-", 2)
+        if len(fields) == 3 and left_by_dead_process(fields[0], fields[1]) and not child.is_symlink():
             shutil.rmtree(child, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _extract(archive, name: str, target: Path, bar) -> str:

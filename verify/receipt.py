@@ -22,7 +22,7 @@ def write_receipt(model_dir: Path, *, files: dict[str, str], package: str, packa
                   provenance: str, signer_fingerprint: str | None, model: dict | None) -> None:
     receipt = {
         "format": RECEIPT_FORMAT, "format_version": 1,
-        "package": os.path.basename(package), "package_sha256": package_sha256,
+        "package": package, "package_sha256": package_sha256,
         "provenance": provenance, "signer_fingerprint": signer_fingerprint, "model": model,
         "files": dict(sorted(files.items())),
     }
