@@ -138,7 +138,7 @@ def _compare_checkpoints(original: Path, installed: Path) -> int:
     for rebuilt in sorted(installed.glob("fold_*/checkpoint_*.pth")):
         new = torch.load(rebuilt, map_location="cpu", weights_only=True)
         source = original / rebuilt.relative_to(installed)
-        # The original needs the numpy allowlist; load it through the sanitizer, never weights_only=False.
+        # The original needs the numpy allowlist; load it through the sanitizer, never the unrestricted loader.
         from nnseal.sanitize.checkpoint import load_sanitized
 
         old = load_sanitized(source)

@@ -216,3 +216,27 @@ def inspect_checkpoint(path: str | os.PathLike) -> ArchiveInfo:
         storages = _storage_records(path, prefix, scan.persistent_ids, sizes)
     return ArchiveInfo(path=str(path), file_size=file_size, prefix=prefix, globals=scan.globals,
                        protocol=scan.protocol, storages=storages, entries=names)
+
+
+# --- collecting twins of the checks above, for `nnseal scan` (which reports every problem) ---
+
+
+def layout_problem(path: str | os.PathLike, names: list[str]) -> tuple[str | None, str | None]:
+    """``(prefix, None)`` for torch.save's layout, else ``(None, why not)``; raises nothing."""
+    try:
+        return _check_layout(Path(path), names), None
+    except UnsafeCheckpoint as err:
+        return None, err.reason
+
+
+def storage_problem(archive, prefix: str, persistent_ids: list) -> tuple[dict[str, StorageRecord], str | None]:
+    """``(storages, None)`` when every storage data.pkl declares is stored uncompressed and exactly that large,
+    else ``({}, why not)``. ``archive`` is an open ``SafeZip``."""
+    for entry in archive.entries:
+        if entry.name.startswith(f"{prefix}/data/") and entry.method != METHOD_STORED:
+            return {}, f"storage {entry.name} is compressed: torch.save stores storages uncompressed"
+    sizes = {entry.name: entry.size for entry in archive.entries}
+    try:
+        return _storage_records(Path(archive.path), prefix, persistent_ids, sizes), None
+    except UnsafeCheckpoint as err:
+        return {}, err.reason

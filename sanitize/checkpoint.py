@@ -91,7 +91,7 @@ def _restricted_load(path: Path) -> Any:
 
     try:
         with safe_globals(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's hints suggest weights_only=False: never what we want
+            warnings.simplefilter("ignore")  # torch's hints suggest the unrestricted loader: never what we want
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except OSError as err:
         raise from_os_error(err, path) from err

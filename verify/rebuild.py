@@ -64,29 +64,45 @@ def read_nnseal_metadata(metadata: dict[str, str], *, path: str) -> tuple[list[s
 
 
 def rebuild_from_safetensors(path: str | os.PathLike, plans: dict, dataset_json: dict) -> dict:
-    """Load a package's safetensors checkpoint (already header-checked) into nnU-Net's dict."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    """nnU-Net's dict for a package's safetensors checkpoint, with tensors left in the file.
+
+    Torch-free: the header is validated (as strictly as the Rust loader) and each tensor
+    becomes a ``StoredTensor`` pointing at its bytes; ``write_checkpoint`` copies them.
+    """
+    from nnseal.sanitize.safetensors_io import read_header
+    from nnseal.verify.pth_writer import StoredTensor
 
     path = str(path)
-    with safe_open(path, framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    names, aliases, meta = read_nnseal_metadata(metadata, path=path)
-    tensors = load_file(path, device="cpu")
+    with open(path, "rb") as handle:
+        header = read_header(handle, os.fstat(handle.fileno()).st_size, source=path)
+    names, aliases, meta = read_nnseal_metadata(header.metadata, path=path)
+    tensors = {name: StoredTensor(source=path, offset=header.data_start + info.begin, nbytes=info.end - info.begin,
+                                  dtype=info.dtype, shape=info.shape)
+               for name, info in header.tensors.items()}
     return assemble(tensors, names, aliases, meta, plans, dataset_json)
 
 
 def write_checkpoint(checkpoint: dict, path: str | os.PathLike) -> str:
-    """torch.save into a new file (never through an existing one); return its sha256."""
-    import torch
+    """Write the checkpoint into a new file (never through an existing one); return its sha256.
+
+    Checkpoints from ``rebuild_from_safetensors`` are written without torch (pth_writer);
+    ones holding torch tensors (the legacy path) go through torch.save.
+    """
+    from nnseal.verify import pth_writer
 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
     with os.fdopen(fd, "wb") as handle:
-        writer = HashingWriter(handle)
-        torch.save(checkpoint, writer)
+        if pth_writer.can_write(checkpoint):
+            digest = pth_writer.write_pth(checkpoint, handle, stem=pth_writer.stem_of(path))
+        else:
+            import torch
+
+            writer = HashingWriter(handle)
+            torch.save(checkpoint, writer)
+            digest = writer.hexdigest()
         handle.flush()
         os.fsync(handle.fileno())
-    return writer.hexdigest()
+    return digest
 
 
 def default_checkpoint_path(safetensors_path: Path) -> Path:

@@ -1,0 +1,82 @@
+"""Every rule the scan applies: id, level and what it means. docs/SCAN.md mirrors this table (a test checks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    level: str  # note | warning | unsigned | unsafe
+    summary: str
+
+
+_TABLE = [
+    # pickles (checkpoints' data.pkl, raw pickles, numpy object payloads, legacy torch files)
+    Rule("dangerous-global", "unsafe",
+         "A pickle imports a callable that runs commands, evaluates code, imports modules, opens files or "
+         "sockets, or loads another pickle."),
+    Rule("global-not-allowlisted", "unsafe",
+         "A pickle imports a global outside torch's weights_only set plus nnseal's numpy additions: "
+         "torch.load(weights_only=True) refuses it and plain pickle would import and may call it."),
+    Rule("pickle-opcode", "unsafe",
+         "A checkpoint's data.pkl uses opcodes torch.save never writes (protocol 4/5 framing, INST/OBJ, ...): "
+         "scanner evasion or a file weights_only cannot load."),
+    Rule("pickle-anomaly", "unsafe",
+         "A pickle is built in a way no pickler writes (memo reads of unset slots, bytes after STOP, a stack "
+         "left with several items)."),
+    Rule("malformed-pickle", "unsafe",
+         "A pickle cannot be parsed (truncated, unknown opcode) or is over the scan limits."),
+    # archives
+    Rule("hostile-archive", "unsafe",
+         "A zip that readers would disagree on or that attacks extractors: duplicate names, local/central "
+         "header mismatch, overlapping entries, lying sizes, symlink entries, bombs."),
+    Rule("archive-layout", "unsafe",
+         "A torch.save zip with an unexpected layout: several archive folders, entries outside them, "
+         "unexpected records, directory entries, compressed storages."),
+    Rule("torchscript", "unsafe",
+         "A TorchScript archive (torch.jit.save): loading it runs its code."),
+    Rule("storage-mismatch", "unsafe",
+         "A storage record whose size disagrees with data.pkl, is missing, or is never used (hidden data)."),
+    Rule("tensor-geometry", "unsafe",
+         "A tensor declared in data.pkl reads outside its storage, or is a stride-0/overlapping view that "
+         "expands a few stored bytes into a huge tensor."),
+    Rule("legacy-format", "warning",
+         "A pre-1.6 (non-zip) torch.save file: its pickles are scanned, but nnseal sanitize does not load "
+         "this format; re-save it in a trusted environment."),
+    # numpy
+    Rule("numpy-object-array", "unsafe",
+         "A .npy (or .npz member) holding an object array: numpy.load needs allow_pickle=True, which "
+         "unpickles the data."),
+    Rule("numpy-header", "unsafe",
+         "A .npy header that cannot be parsed or is over the size limit."),
+    # safetensors
+    Rule("safetensors-header", "unsafe",
+         "A safetensors header the Rust loader would refuse: oversized, not JSON, duplicate keys, gaps, "
+         "overlaps, wrong byte counts, trailing bytes."),
+    # packages
+    Rule("bad-signature", "unsafe",
+         "An nnseal package whose model.sig is malformed or does not verify."),
+    Rule("tampered-package", "unsafe",
+         "An nnseal package whose entries disagree with the signed manifest (modified, missing, extra) or "
+         "lie outside the package layout."),
+    Rule("unsigned-package", "unsigned", "An nnseal package without model.sig."),
+    Rule("unknown-signer", "unsigned",
+         "An nnseal package signed by a key that is neither given with --trusted-key nor in the trust folder."),
+    Rule("nnunet-export-zip", "note",
+         "nnU-Net's own export zip (unsigned, pickle checkpoints); its members are scanned. "
+         "Share models with `nnseal export` instead."),
+    # what could not be checked
+    Rule("unrecognized-model-file", "unsafe",
+         "A file named like a model file (.pth, .pt, .ckpt, .pkl, .npy, .npz, .safetensors, ...) whose content "
+         "is no format nnseal recognises (empty, truncated, garbage): a gate does not pass what it cannot check."),
+    Rule("not-checked", "unsafe",
+         "Content nnseal recognises but cannot check statically (legacy tar checkpoints, pickles over 64 MiB, "
+         "archives nested too deep)."),
+    Rule("unreadable", "unsafe", "A file or folder that could not be read."),
+    Rule("symlink", "note", "A symbolic link: never followed; scan its target on its own if it matters."),
+    Rule("not-regular-file", "note", "A FIFO, socket or device: skipped."),
+]
+
+RULES: dict[str, Rule] = {rule.id: rule for rule in _TABLE}
