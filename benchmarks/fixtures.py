@@ -64,7 +64,7 @@ def ensure_results(root: Path, scenario: Scenario, *, rebuild: bool) -> BuiltMod
     """The cached results folder for ``scenario`` under ``root``, built if missing, stale or ``rebuild``."""
     final = root / "results"
     marker = root / MARKER
-    wanted = _description(scenario)
+    wanted = json.loads(json.dumps(_description(scenario)))  # as it reads back from built.json: lists, not tuples
     cached = None
     if marker.is_file() and final.is_dir() and not rebuild:
         cached = json.loads(marker.read_text())

@@ -48,13 +48,7 @@ class LazyGroup(click.Group):
         module_name = COMMANDS.get(name)
         if module_name is None:
             return None
-        try:
-            module = importlib.import_module(f"nnseal.commands.{module_name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"nnseal.commands.{module_name}":
-                return None  # not built yet
-            raise
-        return module.command
+        return importlib.import_module(f"nnseal.commands.{module_name}").command
 
     def format_commands(self, ctx, formatter):
         # Listing the commands must not import them (start-up time is a feature).

@@ -73,6 +73,18 @@ def run_demo(workdir: Path | None = None, echo: Callable[[str], None] = print) -
                 raise NnsealError("demo: a tampered package verified")
             step.result(f"refused as expected: {bad.problems[0]}")
 
+        with step("scan: the CI gate over the original results folder, the package and the tampered copy"):
+            from nnseal.scan.scanner import scan_paths
+
+            clean = scan_paths([model.parent.parent, package], [keys.public_path])
+            if clean.failed("any"):
+                raise NnsealError(f"demo: scan flagged the clean inputs: {clean.to_text()}")
+            step.result(clean.summary_line())
+            gate = scan_paths([tampered], [keys.public_path])
+            if not gate.failed("unsafe"):
+                raise NnsealError("demo: scan passed a tampered package")
+            step.result(f"tampered copy fails the gate: {gate.findings[0].rule}")
+
         with step("install: verify, stage, rebuild checkpoints, move into a fresh nnUNet_results"):
             from nnseal.verify.install import install_model_from_zip
 

@@ -7,10 +7,12 @@ zip appears under its final name only when complete and signed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from nnseal import __version__
 from nnseal.errors import ModelLayoutError
@@ -18,6 +20,9 @@ from nnseal.fsutil import atomic_output
 from nnseal.package import layout
 from nnseal.package.card import METADATA_FIELDS, CheckpointRecord, ModelRecord, build_card, card_bytes
 from nnseal.progress import byte_bar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 JSON_KINDS = {"plans.json": "plans", "dataset.json": "dataset", "dataset_fingerprint.json": "fingerprint"}
 
@@ -79,7 +84,8 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     records: list[ModelRecord] = []
     card_metadata: dict = {}
 
-    with atomic_output(output, force=force) as handle:
+    loads = _prefetched(load_sanitized, [c.source for m in models for c in m.checkpoints])
+    with atomic_output(output, force=force) as handle, contextlib.closing(loads):
         with DeterministicZipWriter(handle) as writer:
             for model in models:
                 record = ModelRecord(folder=model.relative, trainer=model.trainer, plans=model.plans,
@@ -96,7 +102,7 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
                                          if isinstance(cleaned.data, dict) and isinstance(cleaned.data.get(k), str)}
                 for checkpoint in model.checkpoints:
                     entry = layout.checkpoint_entry(model, checkpoint)
-                    sanitized = load_sanitized(checkpoint.source)
+                    sanitized = next(loads)
                     _check_matches_folder(sanitized.meta, model, checkpoint)
                     source_bytes = sanitized.report.source_bytes
                     with byte_bar(progress, None, f"{model.configuration} {checkpoint.fold_dir}/{checkpoint.name}") as bar:
@@ -129,6 +135,30 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     report.package_bytes = output.stat().st_size
     report.models = [r.to_json() for r in records]
     return report
+
+
+def _prefetched(function: Callable[[T], R], items: list[T]) -> Iterator[R]:
+    """Yield ``function(item)`` in order, computing the next item's result in a thread meanwhile.
+
+    Loading a checkpoint is mostly hashing and reading its source, which release the GIL:
+    checkpoint k+1 loads on a second core while checkpoint k is written. At most two
+    are held at once; an error surfaces when its item is reached, as without prefetching.
+    """
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnseal-load") as pool:
+        upcoming = pool.submit(function, items[0])
+        try:
+            for following in items[1:] + [None]:
+                current, upcoming = upcoming, None
+                if current.exception() is not None:  # waits; a refusal stops here, nothing more is loaded
+                    current.result()
+                if following is not None:
+                    upcoming = pool.submit(function, following)
+                yield current.result()
+        finally:
+            if upcoming is not None:
+                upcoming.cancel()
 
 
 def _collect_models(input_folder, folds, checkpoints) -> list[layout.ModelFolder]:

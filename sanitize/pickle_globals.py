@@ -22,6 +22,9 @@ from nnseal.errors import MalformedPickle
 # in separate zip entries); these limits leave room and still bound a hostile input.
 DEFAULT_MAX_BYTES = 64 << 20
 DEFAULT_MAX_OPS = 5_000_000
+# Tuples on the symbolic stack beyond these are not modelled (see _build_tuple).
+MAX_TUPLE_NODES = 10_000
+MAX_TUPLE_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,38 @@ def _constant(op: pickletools.OpcodeInfo, arg: Any) -> Any:
     if op.name in ("EMPTY_TUPLE",):
         return ()
     return arg
+
+
+class _Tuple(tuple):
+    """A tuple the walker built, with the size of the tree it spans counted once at construction.
+
+    DUP and memo GETs let a few bytes of pickle nest a tuple in itself again and again
+    (``(x, x)``, ``((x, x), (x, x))``, ...): a tree of 2**n nodes from 2n bytes. Counting
+    at construction keeps every later walk over it (freezing, printing) bounded.
+    """
+
+    nodes: int
+    depth: int
+
+
+def _build_tuple(items: list[Any]) -> Any:
+    """The tuple of ``items``, or OPAQUE when it would be too big or too deep to model.
+
+    Only persistent ids are read back from tuples, and torch writes those as flat 5-tuples:
+    a collapsed one is refused downstream as a form torch.save never writes.
+    """
+    nodes, depth = 1, 1
+    for item in items:
+        if isinstance(item, _Tuple):
+            nodes += item.nodes
+            depth = max(depth, item.depth + 1)
+        else:
+            nodes += 1
+    if nodes > MAX_TUPLE_NODES or depth > MAX_TUPLE_DEPTH:
+        return OPAQUE
+    built = _Tuple(items)
+    built.nodes, built.depth = nodes, depth
+    return built
 
 
 def _freeze(value: Any) -> Any:
@@ -169,11 +204,11 @@ class _Walker:
                 self.anomalies.append(f"{name} of memo slot {key} that was never stored (byte {pos})")
             self.stack.append(self.memo.get(key, OPAQUE))
         elif name == "TUPLE":
-            self.stack.append(tuple(self.pop_to_mark(pos)))
+            self.stack.append(_build_tuple(self.pop_to_mark(pos)))
         elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
             n = int(name[-1])
             items = [self.pop(pos) for _ in range(n)][::-1]
-            self.stack.append(tuple(items))
+            self.stack.append(_build_tuple(items))
         elif name == "BINPERSID":
             self.persistent_ids.append(_freeze(self.pop(pos)))
             self.stack.append(OPAQUE)

@@ -42,6 +42,8 @@ TORCH_TO_SAFETENSORS: dict[str, str] = {
 }
 
 CHUNK = 1 << 20
+# Shapes and offsets are u64/usize in the Rust loader: larger values cannot describe a file.
+_USIZE_LIMIT = 1 << 64
 
 
 def safetensors_dtype(dtype: torch.dtype) -> str | None:
@@ -152,16 +154,22 @@ def _parse_tensor(name: str, spec: object) -> TensorInfo:
     if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
         raise InvalidSafetensors(f"tensor {name!r:.80} must have exactly dtype, shape and data_offsets")
     dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
-    if dtype not in DTYPE_SIZES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:  # a list or object is unhashable
         raise InvalidSafetensors(f"tensor {name!r:.80} has unknown dtype {dtype!r:.20}")
     if not isinstance(shape, list) or not all(_is_index(d) for d in shape):
         raise InvalidSafetensors(f"tensor {name!r:.80} shape must be a list of non-negative integers")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_index(o) for o in offsets)):
         raise InvalidSafetensors(f"tensor {name!r:.80} data_offsets must be two non-negative integers")
     begin, end = offsets
-    numel = 1
-    for dim in shape:
+    if any(dim >= _USIZE_LIMIT for dim in shape) or end >= _USIZE_LIMIT:
+        raise InvalidSafetensors(f"tensor {name!r:.80} has a dimension or offset of 2**64 or more")
+    numel = 0 if 0 in shape else 1
+    for dim in shape if numel else ():
         numel *= dim
+        if numel >= _USIZE_LIMIT:
+            # The Rust loader's checked multiplication overflows here; stopping also keeps the
+            # product (and printing it) from growing with every dimension a hostile header adds.
+            raise InvalidSafetensors(f"tensor {name!r:.80} has 2**64 or more elements")
     if end < begin or end - begin != numel * DTYPE_SIZES[dtype]:
         raise InvalidSafetensors(f"tensor {name!r:.80} spans {end - begin} bytes but its shape and dtype "
                                  f"need {numel * DTYPE_SIZES[dtype]}")

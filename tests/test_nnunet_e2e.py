@@ -107,6 +107,6 @@ def test_legacy_zip_from_nnunets_own_exporter(tmp_path, toy_results_session, toy
 def test_demo_runs_every_stage():
     proc = run_cli("demo")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for needle in ("sanitize", "keygen", "export", "verify", "refused as expected", "install",
+    for needle in ("sanitize", "keygen", "export", "verify", "refused as expected", "fails the gate", "install",
                    "identical segmentations", "demo finished"):
         assert needle in proc.stdout, needle

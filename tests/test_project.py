@@ -16,8 +16,15 @@ def test_wheel_installs_only_nnseal_into_a_fresh_venv(tmp_path):
                    check=True, capture_output=True, timeout=600)
     [wheel] = wheels.glob("nnseal-*.whl")
     with zipfile.ZipFile(wheel) as z:
-        tops = {name.split("/")[0] for name in z.namelist()}
+        names = set(z.namelist())
+    tops = {name.split("/")[0] for name in names}
     assert tops == {"nnseal", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
+    # Every module of the source tree is in the wheel, under nnseal/.
+    mapping = {"nnseal": "nnseal", "sanitize": "nnseal/sanitize", "package": "nnseal/package", "verify": "nnseal/verify"}
+    for folder, installed in mapping.items():
+        for source in (REPO / folder).rglob("*.py"):
+            relative = source.relative_to(REPO / folder).as_posix()
+            assert f"{installed}/{relative}" in names, f"{source} is missing from the wheel"
 
     venv = tmp_path / "fresh"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)

@@ -125,8 +125,8 @@ def _install_signed(archive, results: Path, report: InstallReport, *, trusted_ke
                 raise TamperedPackage(f"entry '{entry.name}' does not match the signed manifest")
         card = _read_card(stage, entries)
         for model in models:
-            _finish_model(stage, model, [e for e in entries if e.model == model], report)
-            _write_model_receipt(stage, model, report, package_sha256, card)
+            written = _finish_model(stage, model, [e for e in entries if e.model == model], report)
+            _write_model_receipt(stage, model, report, package_sha256, card, known_digests=written)
         _move_into_place(stage, models, destinations, report, force)
 
 
@@ -152,8 +152,11 @@ def _read_card(stage: "Staging", entries: list[PackageEntry]) -> dict | None:
     return card.get("model") if isinstance(card, dict) and isinstance(card.get("model"), dict) else None
 
 
-def _finish_model(stage: "Staging", model: str, entries: list[PackageEntry], report: InstallReport) -> None:
-    """Check the staged JSON and safetensors files, then rebuild nnU-Net checkpoints from them."""
+def _finish_model(stage: "Staging", model: str, entries: list[PackageEntry], report: InstallReport) -> dict[Path, str]:
+    """Check the staged JSON and safetensors files, then rebuild nnU-Net checkpoints from them.
+
+    Returns the sha256 of each checkpoint written, hashed as it was written (the receipt needs it).
+    """
     from nnseal.sanitize.jsonclean import clean_json_file
     from nnseal.sanitize.safetensors_io import read_header
     from nnseal.verify.rebuild import rebuild_from_safetensors, write_checkpoint
@@ -169,6 +172,7 @@ def _finish_model(stage: "Staging", model: str, entries: list[PackageEntry], rep
                 raise UnsafeJson(f"entry '{entry.name}': {finding.path}: {finding.detail} (a package's JSON must "
                                  "need no cleaning)")
             parsed[entry.filename] = cleaned.data
+    written: dict[Path, str] = {}
     for entry in entries:
         if entry.kind != "checkpoint":
             continue
@@ -180,10 +184,11 @@ def _finish_model(stage: "Staging", model: str, entries: list[PackageEntry], rep
             raise InvalidSafetensors(f"entry '{entry.name}': {err.reason}") from None
         checkpoint = rebuild_from_safetensors(path, parsed["plans.json"], parsed["dataset.json"])
         pth = path.with_suffix(".pth")
-        write_checkpoint(checkpoint, pth)
+        written[pth] = write_checkpoint(checkpoint, pth)
         del checkpoint
         path.unlink()
         report.checkpoints.append(f"{model}/{pth.relative_to(model_dir)}")
+    return written
 
 
 # --- legacy nnU-Net zips -----------------------------------------------------
@@ -328,12 +333,14 @@ def _check_destinations(results: Path, models: list[str], force: bool) -> dict[s
 
 
 def _write_model_receipt(stage: Staging, model: str, report: InstallReport, package_sha256: str | None,
-                         card_model: dict | None) -> None:
+                         card_model: dict | None, known_digests: dict[Path, str] | None = None) -> None:
+    """``known_digests``: files hashed as they were written, not read back (a second pass over every checkpoint)."""
     model_dir = stage.path(model)
+    known = known_digests or {}
     files = {}
     for path in sorted(model_dir.rglob("*")):
         if path.is_file() and path.name != RECEIPT_NAME:
-            files[str(path.relative_to(model_dir))] = sha256_file(path)
+            files[str(path.relative_to(model_dir))] = known.get(path) or sha256_file(path)
     write_receipt(model_dir, files=files, package=report.package, package_sha256=package_sha256,
                   provenance=report.provenance, signer_fingerprint=report.signer_fingerprint, model=card_model)
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nnseal.errors import ModelLayoutError
+from nnseal.errors import ModelLayoutError, from_os_error
 from nnseal.fsutil import sha256_file
 
 RECEIPT_NAME = "nnseal-receipt.json"
@@ -58,14 +58,10 @@ def check_installed(model_dir: str | os.PathLike) -> DriftReport:
     receipt_path = model_dir / RECEIPT_NAME
     if not receipt_path.is_file():
         raise ModelLayoutError(f"no {RECEIPT_NAME}: this folder was not installed by nnseal", path=model_dir)
-    try:
-        receipt = json.loads(receipt_path.read_text())
-        files = receipt["files"]
-        assert isinstance(files, dict)
-    except (ValueError, KeyError, AssertionError):
-        raise ModelLayoutError(f"{RECEIPT_NAME} is not a valid receipt", path=model_dir) from None
-    report = DriftReport(folder=str(model_dir), provenance=receipt.get("provenance"),
-                         signer_fingerprint=receipt.get("signer_fingerprint"))
+    receipt = _read_receipt(receipt_path, model_dir)
+    files = receipt["files"]
+    report = DriftReport(folder=str(model_dir), provenance=_text_or_none(receipt.get("provenance")),
+                         signer_fingerprint=_text_or_none(receipt.get("signer_fingerprint")))
     present = {str(p.relative_to(model_dir)) for p in model_dir.rglob("*") if p.is_file() or p.is_symlink()}
     present.discard(RECEIPT_NAME)
     for rel, digest in sorted(files.items()):
@@ -76,3 +72,25 @@ def check_installed(model_dir: str | os.PathLike) -> DriftReport:
             report.modified.append(rel)
     report.extra = sorted(present - set(files))
     return report
+
+
+def _read_receipt(receipt_path: Path, model_dir: Path) -> dict:
+    """The receipt as a dict whose "files" maps names to digest strings; anything else is refused.
+
+    Anyone who can write the folder can edit the receipt, so its shape is checked, not assumed.
+    """
+    try:
+        receipt = json.loads(receipt_path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise from_os_error(err, receipt_path) from err
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        receipt = None
+    files = receipt.get("files") if isinstance(receipt, dict) else None
+    if not (isinstance(files, dict) and all(isinstance(digest, str) for digest in files.values())):
+        raise ModelLayoutError(f"{RECEIPT_NAME} is not a valid receipt (expected an object whose \"files\" "
+                               "maps file names to sha256 digests)", path=model_dir)
+    return receipt
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None

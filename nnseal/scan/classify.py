@@ -28,20 +28,22 @@ MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", 
 _TORCH_RECORD = re.compile(r"^[^/]+/(data|constants)\.pkl$")
 
 
-def _is_pickle0(head: bytes) -> bool:
-    """A protocol-0/1 pickle: the head parses as pickle opcodes up to STOP or to the end of what was read.
+def _is_pickle0(head: bytes, size: int) -> bool:
+    """A protocol-0/1 pickle: the head parses as pickle opcodes up to STOP, or up to the end of
+    the bytes read when the file goes on (so padding cannot push a payload past the sniffer).
 
     Text files starting with a letter that happens to be an opcode fail within a line or two.
     """
     if not head or head[0] not in _PICKLE0_FIRST:
         return False
+    stream = io.BytesIO(head)
     try:
-        for op, _, _ in pickletools.genops(io.BytesIO(head)):
+        for op, _, _ in pickletools.genops(stream):
             if op.name == "STOP":
                 return True
     except (ValueError, UnicodeDecodeError):
-        return False
-    return False
+        pass
+    return size > len(head) and stream.tell() >= len(head)
 
 
 def sniff(head: bytes, size: int) -> str:
@@ -65,7 +67,7 @@ def sniff(head: bytes, size: int) -> str:
         return "safetensors"
     if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
         return "pickle"
-    if _is_pickle0(head):
+    if _is_pickle0(head, size):
         return "pickle"
     return "other"
 

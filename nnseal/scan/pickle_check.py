@@ -20,7 +20,7 @@ def global_findings(where: Location, scan: PickleScan, label: str) -> list[Findi
         kind = classify_global(name)
         if kind == "dangerous":
             found.append(finding(where, "dangerous-global",
-                                 f"{label} imports {name} ({danger_of(name)}); nothing was loaded or run"))
+                                 f"{label} imports {name}: {danger_of(name)} (nothing was loaded or run)"))
         elif kind == "not-allowlisted":
             others.append(name)
     if others:

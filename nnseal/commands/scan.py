@@ -1,0 +1,57 @@
+"""nnseal scan: the CI gate. Classify files by content, check them statically, report, exit 0 or 1."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from nnseal.commands._common import report_errors
+from nnseal.errors import EXIT_REFUSED
+
+
+@click.command(help="""Scan files and folders (recursively) for unsafe model files: PyTorch
+checkpoints (zip and legacy), raw pickles, numpy .npy/.npz, safetensors, nnseal
+packages and nnU-Net zips, recognised by content, not by name. Nothing is loaded,
+unpickled or executed, and torch is never imported.
+
+Exit 0 when no finding reaches --fail-on, 1 otherwise, 3 if a PATH does not exist.
+Rules and report formats: docs/SCAN.md.""")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
+              help="Public key (PEM) whose package signatures count as trusted; repeatable. "
+                   "The trust folder is used too.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json", "sarif"]), default="text",
+              show_default=True, help="Report format.")
+@click.option("--output", "output", type=click.Path(dir_okay=False),
+              help="Write the report to FILE (replaced if it exists); stdout then gets the summary line.")
+@click.option("--fail-on", "fail_on", type=click.Choice(["unsafe", "unsigned", "any"]), default="unsafe",
+              show_default=True, help="Lowest finding level that makes the exit status 1.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Processes to scan with (default: the number of CPUs, at most 8; used for large scans only).")
+@report_errors
+def command(paths, trusted_keys, output_format, output, fail_on, jobs):
+    import os
+
+    from nnseal.scan.scanner import scan_paths
+
+    report = scan_paths(paths, trusted_keys, workers=jobs or min(8, os.cpu_count() or 1))
+    if output_format == "json":
+        text = json.dumps(report.to_json(fail_on), indent=2) + "\n"
+    elif output_format == "sarif":
+        from nnseal.scan.sarif import to_sarif
+
+        text = json.dumps(to_sarif(report), indent=2) + "\n"
+    else:
+        text = report.to_text()
+    if output:
+        from nnseal.fsutil import atomic_output
+
+        with atomic_output(output, force=True) as handle:
+            handle.write(text.encode("utf-8"))
+        click.echo(report.summary_line())
+    else:
+        click.echo(text, nl=False)
+    if report.failed(fail_on):
+        sys.exit(EXIT_REFUSED)

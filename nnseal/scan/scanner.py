@@ -1,0 +1,258 @@
+"""Walk the given paths, classify every file and archive member by content, and collect findings."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable, Sequence
+
+from nnseal.errors import EnvironmentProblem, HostileArchive
+from nnseal.safezip import SafeZip, open_zip
+from nnseal.scan.checkpoint_check import legacy_findings, torch_zip_findings
+from nnseal.scan.classify import HEAD_BYTES, looks_like_model_name, sniff, zip_kind
+from nnseal.scan.findings import Finding, Location, finding
+from nnseal.scan.member_io import MemberReader
+from nnseal.scan.numpy_check import npy_findings
+from nnseal.scan.package_check import package_findings
+from nnseal.scan.pickle_check import MAX_PICKLE_BYTES, pickle_findings
+from nnseal.scan.report import ScanReport, Scanned
+from nnseal.scan.safetensors_check import safetensors_findings
+from nnseal.scan.walk import WalkItem, walk
+
+# A zip inside a zip inside a zip is scanned; one level more is reported, not followed.
+MAX_ZIP_DEPTH = 3
+# Below this many files or bytes, starting worker processes costs more than it saves.
+PARALLEL_MIN_FILES = 64
+PARALLEL_MIN_BYTES = 16 << 20
+
+Opener = Callable[[], BinaryIO]
+
+
+class Scanner:
+    def __init__(self, trusted_keys: Sequence[str | os.PathLike] = ()):
+        self.trusted_keys = [Path(k) for k in trusted_keys]
+        self.report = ScanReport()
+        self._spool: tempfile.TemporaryDirectory | None = None
+
+    # --- results -----------------------------------------------------------------
+
+    def add(self, findings: list[Finding]) -> None:
+        self.report.findings.extend(findings)
+
+    def saw(self, where: Location, kind: str) -> None:
+        self.report.scanned.append(Scanned(where.path, where.member, kind))
+
+    # --- files on disk -------------------------------------------------------------
+
+    def scan_item(self, item: WalkItem) -> None:
+        where = Location(str(item.path))
+        if item.status == "symlink":
+            try:
+                target = repr(os.readlink(item.path))[:200]
+            except OSError:
+                target = "(unreadable)"
+            self.add([finding(where, "symlink", f"symbolic link to {target}: not followed")])
+        elif item.status == "special":
+            self.add([finding(where, "not-regular-file", "not a regular file: skipped")])
+        elif item.status == "unreadable":
+            self.add([finding(where, "unreadable", f"could not be read ({item.error}): not checked")])
+        else:
+            self.scan_disk_file(item.path, where)
+
+    def merge(self, other: ScanReport) -> None:
+        self.report.findings.extend(other.findings)
+        self.report.scanned.extend(other.scanned)
+        self.report.files += other.files
+
+    def scan_disk_file(self, path: Path, where: Location, depth: int = 0, name: str | None = None) -> None:
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                head = handle.read(HEAD_BYTES)
+        except OSError as err:
+            self.add([finding(where, "unreadable", f"could not be read ({err.strerror or err}): not checked")])
+            return
+        if depth == 0:
+            self.report.files += 1
+        self.scan_content(head, size, lambda: open(path, "rb"), where, name or path.name, depth, disk_path=path)
+
+    # --- one file's content, wherever it lives -------------------------------------------
+
+    def scan_content(self, head: bytes, size: int, opener: Opener, where: Location, name: str, depth: int,
+                     disk_path: Path | None = None) -> None:
+        kind = sniff(head, size)
+        if kind == "zip":
+            self.scan_zip_content(opener, where, depth, disk_path)
+            return
+        self.saw(where, kind)
+        if kind in ("empty", "other"):
+            if looks_like_model_name(name):
+                what = "an empty file" if kind == "empty" else "no format nnseal recognises"
+                self.add([finding(where, "unrecognized-model-file",
+                                  f"named like a model file but holds {what}: not checked")])
+            return
+        if kind == "torch-legacy-tar":
+            self.add([finding(where, "not-checked", "legacy tar torch.save format: not checked statically; "
+                                                    "re-save it with torch.save in a trusted environment")])
+            return
+        with opener() as handle:
+            if kind == "torch-legacy":
+                self.add(legacy_findings(handle, where))
+            elif kind == "npy":
+                self.add(npy_findings(handle, where))
+            elif kind == "safetensors":
+                self.add(safetensors_findings(handle, size, where))
+            elif kind == "pickle":
+                data = handle.read(MAX_PICKLE_BYTES + 1)
+                self.add(pickle_findings(where, data, "pickle", torch_pickle=False))
+
+    # --- zips ------------------------------------------------------------------------
+
+    def scan_zip_content(self, opener: Opener, where: Location, depth: int, disk_path: Path | None) -> None:
+        if depth >= MAX_ZIP_DEPTH:
+            self.saw(where, "zip")
+            self.add([finding(where, "not-checked", f"zip nested more than {MAX_ZIP_DEPTH} levels deep: not opened")])
+            return
+        if disk_path is None:  # a zip inside a zip: the reader needs a file of its own
+            with self.spooled(opener) as spooled:
+                self.scan_zip_file(spooled, where, depth)
+        else:
+            self.scan_zip_file(disk_path, where, depth)
+
+    def scan_zip_file(self, path: Path, where: Location, depth: int) -> None:
+        try:
+            archive = open_zip(path)
+        except HostileArchive as err:
+            self.saw(where, "zip")
+            self.add([finding(where, "hostile-archive", err.reason)])
+            return
+        with archive:
+            kind = zip_kind(archive.names())
+            self.saw(where, kind)
+            if kind == "torch-zip":
+                self.add(torch_zip_findings(archive, path, where))
+                return
+            if kind == "nnseal-package":
+                self.add(package_findings(path, where, self.trusted_keys))
+            elif kind == "nnunet-zip":
+                self.add([finding(where, "nnunet-export-zip", "nnU-Net's own export zip: unsigned, with pickle "
+                                                              "checkpoints; every member is scanned")])
+            self.scan_members(archive, where, depth)
+
+    def scan_members(self, archive: SafeZip, where: Location, depth: int) -> None:
+        for entry in archive.entries:
+            if entry.is_dir:
+                continue
+            inner = where.inside(entry.name)
+            try:
+                with MemberReader(archive.stream(entry, chunk=HEAD_BYTES)) as reader:
+                    head = reader.read(HEAD_BYTES)
+                self.scan_content(head, entry.size, lambda e=entry: MemberReader(archive.stream(e)), inner,
+                                  entry.name.rsplit("/", 1)[-1], depth + 1)
+            except HostileArchive as err:
+                self.add([finding(inner, "hostile-archive", err.reason)])
+
+    # --- temporary copies of nested zips ------------------------------------------------
+
+    def spooled(self, opener: Opener):
+        if self._spool is None:
+            self._spool = tempfile.TemporaryDirectory(prefix="nnseal-scan-")
+        return _SpooledCopy(Path(self._spool.name), opener)
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.cleanup()
+            self._spool = None
+
+
+class _SpooledCopy:
+    """A member copied to a private temporary file for the length of a ``with`` block."""
+
+    def __init__(self, folder: Path, opener: Opener):
+        self.folder = folder
+        self.opener = opener
+        self.path: Path | None = None
+
+    def __enter__(self) -> Path:
+        fd, name = tempfile.mkstemp(dir=self.folder, suffix=".zip")
+        self.path = Path(name)
+        with os.fdopen(fd, "wb") as out, self.opener() as source:
+            while block := source.read(1 << 20):
+                out.write(block)
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _total_size(files: list[WalkItem]) -> int:
+    total = 0
+    for item in files:
+        try:
+            total += os.lstat(item.path).st_size
+        except OSError:
+            pass  # reported as unreadable when scanned
+    return total
+
+
+def _scan_batch(paths: list[str], trusted_keys: list[str]) -> list[ScanReport]:
+    """A worker process's share: one report per file, in order."""
+    reports = []
+    for path in paths:
+        scanner = Scanner(trusted_keys)
+        try:
+            scanner.scan_item(WalkItem(Path(path), "file"))
+        finally:
+            scanner.close()
+        reports.append(scanner.report)
+    return reports
+
+
+def _scan_files_in_parallel(files: list[WalkItem], trusted_keys: list[str], workers: int) -> list[ScanReport]:
+    # The walk over data.pkl is pure Python: processes, not threads. "spawn" starts clean
+    # interpreters (the caller may hold threads, or torch), and results come back in order.
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    batch = max(8, len(files) // (workers * 8))
+    batches = [[str(item.path) for item in files[i:i + batch]] for i in range(0, len(files), batch)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        results = pool.map(_scan_batch, batches, [trusted_keys] * len(batches))
+        return [report for reports in results for report in reports]
+
+
+def scan_paths(paths: Sequence[str | os.PathLike], trusted_keys: Sequence[str | os.PathLike] = (), *,
+               workers: int = 1) -> ScanReport:
+    """Scan files and folders; raise EnvironmentProblem if a given path does not exist.
+
+    Nothing is executed, unpickled, extracted into place or loaded with torch. With
+    ``workers`` > 1 and enough work (PARALLEL_MIN_FILES files and PARALLEL_MIN_BYTES), files
+    are scanned in that many processes; the report is the same, in the same order.
+    """
+    roots = [Path(p) for p in paths]
+    if trusted_keys:  # a bad key file is the user's error: say so before scanning anything
+        from nnseal.verify.trust import load_trusted_keys
+
+        load_trusted_keys(list(trusted_keys))
+    for root in roots:
+        if not os.path.lexists(root):
+            raise EnvironmentProblem("no such file or folder", path=root)
+    items = [item for root in roots for item in walk(root)]
+    files = [item for item in items if item.status == "file"]
+    scanner = Scanner(trusted_keys)
+    try:
+        if workers > 1 and len(files) >= PARALLEL_MIN_FILES and _total_size(files) >= PARALLEL_MIN_BYTES:
+            per_file = iter(_scan_files_in_parallel(files, [str(k) for k in trusted_keys], workers))
+            for item in items:
+                if item.status == "file":
+                    scanner.merge(next(per_file))
+                else:
+                    scanner.scan_item(item)
+        else:
+            for item in items:
+                scanner.scan_item(item)
+    finally:
+        scanner.close()
+    return scanner.report
