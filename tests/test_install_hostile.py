@@ -66,6 +66,7 @@ def test_deflate_bomb_total_size_limit(package_entries, results, session_key, tm
         install_model_from_zip(package, results, trusted_keys=[session_key.public_path],
                                limits=Limits(max_total_size=4 << 20))
     assert tree_listing(results) == before
+    assert not list(results.glob(".nnseal-staging-*"))
 
 
 def _signed(path: Path, entries: list[tuple[str, bytes]], key_path) -> Path:
