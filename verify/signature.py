@@ -196,10 +196,10 @@ def _parse_statement(payload: bytes, source: str) -> tuple[str, dict[str, str], 
     where.object(serialization, "predicate.serialization", required={"method", "hash_type", "allow_symlinks"},
                  optional={"ignore_paths"})
     if serialization["method"] != SERIALIZATION_METHOD:
-        raise SignatureError(f"serialization method {serialization['method']!r} is not supported; "
+        raise SignatureError(f"serialization method {_short(serialization['method'])} is not supported; "
                              f"nnseal verifies method {SERIALIZATION_METHOD!r}", path=source)
     if serialization["hash_type"] != HASH_TYPE:
-        raise SignatureError(f"hash type {serialization['hash_type']!r} is not supported; "
+        raise SignatureError(f"hash type {_short(serialization['hash_type'])} is not supported; "
                              f"nnseal verifies {HASH_TYPE!r}", path=source)
     if not isinstance(serialization["allow_symlinks"], bool):
         raise SignatureError("statement predicate.serialization.allow_symlinks is not a boolean", path=source)
@@ -222,13 +222,13 @@ def _parse_statement(payload: bytes, source: str) -> tuple[str, dict[str, str], 
         if problem:
             raise SignatureError(f"statement {problem}", path=source)
         if resource["algorithm"] != HASH_TYPE:
-            raise SignatureError(f"statement resource {name!r} uses algorithm {resource['algorithm']!r}, "
+            raise SignatureError(f"statement resource {_short(name)} uses algorithm {_short(resource['algorithm'])}, "
                                  f"not {HASH_TYPE!r}", path=source)
         digest = where.hex64(resource["digest"], f"{label}.digest")
         if name in resources:
-            raise SignatureError(f"statement lists resource {name!r} twice", path=source)
+            raise SignatureError(f"statement lists resource {_short(name)} twice", path=source)
         if name.casefold() in folded:
-            raise SignatureError(f"statement resources {folded[name.casefold()]!r} and {name!r} collide on "
+            raise SignatureError(f"statement resources {_short(folded[name.casefold()])} and {_short(name)} collide on "
                                  "case-insensitive file systems", path=source)
         folded[name.casefold()] = name
         resources[name] = digest
@@ -264,7 +264,7 @@ class _Where:
             self.fail(f"{shown} lacks {', '.join(missing)}")
         extra = sorted(value.keys() - required - optional)
         if extra and not allow_extra:
-            self.fail(f"{shown} has unexpected field(s) {', '.join(repr(k) for k in extra[:5])}")
+            self.fail(f"{shown} has unexpected field(s) {', '.join(_short(k) for k in extra[:5])}")
 
     def exact(self, value: Any, expected: str, label: str) -> None:
         if value != expected:
@@ -290,7 +290,7 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict:
     result = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"duplicate key {key!r}")
+            raise ValueError(f"duplicate key {_short(key)}")
         result[key] = value
     return result
 
