@@ -54,18 +54,16 @@ class _GeometryWalker(_Walker):
         super().__init__(data, max_ops, source)
         self.tensor_calls: list[TensorCall] = []
 
-    def step(self, op: pickletools.OpcodeInfo, arg: Any, pos: int) -> None:
-        if op.name == "BINPERSID":
-            pid = _freeze(self.pop(pos))
-            self.persistent_ids.append(pid)
-            self.stack.append(_storage_ref(pid))
-        elif op.name == "REDUCE":
-            args, func = self.pop(pos), self.pop(pos)
-            if isinstance(func, GlobalRef) and func.name in REBUILD_TENSOR:
-                self.tensor_calls.append(TensorCall(func.name, _freeze(args) if isinstance(args, tuple) else ()))
-            self.stack.append(OPAQUE)
-        else:
-            super().step(op, arg, pos)
+    def _op_BINPERSID(self, op: pickletools.OpcodeInfo, arg: Any, pos: int) -> None:
+        pid = _freeze(self.pop(pos))
+        self.persistent_ids.append(pid)
+        self.stack.append(_storage_ref(pid))
+
+    def _op_REDUCE(self, op: pickletools.OpcodeInfo, arg: Any, pos: int) -> None:
+        args, func = self.pop(pos), self.pop(pos)
+        if isinstance(func, GlobalRef) and func.name in REBUILD_TENSOR:
+            self.tensor_calls.append(TensorCall(func.name, _freeze(args) if isinstance(args, tuple) else ()))
+        self.stack.append(OPAQUE)
 
 
 def scan_with_tensors(data: bytes, *, max_ops: int, source: str | None = None) -> tuple[PickleScan, list[TensorCall]]:
