@@ -1,6 +1,6 @@
 """Checks on loaded tensors before their data is touched, alias grouping and wrapper-prefix stripping.
 
-torch.load(mmap=True) only maps storages; a tensor's bytes are read when something
+Loading with mmap only maps storages; a tensor's bytes are read when something
 copies them. A hostile data.pkl can still describe a stride-0 or overlapping view that
 turns four bytes into gigabytes once made contiguous, or (refused by torch >= 2.10 itself,
 whose zip storages cannot grow) a tensor reaching past its storage. So every tensor is
