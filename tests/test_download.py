@@ -25,7 +25,7 @@ from http_server import Route, running_server
 
 from nnseal.errors import EnvironmentProblem, NetworkError, TamperedPackage, WouldOverwrite
 from nnseal.fsutil import TEMP_PREFIX, host_tag
-from nnseal.verify import download
+from nnseal.verify import download, http_fetch
 from nnseal.verify.download import DownloadPolicy, fetch_to_temp, retry_after_seconds
 
 BODY = random.Random(1234).randbytes(300_000)
@@ -224,8 +224,8 @@ def test_connection_dropped_every_time_gives_up(server, target):
 def test_server_restarting_from_zero_every_time_gives_up(server, target):
     # Each attempt gets far (past the retry-free progress threshold) but never further
     # than the last: the retries must still run out instead of looping forever.
-    body = random.Random(5).randbytes(download.RETRY_FREE_PROGRESS * 2)
-    url = server.route("/model.zip", Route(body=body, drop_after=download.RETRY_FREE_PROGRESS + 200_000,
+    body = random.Random(5).randbytes(http_fetch.RETRY_FREE_PROGRESS * 2)
+    url = server.route("/model.zip", Route(body=body, drop_after=http_fetch.RETRY_FREE_PROGRESS + 200_000,
                                            ranges=False, chunk=256 << 10))
     err = fetch_fails(url, target, policy=DownloadPolicy(read_timeout=2, retries=2, backoff=0.01))
     assert "body ended after" in str(err)
@@ -345,7 +345,7 @@ def test_keyboard_interrupt_mid_stream_removes_the_temporary_file(server, target
     def interrupting_bar(enabled, total, desc):
         yield InterruptingBar()
 
-    monkeypatch.setattr(download, "byte_bar", interrupting_bar)
+    monkeypatch.setattr(http_fetch, "byte_bar", interrupting_bar)
     before = tree_listing(target)
     with pytest.raises(KeyboardInterrupt):
         fetch_to_temp(url, target, policy=FAST, progress=True)

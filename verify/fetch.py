@@ -1,0 +1,237 @@
+"""Stream a URL (http, https or file) into a temporary file, hashing as it goes.
+
+The temporary file lives in the folder the caller names (download puts it in the results
+folder: same filesystem as the install, never the home folder) and is removed on every
+failure, Ctrl-C included. http(s) transfers, with their retries, resume and redirect
+rules, are in ``nnseal.verify.http_fetch``; requests is imported only for those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlsplit, urlunsplit
+from urllib.request import url2pathname
+
+from nnseal.errors import NetworkError, NnsealError, TamperedPackage, from_os_error
+from nnseal.fsutil import CHUNK, TEMP_PREFIX, host_tag, left_by_dead_process
+from nnseal.progress import byte_bar
+
+# Temporary downloads are named DOWNLOAD_PREFIX + pid + host: the next download on the same
+# host can tell those of a killed process (SIGKILL, power loss) and remove them.
+DOWNLOAD_PREFIX = TEMP_PREFIX + "dl-"
+SCHEMES = ("http", "https", "file")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class DownloadPolicy:
+    """Limits of one download. Defaults suit a 5-fold model over an ordinary link."""
+
+    connect_timeout: float = 15.0
+    read_timeout: float = 60.0
+    # Failed attempts allowed after the first one (connection errors, timeouts, 429, 5xx, dropped bodies).
+    retries: int = 5
+    # Seconds before the first retry; doubles each time, up to max_wait.
+    backoff: float = 1.0
+    # Cap on one wait, for our backoff and for a server's Retry-After alike.
+    max_wait: float = 60.0
+    max_redirects: int = 10
+    # A 5-fold model with final+best checkpoints is about 2.4 GB as .pth, half that packaged.
+    max_bytes: int = 8 << 30
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    path: Path
+    size: int
+    sha256: str
+    url: str
+    final_url: str
+    resumed: int  # 206 responses that continued a dropped body
+    restarts: int  # times the body had to start again from byte 0
+
+
+# --- public API -------------------------------------------------------------
+
+
+def fetch_to_temp(
+    url: str,
+    directory: str | os.PathLike,
+    *,
+    policy: DownloadPolicy = DownloadPolicy(),
+    expected_sha256: str | None = None,
+    progress: bool = False,
+) -> DownloadResult:
+    """Stream ``url`` (http, https or file) into a new temporary file in ``directory``.
+
+    The caller owns the returned file and must remove it. On any failure, Ctrl-C
+    included, the file is removed before the exception propagates. A sha256 pin that
+    does not match is a refusal (TamperedPackage); network and HTTP failures are
+    NetworkError; a missing file:// path is EnvironmentProblem.
+    """
+    expected = normalise_sha256(expected_sha256) if expected_sha256 is not None else None
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in SCHEMES:
+        raise NetworkError(f"unsupported URL scheme {scheme or '(none)'!r} in {redact(url)}: use http, https or file")
+    directory = Path(directory)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{DOWNLOAD_PREFIX}{os.getpid()}-{host_tag()}-",
+                                        suffix=f"-{_safe_name(url)}.part", dir=directory)
+    except OSError as err:
+        raise from_os_error(err, directory) from err
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, 0o644)  # --keep may hard-link this very file
+        with os.fdopen(fd, "w+b") as handle:
+            sink = Sink(handle, policy.max_bytes, url)
+            if scheme == "file":
+                final_url, resumed, restarts = _copy_file_url(url, sink, progress), 0, 0
+            else:
+                from nnseal.verify.http_fetch import HttpDownload
+
+                final_url, resumed, restarts = HttpDownload(url, sink, policy, progress).run()
+            handle.flush()
+            os.fsync(handle.fileno())
+        digest = sink.sha256.hexdigest()
+        if expected is not None and digest != expected:
+            raise TamperedPackage(
+                f"sha256 of the download from {redact(url)} is {digest}, but {expected} was pinned; nothing was installed"
+            )
+        return DownloadResult(tmp, sink.size, digest, url, final_url, resumed, restarts)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, NnsealError):
+            raise from_os_error(err, tmp) from err  # disk full, permission denied
+        raise
+
+
+# --- helpers, public because the CLI and tests use them --------------------
+
+
+def remove_stale_downloads(directory: Path) -> list[Path]:
+    """Remove temporary downloads left in ``directory`` by dead processes of this host; return them.
+
+    A results folder is often shared between hosts (NFS): files named after another
+    host are left alone, since its processes cannot be checked from here.
+    """
+    removed = []
+    for child in directory.glob(f"{DOWNLOAD_PREFIX}*"):
+        fields = child.name[len(DOWNLOAD_PREFIX):].split("-", 2)
+        if len(fields) != 3 or not left_by_dead_process(fields[0], fields[1]):
+            continue
+        if child.is_symlink() or not child.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            child.unlink()
+            removed.append(child)
+    return removed
+
+
+def normalise_sha256(value: str) -> str:
+    hexdigest = value.strip().lower()
+    if not _SHA256_HEX.fullmatch(hexdigest):
+        raise ValueError(f"not a sha256 hex digest (64 hex digits): {value!r}")
+    return hexdigest
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds asked by a Retry-After header (delta-seconds or HTTP-date), None if absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+def redact(url: str) -> str:
+    """The URL without a password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+# --- the byte sink shared by file and http ----------------------------------
+
+
+class Sink:
+    """The temporary file, with a running sha256 and the size limit, able to start over."""
+
+    def __init__(self, handle: BinaryIO, max_bytes: int, url: str):
+        self._handle = handle
+        self._max_bytes = max_bytes
+        self._url = url
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def check_declared(self, size: int | None) -> None:
+        if size is not None and size > self._max_bytes:
+            raise self._over_limit(size)
+
+    def write(self, block: bytes) -> None:
+        if self.size + len(block) > self._max_bytes:
+            raise self._over_limit(None)
+        self._handle.write(block)
+        self.sha256.update(block)
+        self.size += len(block)
+
+    def restart(self) -> None:
+        self._handle.seek(0)
+        self._handle.truncate()
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def _over_limit(self, declared: int | None) -> NetworkError:
+        said = f" (the server announced {declared} bytes)" if declared is not None else ""
+        return NetworkError(
+            f"download from {redact(self._url)} exceeds the limit of {self._max_bytes} bytes{said} "
+            "(raise it with --max-size)"
+        )
+
+
+def _safe_name(url: str) -> str:
+    """The URL's file name, reduced to characters safe in a file name (receipts record it)."""
+    return re.sub(r"[^A-Za-z0-9._]", "_", describe(url))[:80]
+
+
+def describe(url: str) -> str:
+    name = Path(urlsplit(url).path).name
+    return name or "download"
+
+
+def _copy_file_url(url: str, sink: Sink, progress: bool) -> str:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise NetworkError(f"file URL with a remote host is not supported: {url}")
+    path = Path(url2pathname(parts.path))
+    try:
+        handle = open(path, "rb")
+    except OSError as err:
+        raise from_os_error(err, path) from err
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        sink.check_declared(size)
+        with byte_bar(progress, size, describe(url)) as bar:
+            for block in iter(lambda: handle.read(CHUNK), b""):
+                sink.write(block)
+                bar.update(len(block))
+    return url
