@@ -83,8 +83,10 @@ def write_raw_zip(path: Path, raws: list[RawEntry]) -> Path:
         out += local_name + raw.local_extra + raw.stored + raw.trailer
     cd_offset = len(out)
     for index, raw in enumerate(raws):
-        target = raws[raw.alias_of] if raw.alias_of is not None else raw
-        offset = offsets[raw.alias_of] if raw.alias_of is not None else offsets[index]
+        root = index
+        while raws[root].alias_of is not None and raws[root].alias_of != root:  # an alias of an alias
+            root = raws[root].alias_of
+        target, offset = raws[root], offsets[root]
         out += struct.pack("<IBBHHHHHIIIHHHHHII", 0x02014B50, 20, raw.create_system, 20, raw.flags, raw.method,
                            0, DOS_DATE_1980_01_01, target.crc, len(target.stored), target.size, len(raw.name),
                            len(raw.central_extra), 0, 0, 0, raw.external_attr, offset)
