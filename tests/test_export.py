@@ -233,3 +233,9 @@ def test_python_api_matches_nnunet_doc(toy_model_folder, session_key, tmp_path):
     report = export_model_to_zip(input_folder=str(toy_model_folder), output_file=str(tmp_path / "m.zip"),
                                  key=session_key.private_path, folds=["0"])
     assert report.package_bytes == (tmp_path / "m.zip").stat().st_size
+
+
+def test_no_signing_key_is_a_usage_error(toy_model_folder, tmp_path):
+    proc = run_cli("export", "-i", toy_model_folder, "-o", tmp_path / "x.zip", env={"NNSEAL_SIGNING_KEY": ""})
+    assert proc.returncode == 2 and "--key" in proc.stderr
+    assert not (tmp_path / "x.zip").exists()

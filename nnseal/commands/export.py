@@ -47,6 +47,8 @@ def command(input_folders, output, key, passphrase, passphrase_env, dataset, con
     from nnseal.package import layout
     from nnseal.package.export import export_model_to_zip
 
+    if key is None and not os.environ.get("NNSEAL_SIGNING_KEY"):
+        raise click.UsageError("no signing key: pass --key KEY.pem or set NNSEAL_SIGNING_KEY")
     if bool(input_folders) == bool(dataset):
         raise click.UsageError("give model folders with -i, or select them with -d and -c (not both)")
     if dataset:
