@@ -42,6 +42,15 @@ class Seen:
     headers: dict[str, str]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # Clients that hang up mid-response (timeouts, resumes) are what these tests provoke;
+        # socketserver would print a traceback for each.
+        pass
+
+
 class TestServer:
     __test__ = False  # not a pytest test class
 
@@ -51,7 +60,7 @@ class TestServer:
         self.seen: list[Seen] = []
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd = _QuietServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
         self.scheme = "http"
         self.ca_file: Path | None = None
