@@ -148,3 +148,34 @@ def test_verified_install_never_imports_torch(tmp_path, toy_package_session, ses
                            str(session_key.public_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "torch imported: False" in proc.stdout
+
+
+def test_dtypes_without_a_storage_class_fall_back_to_real_tensors(tmp_path):
+    """uint16 / float8 have no legacy storage class: torch.save writes them, from torch tensors."""
+    import json
+    import zipfile
+
+    import torch
+    from safetensors.torch import save_file
+
+    from nnseal.verify.rebuild import rebuild_from_safetensors, write_checkpoint
+
+    tensors = {"a": torch.arange(6, dtype=torch.int32).reshape(2, 3).to(torch.uint16),
+               "b": torch.tensor([0.5, -2.0], dtype=torch.float8_e4m3fn)}
+    meta = {"format": "pt", "nnseal.format": "1", "nnseal.names": json.dumps(["a", "b", "a2"]),
+            "nnseal.aliases": json.dumps({"a2": "a"}),
+            "nnseal.checkpoint": json.dumps({"trainer_name": "nnUNetTrainer", "configuration": "2d", "fold": 0,
+                                             "inference_allowed_mirroring_axes": None, "current_epoch": None})}
+    source = tmp_path / "c.safetensors"
+    save_file(tensors, str(source), metadata=meta)
+    out = tmp_path / "c.pth"
+    write_checkpoint(rebuild_from_safetensors(source, {"p": 1}, {"d": 2}), out)
+    with zipfile.ZipFile(out) as archive:
+        pickled = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    assert b"nnseal" not in pickled  # no nnseal object leaked into the checkpoint
+    loaded = torch.load(out, weights_only=True)["network_weights"]
+    assert list(loaded) == ["a", "b", "a2"]
+    assert torch.equal(loaded["a"], tensors["a"]) and loaded["a"].dtype == torch.uint16
+    assert loaded["b"].dtype == torch.float8_e4m3fn
+    assert torch.equal(loaded["b"].view(torch.uint8), tensors["b"].view(torch.uint8))
+    assert loaded["a2"].data_ptr() == loaded["a"].data_ptr()

@@ -95,15 +95,55 @@ def write_checkpoint(checkpoint: dict, path: str | os.PathLike) -> str:
         if pth_writer.can_write(checkpoint):
             digest = pth_writer.write_pth(checkpoint, handle, stem=pth_writer.stem_of(path))
         else:
+            # Dtypes without a legacy storage class, or checkpoints past the writer's size:
+            # torch writes them, from real tensors (never from nnseal's own objects).
             import torch
 
             writer = HashingWriter(handle)
-            torch.save(checkpoint, writer)
+            torch.save(_with_torch_tensors(checkpoint), writer)
             digest = writer.hexdigest()
         handle.flush()
         os.fsync(handle.fileno())
     return digest
 
 
-def default_checkpoint_path(safetensors_path: Path) -> Path:
-    return safetensors_path.with_suffix(".pth")
+# safetensors dtype -> torch dtype name, for the torch.save fallback.
+_TORCH_DTYPES = {
+    "BOOL": "bool", "U8": "uint8", "I8": "int8", "F8_E5M2": "float8_e5m2", "F8_E4M3": "float8_e4m3fn",
+    "I16": "int16", "U16": "uint16", "F16": "float16", "BF16": "bfloat16", "I32": "int32", "U32": "uint32",
+    "F32": "float32", "I64": "int64", "U64": "uint64", "F64": "float64",
+}
+
+
+def _with_torch_tensors(checkpoint: dict) -> dict:
+    """The checkpoint with every StoredTensor read into a torch tensor; aliases stay one tensor."""
+    import torch
+
+    from nnseal.verify.pth_writer import StoredTensor
+
+    loaded: dict[int, torch.Tensor] = {}
+
+    def load(stored: StoredTensor) -> torch.Tensor:
+        if id(stored) not in loaded:
+            with open(stored.source, "rb") as handle:
+                handle.seek(stored.offset)
+                raw = bytearray(handle.read(stored.nbytes))
+            if len(raw) != stored.nbytes:
+                raise InvalidSafetensors("tensor data ends early", path=stored.source)
+            dtype = getattr(torch, _TORCH_DTYPES[stored.dtype])
+            flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+            loaded[id(stored)] = flat.reshape(stored.shape)
+        return loaded[id(stored)]
+
+    def convert(value):
+        if isinstance(value, StoredTensor):
+            return load(value)
+        if isinstance(value, OrderedDict):
+            return OrderedDict((k, convert(v)) for k, v in value.items())
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(convert(v) for v in value)
+        return value
+
+    return convert(checkpoint)
