@@ -239,3 +239,11 @@ def test_no_signing_key_is_a_usage_error(toy_model_folder, tmp_path):
     proc = run_cli("export", "-i", toy_model_folder, "-o", tmp_path / "x.zip", env={"NNSEAL_SIGNING_KEY": ""})
     assert proc.returncode == 2 and "--key" in proc.stderr
     assert not (tmp_path / "x.zip").exists()
+
+
+@pytest.mark.parametrize("args", [["-f", "7"], ["--checkpoints", "latest"]])
+def test_impossible_fold_or_checkpoint_name_is_a_usage_error(args, toy_model_folder, session_key, tmp_path):
+    proc = run_cli("export", "-i", toy_model_folder, "-o", tmp_path / "x.zip", "--key", session_key.private_path,
+                   *args)
+    assert proc.returncode == 2, proc.stderr
+    assert not (tmp_path / "x.zip").exists()

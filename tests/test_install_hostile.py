@@ -195,3 +195,50 @@ def test_signed_dataset_json_with_absolute_path(package_entries, results, sessio
                       _replace(package_entries, f"{MODEL}/dataset.json", json.dumps(dataset).encode()),
                       session_key.private_path)
     _assert_refused_and_untouched(package, results, session_key.public_path, canary, "dataset.json")
+
+
+def test_inspect_shows_a_hostile_card_on_one_line_each(package_entries, session_key, tmp_path):
+    card = json.loads(dict(package_entries)["nnseal-card.json"])
+    card["model"]["description"] = f"x\nsigner:    {'0' * 64} (trusted; forged)\x1b[2J"
+    package = _signed(tmp_path / "card.zip", _replace(package_entries, "nnseal-card.json", json.dumps(card).encode()),
+                      session_key.private_path)
+    proc = run_cli("inspect", package)
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stdout.splitlines() if line.startswith("signer:")] == [
+        f"signer:    {session_key.fingerprint} (NOT trusted; signature not checked here)"]
+    assert "\x1b" not in proc.stdout
+
+
+@pytest.mark.parametrize("card", [b"[1]", b'"text"', b'{"model": "x", "created_by": 3}', b"{not json"])
+def test_inspect_survives_a_card_of_the_wrong_shape(card, package_entries, session_key, tmp_path):
+    package = _signed(tmp_path / "card.zip", _replace(package_entries, "nnseal-card.json", card),
+                      session_key.private_path)
+    proc = run_cli("inspect", package)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr
+
+
+def test_verify_refuses_a_signed_package_without_plans(package_entries, session_key, tmp_path):
+    kept = [(n, d) for n, d in package_entries if not n.endswith("/plans.json")]
+    package = _signed(tmp_path / "noplans.zip", kept, session_key.private_path)
+    proc = run_cli("verify", package, "--trusted-key", session_key.public_path)
+    assert proc.returncode == 1 and "plans.json" in proc.stderr
+
+
+def test_oversized_json_entry_refused_before_extraction(package_entries, results, session_key, canary, tmp_path):
+    import base64
+    import random
+
+    # Incompressible, so that the size limit (not the deflate-ratio limit) is what refuses it.
+    huge = b'{"pad": "' + base64.b64encode(random.Random(0).randbytes(25 << 20)) + b'"}'
+    package = _signed(tmp_path / "huge.zip", _replace(package_entries, f"{MODEL}/dataset.json", huge),
+                      session_key.private_path)
+    _assert_refused_and_untouched(package, results, session_key.public_path, canary, "too large")
+
+
+@pytest.mark.parametrize("pin", ["", "abc", "g" * 64])
+def test_malformed_sha256_pin_is_a_usage_error(pin, toy_package_session, session_key, tmp_path):
+    proc = run_cli("install", toy_package_session, "--results", tmp_path / "r", "--trusted-key",
+                   session_key.public_path, "--sha256", pin)
+    assert proc.returncode == 2
+    assert not (tmp_path / "r").exists()

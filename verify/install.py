@@ -27,6 +27,8 @@ from nnseal.verify.receipt import RECEIPT_NAME, write_receipt
 
 STAGING_PREFIX = ".nnseal-staging-"
 JSON_KINDS = {"plans.json": "plans", "dataset.json": "dataset", "dataset_fingerprint.json": "fingerprint"}
+MAX_JSON_BYTES = 32 << 20  # the JSON sanitizer's own limit
+MAX_BUNDLE_BYTES = (16 << 20) + 1  # the signature parser refuses anything larger with its own message
 UNSIGNED_WARNING = "provenance NOT checked: this model was installed without a signature (--unsigned)"
 
 
@@ -72,10 +74,13 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
     results = results.resolve()
     remove_stale_staging(results)
     package_sha256 = None
-    if sha256:
+    if sha256 is not None:
+        from nnseal.verify.fetch import normalise_sha256
+
+        expected = normalise_sha256(sha256)  # ValueError for a malformed pin: never "no pin"
         package_sha256 = sha256_file(zip_path)
-        if package_sha256 != sha256.strip().lower():
-            raise TamperedPackage(f"sha256 is {package_sha256}, expected {sha256.strip().lower()}", path=zip_path)
+        if package_sha256 != expected:
+            raise TamperedPackage(f"sha256 is {package_sha256}, expected {expected}", path=zip_path)
     report = InstallReport(package=source_name or str(zip_path), results=str(results),
                            provenance="unsigned" if unsigned else "signed")
     with open_zip(zip_path, limits or Limits()) as archive:
@@ -109,11 +114,14 @@ def _install_signed(archive, results: Path, report: InstallReport, *, trusted_ke
     keys = load_trusted_keys(list(trusted_keys))
     if not keys:
         raise SignatureError("no trusted key: pass --trusted-key KEY.pub or run `nnseal trust add KEY.pub`")
-    manifest = verify_bundle(archive.read(signature), [k.key for k in keys])
+    manifest = verify_bundle(archive.read(signature, max_size=MAX_BUNDLE_BYTES), [k.key for k in keys])
     report.signer_fingerprint = manifest.signer_fingerprint
     names = [n for n in archive.names() if n != SIGNATURE_NAME]
     compare_with_manifest(names, manifest.resources)
     entries = classify_all(names)
+    for entry in entries:  # JSON is parsed whole: refuse a huge one before extracting it
+        if entry.kind in ("json", "card") and archive.entry(entry.name).size > MAX_JSON_BYTES:
+            raise TamperedPackage(f"entry '{entry.name}' is over {MAX_JSON_BYTES} bytes, too large for a JSON file")
     models = sorted({e.model for e in entries if e.model})
     destinations = _check_destinations(results, models, force)
     total = sum(archive.entry(e.name).size for e in entries)
@@ -356,7 +364,9 @@ def _move_into_place(stage: Staging, models: list[str], destinations: dict[str, 
             dest.parent.mkdir(exist_ok=True)
             if dest.parent.is_symlink():
                 raise HostileArchive(f"{dest.parent} is a symbolic link; refusing to install through it")
-            if dest.exists() or dest.is_symlink():
+            if dest.is_symlink():  # appeared while we were staging: never replace through a link
+                raise HostileArchive(f"{dest} is a symbolic link; refusing to install through it")
+            if dest.exists():
                 if not force:  # appeared while we were staging
                     raise WouldOverwrite(f"model folder {dest} exists; pass --force to replace it")
                 _replace_folder(staged, dest, stage.root / f"old-{i}")

@@ -11,6 +11,10 @@ from typing import Sequence
 from nnseal.errors import EnvironmentProblem, Refused, SignatureError, UntrustedSigner
 from nnseal.package.layout import CARD_NAME
 
+# A card is a few kilobytes; a bundle is limited to 16 MiB by the signature parser.
+MAX_CARD_BYTES = 16 << 20
+MAX_BUNDLE_BYTES = (16 << 20) + 1
+
 
 @dataclass
 class VerifyReport:
@@ -41,7 +45,7 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
     """
     from nnseal.package.oms import SIGNATURE_NAME
     from nnseal.safezip import Limits, open_zip
-    from nnseal.verify.entries import classify
+    from nnseal.verify.entries import classify, classify_all
     from nnseal.verify.signature import read_bundle_unverified, verify_bundle
     from nnseal.verify.trust import load_trusted_keys
 
@@ -58,7 +62,7 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
         if signature is None:
             report.problems.append(f"no {SIGNATURE_NAME}: the package is not signed")
         else:
-            bundle = archive.read(signature)
+            bundle = archive.read(signature, max_size=MAX_BUNDLE_BYTES)
             keys = [k.key for k in load_trusted_keys(list(trusted_keys))]
             try:
                 manifest = verify_bundle(bundle, keys)
@@ -76,9 +80,16 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
                     manifest = None
             if manifest is not None:
                 report.signer_fingerprint = manifest.signer_fingerprint
+        layout_ok = True
         for name in names:
             try:
                 classify(name)
+            except Refused as err:
+                report.problems.append(err.reason)
+                layout_ok = False
+        if layout_ok:
+            try:
+                classify_all(names)  # one dataset, plans.json, dataset.json and a checkpoint per model folder
             except Refused as err:
                 report.problems.append(err.reason)
         if manifest is not None:
@@ -112,13 +123,18 @@ def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os
         card = archive.get(CARD_NAME)
         if card is not None:
             try:
-                info["card"] = json.loads(archive.read(card, max_size=16 << 20))
-            except ValueError:
-                info["notes"].append(f"{CARD_NAME} is not valid JSON")
+                parsed = json.loads(archive.read(card, max_size=MAX_CARD_BYTES))
+            except (ValueError, RecursionError):
+                parsed = None
+            if isinstance(parsed, dict):
+                info["card"] = {k: v for k, v in parsed.items()
+                                if k not in ("model", "created_by") or isinstance(v, dict)}
+            else:
+                info["notes"].append(f"{CARD_NAME} is not a JSON object")
         signature = archive.get(SIGNATURE_NAME)
         if signature is not None:
             try:
-                manifest = read_bundle_unverified(archive.read(signature))
+                manifest = read_bundle_unverified(archive.read(signature, max_size=MAX_BUNDLE_BYTES))
                 info["signer_fingerprint"] = manifest.signer_fingerprint
                 trusted = {k.fingerprint for k in load_trusted_keys(list(trusted_keys))}
                 info["signer_trusted"] = manifest.signer_fingerprint in trusted

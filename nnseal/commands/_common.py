@@ -50,7 +50,10 @@ def report_errors(fn):
 
 
 def one_line(text: str) -> str:
-    return " ".join(text.split())
+    """Whitespace collapsed, and every other non-printable character shown escaped, so text that
+    came from an input (a card, an entry name) can neither add lines nor drive the terminal."""
+    collapsed = " ".join(str(text).split())
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in collapsed)
 
 
 def emit_json(obj) -> None:
@@ -82,3 +85,15 @@ def read_passphrase(prompt: bool, env_var: str | None, *, confirm: bool) -> byte
     if prompt:
         return click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm).encode("utf-8")
     return None
+
+
+def check_sha256(ctx, param, value):
+    """click callback: a --sha256 pin must be 64 hex digits (an empty one is a mistake, not "no pin")."""
+    if value is None:
+        return None
+    from nnseal.verify.fetch import normalise_sha256
+
+    try:
+        return normalise_sha256(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None

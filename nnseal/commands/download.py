@@ -6,7 +6,7 @@ import re
 
 import click
 
-from nnseal.commands._common import emit_json, report_errors, show_progress
+from nnseal.commands._common import check_sha256, emit_json, report_errors, show_progress
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -21,17 +21,6 @@ def parse_size(ctx, param, value):
         raise click.BadParameter(f"{value!r} is not a size (examples: 3000000000, 500M, 8G)")
     unit = (match[2] or "")[:1].upper()
     return int(match[1]) * _UNITS[unit]
-
-
-def check_sha256(ctx, param, value):
-    if value is None:
-        return None
-    from nnseal.verify.download import normalise_sha256
-
-    try:
-        return normalise_sha256(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err)) from None
 
 
 @click.command(help="""Download the package at URL and install it the verified way.

@@ -6,6 +6,7 @@ import os
 
 import click
 
+from nnseal.errors import ModelLayoutError
 from nnseal.commands._common import emit_json, passphrase_options, read_passphrase, report_errors, show_progress
 
 
@@ -56,10 +57,17 @@ def command(input_folders, output, key, passphrase, passphrase_env, dataset, con
             raise click.UsageError("-d needs at least one -c CONFIGURATION")
         input_folders = layout.model_folders_from_selection(layout.results_dir(), dataset, _split(configurations),
                                                             trainer, plans)
+    folds = _split(folds)
+    checkpoint_names = _split([checkpoint_names]) if checkpoint_names else []
+    try:  # a fold or checkpoint name that cannot exist is a usage error, not a refusal
+        [layout.normalise_fold(f) for f in folds]
+        [layout.normalise_checkpoint(c) for c in checkpoint_names]
+    except ModelLayoutError as err:
+        raise click.BadParameter(err.reason) from None
     report = export_model_to_zip(
         [os.fspath(f) for f in input_folders], output, key=key,
         passphrase=read_passphrase(passphrase, passphrase_env, confirm=False),
-        folds=_split(folds) or None, checkpoints=_split([checkpoint_names]) if checkpoint_names else None,
+        folds=folds or None, checkpoints=checkpoint_names or None,
         metadata={"name": name, "description": description, "licence": licence, "reference": reference,
                   "release": release},
         include_progress=include_progress, force=force, progress=show_progress(quiet or as_json))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from nnseal.commands._common import emit_json, report_errors
+from nnseal.commands._common import emit_json, one_line, report_errors
 
 
 @click.command(help="""Show PACKAGE's card, signer fingerprint (and whether that key is
@@ -24,16 +24,19 @@ def command(package, trusted_keys, as_json):
         return
     card = info["card"] or {}
     model = card.get("model") or {}
-    click.echo(f"package:   {info['package']}  ({info['bytes']:,} bytes in {len(info['entries'])} entries)")
-    click.echo(f"format:    {card.get('format', '?')} v{card.get('format_version', '?')}, "
-               f"made by {card.get('created_by', {})}")
+    made_by = ", ".join(f"{k} {v}" for k, v in (card.get("created_by") or {}).items())
+    # Everything below but the signer's fingerprint comes from the package itself: one line each, escaped.
+    show = one_line
+    click.echo(f"package:   {show(info['package'])}  ({info['bytes']:,} bytes in {len(info['entries'])} entries)")
+    click.echo(f"format:    {show(card.get('format', '?'))} v{show(card.get('format_version', '?'))}, "
+               f"made by {show(made_by or '?')}")
     for key in ("name", "description", "licence", "reference", "release"):
         if model.get(key):
-            click.echo(f"{key + ':':<10} {model[key]}")
+            click.echo(f"{key + ':':<10} {show(model[key])}")
     trusted = "trusted" if info["signer_trusted"] else "NOT trusted"
     click.echo(f"signer:    {info['signer_fingerprint'] or 'none'} ({trusted}; signature not checked here)")
     for folder, model_info in sorted(info["models"].items()):
-        click.echo(f"model:     {folder}: folds {', '.join(model_info['folds'])}; "
+        click.echo(f"model:     {show(folder)}: folds {', '.join(model_info['folds'])}; "
                    f"{len(model_info['checkpoints'])} checkpoint(s), {model_info['bytes']:,} bytes")
     for note in info["notes"]:
-        click.echo(f"note:      {note}")
+        click.echo(f"note:      {show(note)}")

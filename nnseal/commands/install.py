@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from nnseal.commands._common import emit_json, report_errors, show_progress
+from nnseal.commands._common import check_sha256, emit_json, one_line, report_errors, show_progress
 
 
 @click.command(help="""Verify PACKAGE and install it into the results folder.
@@ -22,7 +22,7 @@ unless --force. --unsigned installs a zip made by nnUNetv2_export_model_to_zip
               help="Results folder (default: $nnUNet_results).")
 @click.option("--force", is_flag=True, help="Replace an existing model folder (atomically).")
 @click.option("--unsigned", is_flag=True, help="Install a legacy nnU-Net zip without a signature.")
-@click.option("--sha256", help="Refuse unless the zip has this sha256.")
+@click.option("--sha256", callback=check_sha256, metavar="HEX", help="Refuse unless the zip has this sha256.")
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @report_errors
@@ -39,7 +39,7 @@ def print_install_report(report, *, quiet: bool, as_json: bool) -> None:
         emit_json(report.to_json())
         return
     for warning in report.warnings:
-        click.echo(f"nnseal: warning: {warning}", err=True)
+        click.echo(f"nnseal: warning: {one_line(warning)}", err=True)
     if quiet:
         return
     who = f"signed by {report.signer_fingerprint}" if report.signer_fingerprint else "UNSIGNED"
