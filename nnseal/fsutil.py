@@ -59,6 +59,12 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False, mode: int = 0
         raise
 
 
+def open_new(path: str | os.PathLike) -> BinaryIO:
+    """A new file opened for writing: never an existing file, never through a symbolic link."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    return os.fdopen(fd, "wb")
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()

@@ -29,3 +29,15 @@ def byte_bar(enabled: bool, total: int | None, desc: str):
         yield bar
     finally:
         bar.close()
+
+
+class CountingWriter:
+    """Passes writes through to ``target`` and advances ``bar`` by the bytes written."""
+
+    def __init__(self, target, bar):
+        self._target, self._bar = target, bar
+
+    def write(self, data) -> int:
+        written = self._target.write(data)
+        self._bar.update(memoryview(data).nbytes)
+        return written

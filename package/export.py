@@ -19,12 +19,11 @@ from nnseal.errors import ModelLayoutError
 from nnseal.fsutil import atomic_output
 from nnseal.package import layout
 from nnseal.package.card import METADATA_FIELDS, CheckpointRecord, ModelRecord, build_card, card_bytes
-from nnseal.progress import byte_bar
+from nnseal.progress import CountingWriter, byte_bar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-JSON_KINDS = {"plans.json": "plans", "dataset.json": "dataset", "dataset_fingerprint.json": "fingerprint"}
 
 
 @dataclass
@@ -45,18 +44,6 @@ class ExportReport:
         }
 
 
-class _ProgressSink:
-    """Passes writes through to the zip entry and advances a byte bar."""
-
-    def __init__(self, target, bar):
-        self._target, self._bar = target, bar
-
-    def write(self, data) -> int:
-        n = self._target.write(data)
-        self._bar.update(memoryview(data).nbytes)
-        return n
-
-
 def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.PathLike], output_file: str | os.PathLike,
                         *, key: str | os.PathLike | None = None, passphrase: bytes | None = None,
                         folds: Sequence[str | int] | None = None, checkpoints: Sequence[str] | None = None,
@@ -73,7 +60,7 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     from nnseal.package.oms import SIGNATURE_NAME, sign_manifest
     from nnseal.package.zipwriter import DeterministicZipWriter
     from nnseal.sanitize.checkpoint import load_sanitized, write_sanitized
-    from nnseal.sanitize.jsonclean import clean_json_file
+    from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
 
     # Unlock the key first: a wrong passphrase should cost nothing.
     private_key = signing_key_from_env_or_path(None if key is None else os.fspath(key), passphrase)
@@ -90,7 +77,7 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
             for model in models:
                 record = ModelRecord(folder=model.relative, trainer=model.trainer, plans=model.plans,
                                      configuration=model.configuration, folds=model.folds)
-                for json_name, kind in JSON_KINDS.items():
+                for json_name, kind in KIND_BY_FILE_NAME.items():
                     source = model.path / json_name
                     if not source.is_file():
                         continue  # plans.json and dataset.json were checked by parse_model_folder
@@ -107,7 +94,7 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
                     source_bytes = sanitized.report.source_bytes
                     with byte_bar(progress, None, f"{model.configuration} {checkpoint.fold_dir}/{checkpoint.name}") as bar:
                         with writer.entry(entry, compress=False) as sink:
-                            write_sanitized(sanitized, _ProgressSink(sink, bar))
+                            write_sanitized(sanitized, CountingWriter(sink, bar))
                     size = writer.sizes[entry]
                     record.checkpoints.append(CheckpointRecord(
                         entry=entry, fold=checkpoint.fold, checkpoint=checkpoint.name,

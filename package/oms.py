@@ -60,20 +60,20 @@ def root_digest(resources: Mapping[str, str]) -> str:
 
 
 def resource_name_problem(name: object) -> str | None:
-    """Why `name` is not a safe relative POSIX file name inside a model, or None if it is."""
+    """Why `name` is not a safe relative POSIX file name inside a model, or None if it is.
+
+    The same rules as zip entry names (nnseal.safezip.check_entry_name, docs/FORMAT.md
+    section 1): a signed name must be one the installer could extract.
+    """
+    from nnseal.errors import HostileArchive
+    from nnseal.safezip import check_entry_name
+
     if not isinstance(name, str):
-        return f"resource name {name!r} is not a string"
-    if not name or len(name) > MAX_NAME_LENGTH:
-        return "resource name is empty or too long"
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
-        return f"resource name {name!r} contains control characters"
-    if "\\" in name:
-        return f"resource name {name!r} contains a backslash"
-    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
-        return f"resource name {name!r} is absolute"
-    parts = name.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        return f"resource name {name!r} has an empty, '.' or '..' component"
+        return f"resource name {name!r:.80} is not a string"
+    try:
+        check_entry_name(name)
+    except HostileArchive as err:
+        return f"resource name: {err.reason}"
     if name == SIGNATURE_NAME:
         return f"resource name {name!r} is the signature file itself"
     return None

@@ -71,6 +71,8 @@ REDACTED = "<redacted>"
 DEFAULT_MAX_BYTES = 32 << 20
 DEFAULT_MAX_DEPTH = 64
 JSON_KINDS = ("plans", "dataset", "fingerprint")
+# The JSON files of an nnU-Net model folder and how each is cleaned.
+KIND_BY_FILE_NAME = {"plans.json": "plans", "dataset.json": "dataset", "dataset_fingerprint.json": "fingerprint"}
 
 # json.dumps refuses ints over sys.get_int_max_str_digits() (4300 by default) decimal digits.
 _MAX_INT_BITS = 14_000

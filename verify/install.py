@@ -19,14 +19,13 @@ from typing import Sequence
 from nnseal.errors import (EnvironmentProblem, HostileArchive, InvalidSafetensors, ModelLayoutError, Refused,
                            SignatureError, UnsafeJson,
                            TamperedPackage, WouldOverwrite, from_os_error)
-from nnseal.fsutil import host_tag, left_by_dead_process, sha256_file
+from nnseal.fsutil import host_tag, left_by_dead_process, open_new, sha256_file
 from nnseal.package.layout import CARD_NAME, results_dir
-from nnseal.progress import byte_bar
+from nnseal.progress import CountingWriter, byte_bar
 from nnseal.verify.entries import PackageEntry, classify_all
 from nnseal.verify.receipt import RECEIPT_NAME, write_receipt
 
 STAGING_PREFIX = ".nnseal-staging-"
-JSON_KINDS = {"plans.json": "plans", "dataset.json": "dataset", "dataset_fingerprint.json": "fingerprint"}
 MAX_JSON_BYTES = 32 << 20  # the JSON sanitizer's own limit
 MAX_BUNDLE_BYTES = (16 << 20) + 1  # the signature parser refuses anything larger with its own message
 UNSIGNED_WARNING = "provenance NOT checked: this model was installed without a signature (--unsigned)"
@@ -165,7 +164,7 @@ def _finish_model(stage: "Staging", model: str, entries: list[PackageEntry], rep
 
     Returns the sha256 of each checkpoint written, hashed as it was written (the receipt needs it).
     """
-    from nnseal.sanitize.jsonclean import clean_json_file
+    from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
     from nnseal.sanitize.safetensors_io import read_header
     from nnseal.verify.rebuild import rebuild_from_safetensors, write_checkpoint
 
@@ -174,7 +173,7 @@ def _finish_model(stage: "Staging", model: str, entries: list[PackageEntry], rep
     for entry in entries:
         if entry.kind == "json":
             # Export writes JSON that is already clean; anything left to clean means it did not come from there.
-            cleaned = clean_json_file(JSON_KINDS[entry.filename], stage.path(entry.name).read_bytes(), name=entry.name)
+            cleaned = clean_json_file(KIND_BY_FILE_NAME[entry.filename], stage.path(entry.name).read_bytes(), name=entry.name)
             if cleaned.findings:
                 finding = cleaned.findings[0]
                 raise UnsafeJson(f"entry '{entry.name}': {finding.path}: {finding.detail} (a package's JSON must "
@@ -210,7 +209,7 @@ def _install_legacy(archive, results: Path, report: InstallReport, *, force: boo
     from nnseal.package.layout import DATASET_RE, MODEL_RE
     from nnseal.package.oms import SIGNATURE_NAME
     from nnseal.sanitize.checkpoint import load_sanitized
-    from nnseal.sanitize.jsonclean import clean_json_file
+    from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
     from nnseal.verify.rebuild import assemble, write_checkpoint
 
     if archive.get(SIGNATURE_NAME) is not None:
@@ -244,7 +243,7 @@ def _install_legacy(archive, results: Path, report: InstallReport, *, force: boo
         for model in models:
             parsed = {}
             for name in sorted(n for n in kept[model] if n.endswith(".json")):
-                cleaned = clean_json_file(JSON_KINDS[name.rsplit("/", 1)[1]], archive.read(name), name=name)
+                cleaned = clean_json_file(KIND_BY_FILE_NAME[name.rsplit("/", 1)[1]], archive.read(name), name=name)
                 target = stage.path(name)
                 target.write_bytes(cleaned.to_bytes())
                 parsed[name.rsplit("/", 1)[1]] = cleaned.data
@@ -305,22 +304,11 @@ def remove_stale_staging(results: Path) -> None:
 
 def _extract(archive, name: str, target: Path, bar) -> str:
     """Write one entry to a new file (never through an existing path or link); return its sha256."""
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        digest = archive.copy_to(archive.entry(name), _BarWriter(handle, bar))
+    with open_new(target) as handle:
+        digest = archive.copy_to(archive.entry(name), CountingWriter(handle, bar))
         handle.flush()
         os.fsync(handle.fileno())
     return digest
-
-
-class _BarWriter:
-    def __init__(self, target, bar):
-        self._target, self._bar = target, bar
-
-    def write(self, data) -> int:
-        n = self._target.write(data)
-        self._bar.update(len(data))
-        return n
 
 
 def _check_destinations(results: Path, models: list[str], force: bool) -> dict[str, Path]:

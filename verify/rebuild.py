@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from pathlib import Path
 
 from nnseal.errors import InvalidSafetensors
-from nnseal.fsutil import HashingWriter
+from nnseal.fsutil import HashingWriter, open_new
 
 META_NAMES, META_ALIASES, META_CHECKPOINT = "nnseal.names", "nnseal.aliases", "nnseal.checkpoint"
 
@@ -90,8 +89,7 @@ def write_checkpoint(checkpoint: dict, path: str | os.PathLike) -> str:
     """
     from nnseal.verify import pth_writer
 
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    with os.fdopen(fd, "wb") as handle:
+    with open_new(path) as handle:
         if pth_writer.can_write(checkpoint):
             digest = pth_writer.write_pth(checkpoint, handle, stem=pth_writer.stem_of(path))
         else:

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from nnseal.errors import SignatureError, UntrustedSigner
 from nnseal.package.keys import SUPPORTED_CURVES, fingerprint
+from nnseal.safezip import collision_key
 from nnseal.package.oms import (
     BUNDLE_MEDIA_TYPE,
     HASH_TYPE,
@@ -227,10 +228,11 @@ def _parse_statement(payload: bytes, source: str) -> tuple[str, dict[str, str], 
         digest = where.hex64(resource["digest"], f"{label}.digest")
         if name in resources:
             raise SignatureError(f"statement lists resource {_short(name)} twice", path=source)
-        if name.casefold() in folded:
-            raise SignatureError(f"statement resources {_short(folded[name.casefold()])} and {_short(name)} collide on "
+        key = collision_key(name)
+        if key in folded:
+            raise SignatureError(f"statement resources {_short(folded[key])} and {_short(name)} collide on "
                                  "case-insensitive file systems", path=source)
-        folded[name.casefold()] = name
+        folded[key] = name
         resources[name] = digest
 
     # model_signing hashes the resources in the order listed (its signer lists them sorted).
