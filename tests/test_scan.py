@@ -326,3 +326,22 @@ def test_bad_trusted_key_is_refused_before_scanning(tmp_path):
     assert proc.returncode == 1
     assert len(proc.stderr.strip().splitlines()) == 1 and "key.pub" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_nested_zip_over_the_spool_limit_is_reported_unchecked(tmp_path, monkeypatch):
+    """A zip inside a zip is copied to disk to be read; a huge one is reported, not copied."""
+    import zipfile
+
+    from nnseal.scan import scanner
+
+    inner = tmp_path / "inner.zip"
+    with zipfile.ZipFile(inner, "w") as z:
+        z.writestr("notes.txt", b"x" * 4096)
+    outer = tmp_path / "outer.zip"
+    with zipfile.ZipFile(outer, "w") as z:
+        z.write(inner, "inner.zip")
+    inner.unlink()
+    monkeypatch.setattr(scanner, "MAX_NESTED_ZIP_BYTES", 100)
+    report = scanner.scan_paths([outer])
+    assert [(f.rule, f.level) for f in report.findings] == [("not-checked", "unsafe")]
+    assert "nested zip" in report.findings[0].message

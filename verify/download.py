@@ -44,23 +44,14 @@ class DownloadAndInstall:
 # --- public API -------------------------------------------------------------
 
 
-def download_and_install_from_url(
-    url: str,
-    destination: str | os.PathLike | None = None,
-    *,
-    trusted_keys: Sequence[str | os.PathLike] = (),
-    sha256: str | None = None,
-    keep: str | os.PathLike | None = None,
-    unsigned: bool = False,
-    force: bool = False,
-    policy: DownloadPolicy = DownloadPolicy(),
-    progress: bool = False,
-) -> "InstallReport":
-    """Download ``url`` and install it with the verified install; return the InstallReport."""
-    return download_then_install(
-        url, destination, trusted_keys=trusted_keys, sha256=sha256, keep=keep, unsigned=unsigned,
-        force=force, policy=policy, progress=progress,
-    ).install
+def download_and_install_from_url(url: str, destination: str | os.PathLike | None = None,
+                                  **options) -> "InstallReport":
+    """Download ``url`` and install it with the verified install; return the InstallReport.
+
+    ``options`` are those of ``download_then_install`` (trusted_keys, sha256, keep,
+    unsigned, force, policy, progress).
+    """
+    return download_then_install(url, destination, **options).install
 
 
 def download_then_install(

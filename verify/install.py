@@ -91,8 +91,9 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
                 _install_signed(archive, results, report, trusted_keys=trusted_keys, force=force,
                                 package_sha256=package_sha256, progress=progress)
         except Refused as err:
-            if err.path is None:  # name the package in every refusal
-                raise type(err)(err.reason, path=source_name or zip_path) from err
+            if err.path is None:  # name the package in every refusal (keeping the error's own fields)
+                err.path = str(source_name or zip_path)
+                err.args = (f"{err.path}: {err.reason}",)
             raise
     return report
 

@@ -22,6 +22,9 @@ from nnseal.scan.walk import WalkItem, walk
 
 # A zip inside a zip inside a zip is scanned; one level more is reported, not followed.
 MAX_ZIP_DEPTH = 3
+# A zip inside a zip is copied to a temporary file to be read; past this size it is not
+# (a deflate-bomb member could otherwise fill the disk) and the gate reports it unchecked.
+MAX_NESTED_ZIP_BYTES = 1 << 30
 # Below this many files or bytes, starting worker processes costs more than it saves.
 PARALLEL_MIN_FILES = 64
 PARALLEL_MIN_BYTES = 16 << 20
@@ -83,7 +86,7 @@ class Scanner:
                      disk_path: Path | None = None) -> None:
         kind = sniff(head, size)
         if kind == "zip":
-            self.scan_zip_content(opener, where, depth, disk_path)
+            self.scan_zip_content(opener, where, depth, disk_path, size)
             return
         self.saw(where, kind)
         if kind in ("empty", "other"):
@@ -109,12 +112,18 @@ class Scanner:
 
     # --- zips ------------------------------------------------------------------------
 
-    def scan_zip_content(self, opener: Opener, where: Location, depth: int, disk_path: Path | None) -> None:
+    def scan_zip_content(self, opener: Opener, where: Location, depth: int, disk_path: Path | None,
+                         size: int) -> None:
         if depth >= MAX_ZIP_DEPTH:
             self.saw(where, "zip")
             self.add([finding(where, "not-checked", f"zip nested more than {MAX_ZIP_DEPTH} levels deep: not opened")])
             return
         if disk_path is None:  # a zip inside a zip: the reader needs a file of its own
+            if size > MAX_NESTED_ZIP_BYTES:
+                self.saw(where, "zip")
+                self.add([finding(where, "not-checked", f"nested zip of {size} bytes is over the "
+                                                        f"{MAX_NESTED_ZIP_BYTES}-byte limit for nested zips: not opened")])
+                return
             with self.spooled(opener) as spooled:
                 self.scan_zip_file(spooled, where, depth)
         else:
