@@ -166,7 +166,6 @@ def _finish_model(stage: "Staging", model: str, entries: list[PackageEntry], rep
     Returns the sha256 of each checkpoint written, hashed as it was written (the receipt needs it).
     """
     from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
-    from nnseal.sanitize.safetensors_io import read_header
     from nnseal.verify.rebuild import rebuild_from_safetensors, write_checkpoint
 
     model_dir = stage.path(model)
@@ -185,12 +184,10 @@ def _finish_model(stage: "Staging", model: str, entries: list[PackageEntry], rep
         if entry.kind != "checkpoint":
             continue
         path = stage.path(entry.name)
-        try:
-            with open(path, "rb") as handle:
-                read_header(handle, path.stat().st_size)  # hostile headers stop here, before any tensor load
+        try:  # validates the header before anything else is read: hostile headers stop here
+            checkpoint = rebuild_from_safetensors(path, parsed["plans.json"], parsed["dataset.json"])
         except InvalidSafetensors as err:
             raise InvalidSafetensors(f"entry '{entry.name}': {err.reason}") from None
-        checkpoint = rebuild_from_safetensors(path, parsed["plans.json"], parsed["dataset.json"])
         pth = path.with_suffix(".pth")
         written[pth] = write_checkpoint(checkpoint, pth)
         del checkpoint
