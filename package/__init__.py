@@ -6,18 +6,10 @@ nnU-Net's own function), ``generate_key_pair``. Importing this package imports n
 
 from __future__ import annotations
 
-_LAZY = {
-    "export_model_to_zip": "nnseal.package.export",
-    "ExportReport": "nnseal.package.export",
-    "generate_key_pair": "nnseal.package.keys",
-}
+from nnseal.lazy import lazy_exports
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "export_model_to_zip": "export",
+    "ExportReport": "export",
+    "generate_key_pair": "keys",
+})

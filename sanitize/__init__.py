@@ -5,9 +5,9 @@ Importing this package imports no torch: names are resolved from their modules o
 
 from __future__ import annotations
 
-import importlib
+from nnseal.lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "SanitizeReport": "checkpoint",
     "SanitizedCheckpoint": "checkpoint",
     "load_sanitized": "checkpoint",
@@ -23,19 +23,4 @@ _EXPORTS = {
     "TensorInfo": "safetensors_io",
     "read_header": "safetensors_io",
     "write_safetensors": "safetensors_io",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+})

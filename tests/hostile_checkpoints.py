@@ -112,9 +112,11 @@ def benign_checkpoint_bytes() -> bytes:
     return buf.getvalue()
 
 
-def rewrite_zip(source: bytes, path: Path, change) -> Path:
-    """Copy a zip entry by entry (stored), passing each (name, data) through ``change`` (None drops it)."""
-    with zipfile.ZipFile(io.BytesIO(source)) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+def rewrite_zip(source: bytes | Path, path: Path, change) -> Path:
+    """Copy a zip (its bytes or its path) entry by entry (stored), passing each (name, data)
+    through ``change`` (None drops it)."""
+    opened = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    with zipfile.ZipFile(opened) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
         for info in src.infolist():
             result = change(info.filename, src.read(info))
             if result is not None:

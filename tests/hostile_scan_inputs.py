@@ -13,7 +13,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from hostile_checkpoints import Reduce, touch
+from hostile_checkpoints import Reduce, rewrite_zip, touch
 
 
 def _safetensors(path: Path, header: dict | bytes, data: bytes, *, declared_length: int | None = None) -> Path:
@@ -97,26 +97,16 @@ def make_nnunet_zip(directory: Path, members: dict[str, bytes], name: str = "nnu
     return path
 
 
-def rewrite_package(source: Path, target: Path, change) -> Path:
-    """Copy a package entry by entry, passing (name, data) through ``change`` (None drops the entry)."""
-    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as dst:
-        for info in src.infolist():
-            data = change(info.filename, src.read(info))
-            if data is not None:
-                dst.writestr(info.filename, data)
-    return target
-
-
 def make_tampered_package(source: Path, directory: Path) -> Path:
     """One byte of plans.json changed after signing."""
     def change(name: str, data: bytes):
         return data.replace(b"{", b"{ ", 1) if name.endswith("/plans.json") else data
 
-    return rewrite_package(source, directory / "tampered.zip", change)
+    return rewrite_zip(source, directory / "tampered.zip", change)
 
 
 def make_unsigned_package(source: Path, directory: Path) -> Path:
-    return rewrite_package(source, directory / "unsigned.zip",
+    return rewrite_zip(source, directory / "unsigned.zip",
                            lambda name, data: None if name == "model.sig" else data)
 
 
@@ -129,4 +119,4 @@ def make_package_with_pickle_member(source: Path, directory: Path, canary: Path)
     def change(name: str, data: bytes):
         return evil if name.endswith("checkpoint_final.safetensors") else data
 
-    return rewrite_package(source, directory / "smuggled.zip", change)
+    return rewrite_zip(source, directory / "smuggled.zip", change)

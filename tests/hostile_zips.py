@@ -14,6 +14,7 @@ tmp_path / "something".
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from dataclasses import dataclass, replace
@@ -298,6 +299,19 @@ def make_not_a_zip(path: Path, entries: list[tuple[str, bytes]]) -> Path:
     """The entries' contents concatenated with a text header: a file that merely has a .zip name."""
     path.write_bytes(b"this is not a zip archive\n" + b"".join(content for _, content in entries))
     return path
+
+
+class WriteOnlyStream:
+    """Write-only output (a pipe, a socket): zipfile then writes data descriptors after each entry."""
+
+    def __init__(self):
+        self.buffer = io.BytesIO()
+
+    def write(self, data):
+        return self.buffer.write(data)
+
+    def flush(self):
+        pass
 
 
 # name -> generator, for parametrized tests.

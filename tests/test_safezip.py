@@ -428,22 +428,9 @@ def test_zipfile_deflated_archive_with_directory_entries_opens(tmp_path):
         assert archive.read(f"{MODEL}/fold_0/empty.txt") == b""
 
 
-class _PipeLike:
-    """A write-only stream: zipfile then writes data descriptors after each entry."""
-
-    def __init__(self):
-        self.buffer = io.BytesIO()
-
-    def write(self, data):
-        return self.buffer.write(data)
-
-    def flush(self):
-        pass
-
-
 @pytest.mark.parametrize("force_zip64", [False, True])
 def test_streamed_zipfile_archive_with_data_descriptors_opens(tmp_path, force_zip64):
-    pipe = _PipeLike()
+    pipe = hz.WriteOnlyStream()
     with zipfile.ZipFile(pipe, "w", zipfile.ZIP_DEFLATED) as out:
         for i, size in enumerate((0, 10, 70000)):
             with out.open(f"f{i}.bin", "w", force_zip64=force_zip64) as entry:

@@ -11,6 +11,8 @@ import zlib
 
 import pytest
 
+import hostile_zips
+
 from nnseal.errors import HostileArchive
 from nnseal.package.zipwriter import DeterministicZipWriter
 from nnseal.safezip import open_zip
@@ -111,21 +113,8 @@ def test_deflate_uses_level_6():
     assert level[1] not in buffer.getvalue() and level[9] not in buffer.getvalue()
 
 
-class _PipeLike:
-    """Write-only output (a pipe, a socket): zipfile then writes data descriptors."""
-
-    def __init__(self):
-        self.buffer = io.BytesIO()
-
-    def write(self, data):
-        return self.buffer.write(data)
-
-    def flush(self):
-        pass
-
-
 def test_unseekable_output_is_deterministic_and_readable(tmp_path):
-    first, second = _PipeLike(), _PipeLike()
+    first, second = hostile_zips.WriteOnlyStream(), hostile_zips.WriteOnlyStream()
     write_package(first)
     writer = write_package(second)
     assert first.buffer.getvalue() == second.buffer.getvalue()

@@ -12,23 +12,15 @@ Importing this package imports no torch; the functions load what they need.
 
 from __future__ import annotations
 
-_LAZY = {
-    "install_model_from_zip": "nnseal.verify.install",
-    "InstallReport": "nnseal.verify.install",
-    "download_and_install_from_url": "nnseal.verify.download",
-    "verify_package": "nnseal.verify.report",
-    "inspect_package": "nnseal.verify.report",
-    "VerifyReport": "nnseal.verify.report",
-    "check_installed": "nnseal.verify.receipt",
-    "DriftReport": "nnseal.verify.receipt",
-}
+from nnseal.lazy import lazy_exports
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "install_model_from_zip": "install",
+    "InstallReport": "install",
+    "download_and_install_from_url": "download",
+    "verify_package": "report",
+    "inspect_package": "report",
+    "VerifyReport": "report",
+    "check_installed": "receipt",
+    "DriftReport": "receipt",
+})
