@@ -11,4 +11,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fuzz.atheris_harness import main  # noqa: E402
 
 if __name__ == "__main__":
-    main("safezip", ["nnseal.safezip", "nnseal.verify.entries"])
+    main("safezip", ["nnseal.safezip", "nnseal.format.layout"])

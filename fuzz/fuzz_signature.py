@@ -11,4 +11,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fuzz.atheris_harness import main  # noqa: E402
 
 if __name__ == "__main__":
-    main("signature", ["nnseal.verify.signature", "nnseal.package.oms"])
+    main("signature", ["nnseal.verify.signature", "nnseal.format.oms"])

@@ -40,7 +40,7 @@ def build_sources(workdir: Path) -> SeedSources:
     """A toy results folder (one fold), a fresh signing key and the signed package exported from them."""
     from nnseal import toy_model
     from nnseal.package.export import export_model_to_zip
-    from nnseal.package.keys import generate_key_pair
+    from nnseal.format.keys import generate_key_pair
 
     model = toy_model.build_results(workdir / "results", folds=(0,))
     key = generate_key_pair(workdir / "signer")
@@ -89,8 +89,8 @@ def _receipt(workdir: Path) -> bytes:
 
 def seeds_from(sources: SeedSources, workdir: Path) -> dict[str, dict[str, bytes]]:
     """Target name -> seed name -> bytes."""
-    from nnseal.package.layout import CARD_NAME
-    from nnseal.package.oms import SIGNATURE_NAME
+    from nnseal.format.layout import CARD_NAME
+    from nnseal.format.oms import SIGNATURE_NAME
 
     package = sources.package_zip.read_bytes()
     checkpoint = sources.checkpoint.read_bytes()

@@ -60,7 +60,7 @@ def fuzz_safezip(data: bytes) -> None:
     import hashlib
 
     from nnseal.safezip import open_zip
-    from nnseal.verify.entries import classify
+    from nnseal.format.layout import classify
 
     with open_zip(_as_file(data, "input.zip")) as archive:
         hashes = _expected(archive.sha256_all)
@@ -97,8 +97,8 @@ def signed_bundle(payload: bytes, private_key) -> bytes:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from nnseal.package.keys import fingerprint
-    from nnseal.package.oms import BUNDLE_MEDIA_TYPE, PAYLOAD_TYPE, pae
+    from nnseal.format.keys import fingerprint
+    from nnseal.format.oms import BUNDLE_MEDIA_TYPE, PAYLOAD_TYPE, pae
 
     signature = private_key.sign(pae(PAYLOAD_TYPE, payload), ec.ECDSA(hashes.SHA256()))
     bundle = {

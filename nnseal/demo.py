@@ -36,7 +36,7 @@ def run_demo(workdir: Path | None = None, echo: Callable[[str], None] = print) -
                         f"{', '.join(report.dropped_keys)}; {report.source_bytes:,} -> {report.output_bytes:,} bytes")
 
         with step("keygen: ECDSA P-256 key pair"):
-            from nnseal.package.keys import generate_key_pair
+            from nnseal.format.keys import generate_key_pair
 
             keys = generate_key_pair(base / "demo-key")
             step.result(f"{keys.private_path}, {keys.public_path}; fingerprint {keys.fingerprint}")

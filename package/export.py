@@ -17,8 +17,9 @@ from typing import Callable, Iterator, Sequence, TypeVar
 from nnseal import __version__
 from nnseal.errors import ModelLayoutError
 from nnseal.fsutil import atomic_output
-from nnseal.package import layout
-from nnseal.package.card import METADATA_FIELDS, CheckpointRecord, ModelRecord, build_card, card_bytes
+from nnseal.format.layout import CARD_NAME
+from nnseal.package import model_folder as layout
+from nnseal.format.card import METADATA_FIELDS, CheckpointRecord, ModelRecord, build_card, card_bytes
 from nnseal.progress import CountingWriter, byte_bar
 
 T = TypeVar("T")
@@ -56,8 +57,9 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     to everything present. ``metadata`` overrides name/description/licence/reference/release,
     which otherwise come from dataset.json.
     """
-    from nnseal.package.keys import fingerprint, signing_key_from_env_or_path
-    from nnseal.package.oms import SIGNATURE_NAME, sign_manifest
+    from nnseal.format.keys import fingerprint, signing_key_from_env_or_path
+    from nnseal.format.oms import SIGNATURE_NAME
+    from nnseal.package.signing import sign_manifest
     from nnseal.package.zipwriter import DeterministicZipWriter
     from nnseal.sanitize.checkpoint import load_sanitized, write_sanitized
     from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
@@ -114,7 +116,7 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
             merged = dict(card_metadata)
             merged.update({k: v for k, v in (metadata or {}).items() if v is not None})
             card = build_card(dataset=dataset, metadata=merged, models=records, versions=_versions())
-            writer.add_bytes(layout.CARD_NAME, card_bytes(card), compress=True)
+            writer.add_bytes(CARD_NAME, card_bytes(card), compress=True)
             bundle = sign_manifest(dataset, dict(writer.digests), private_key)
             writer.add_bytes(SIGNATURE_NAME, bundle, compress=True)
             report.entries = {name: {"sha256": writer.digests[name], "bytes": writer.sizes[name]}

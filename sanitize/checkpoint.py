@@ -8,7 +8,6 @@ There is no fallback: whatever fails is refused.
 
 from __future__ import annotations
 
-import json
 import numbers
 import os
 import warnings
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from nnseal.errors import EnvironmentProblem, UnsafeCheckpoint, from_os_error
+from nnseal.format.checkpoint_meta import build_metadata
 from nnseal.fsutil import HashingWriter, atomic_output, sha256_file
 from nnseal.sanitize import tensors as tensor_checks
 from nnseal.sanitize.archive import inspect_checkpoint
@@ -25,7 +25,6 @@ from nnseal.sanitize.safetensors_io import safetensors_dtype, write_safetensors
 if TYPE_CHECKING:
     import torch
 
-FORMAT_VERSION = "1"
 # Top-level keys of nnUNetTrainer.save_checkpoint that survive; current_epoch is kept
 # only as metadata (a later stage puts it back into the rebuilt checkpoint).
 KEPT_KEYS = ("network_weights", "trainer_name", "init_args", "inference_allowed_mirroring_axes", "current_epoch")
@@ -196,20 +195,9 @@ def load_sanitized(path: str | os.PathLike) -> SanitizedCheckpoint:
 # --- writing -------------------------------------------------------------------------
 
 
-def _compact(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
 def safetensors_metadata(ck: SanitizedCheckpoint) -> dict[str, str]:
-    """The ``__metadata__`` a later stage rebuilds the nnU-Net checkpoint from (format 1, fixed)."""
-    return {
-        "format": "pt",
-        "nnseal.format": FORMAT_VERSION,
-        "nnseal.names": _compact(ck.names),
-        "nnseal.aliases": _compact(ck.aliases),
-        "nnseal.checkpoint": _compact({key: ck.meta[key] for key in (
-            "trainer_name", "configuration", "fold", "inference_allowed_mirroring_axes", "current_epoch")}),
-    }
+    """The ``__metadata__`` a later stage rebuilds the nnU-Net checkpoint from (docs/FORMAT.md)."""
+    return build_metadata(ck.names, ck.aliases, ck.meta)
 
 
 def write_sanitized(ck: SanitizedCheckpoint, fileobj: BinaryIO) -> None:

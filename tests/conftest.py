@@ -87,7 +87,7 @@ def assert_one_line_refusal(proc: subprocess.CompletedProcess, *needles: str) ->
 @pytest.fixture(scope="session")
 def session_key(tmp_path_factory):
     """An ECDSA P-256 key pair (KeyFiles: private_path, public_path, fingerprint)."""
-    from nnseal.package.keys import generate_key_pair
+    from nnseal.format.keys import generate_key_pair
 
     return generate_key_pair(tmp_path_factory.mktemp("keys") / "signer")
 

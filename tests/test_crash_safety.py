@@ -49,7 +49,7 @@ CONFIGS = {"2d": toy_model.ToySpec(), "3d_fullres": toy_model.ToySpec(configurat
 def two_model_package(tmp_path_factory):
     """One dataset, two configurations, 2 folds x 2 checkpoints each: 8 checkpoints."""
     from nnseal.package.export import export_model_to_zip
-    from nnseal.package.keys import generate_key_pair
+    from nnseal.format.keys import generate_key_pair
 
     root = tmp_path_factory.mktemp("crash")
     folders = [toy_model.build_results(root / "results", spec=spec) for spec in CONFIGS.values()]

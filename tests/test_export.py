@@ -191,7 +191,7 @@ def test_plans_with_foreign_class_refused(toy_results_session, session_key, tmp_
 
 
 def test_wrong_passphrase_refused(toy_model_folder, tmp_path):
-    from nnseal.package.keys import generate_key_pair
+    from nnseal.format.keys import generate_key_pair
 
     keys = generate_key_pair(tmp_path / "enc", passphrase=b"right")
     out = tmp_path / "x.zip"

@@ -59,7 +59,7 @@ def test_no_trusted_key_no_install(toy_package_session, tmp_path):
 
 
 def test_untrusted_signer_refused(toy_package_session, tmp_path):
-    from nnseal.package.keys import generate_key_pair
+    from nnseal.format.keys import generate_key_pair
 
     other = generate_key_pair(tmp_path / "other")
     results = tmp_path / "results"
@@ -113,7 +113,7 @@ def test_verify_package_ok_and_tampered(toy_package_session, session_key, tmp_pa
 
 
 def test_verify_reports_every_problem(toy_package_session, tmp_path):
-    from nnseal.package.keys import generate_key_pair
+    from nnseal.format.keys import generate_key_pair
 
     other = generate_key_pair(tmp_path / "other")
     broken = tmp_path / "broken.zip"

@@ -71,8 +71,9 @@ def test_deflate_bomb_total_size_limit(package_entries, results, session_key, tm
 
 def _signed(path: Path, entries: list[tuple[str, bytes]], key_path) -> Path:
     """A correctly signed package holding exactly ``entries`` (so only content checks can refuse it)."""
-    from nnseal.package.keys import load_private_key
-    from nnseal.package.oms import SIGNATURE_NAME, sign_manifest
+    from nnseal.format.keys import load_private_key
+    from nnseal.format.oms import SIGNATURE_NAME
+    from nnseal.package.signing import sign_manifest
     from nnseal.package.zipwriter import DeterministicZipWriter
 
     with open(path, "wb") as handle, DeterministicZipWriter(handle) as writer:
@@ -118,7 +119,7 @@ def test_one_changed_byte_in_any_entry(index, package_entries, results, session_
 
 
 def test_manifest_resigned_by_untrusted_key(package_entries, results, session_key, canary, tmp_path):
-    from nnseal.package.keys import generate_key_pair
+    from nnseal.format.keys import generate_key_pair
 
     attacker = generate_key_pair(tmp_path / "attacker")
     changed = _replace(package_entries, f"{MODEL}/dataset.json", b'{"labels": {"background": 0}}')

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import assert_one_line_refusal, run_cli
 from nnseal.errors import EXIT_ENVIRONMENT, EXIT_REFUSED, BadKey, EnvironmentProblem, WouldOverwrite
-from nnseal.package import keys
-from nnseal.package.oms import sign_manifest
+from nnseal.format import keys
+from nnseal.package.signing import sign_manifest
 from nnseal.verify.signature import verify_bundle
 
 OPENSSL = "/usr/bin/openssl"

@@ -16,10 +16,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from nnseal.errors import EXIT_REFUSED, SignatureError, UntrustedSigner
-from nnseal.package import oms
-from nnseal.package.keys import fingerprint
+from nnseal.format.limits import MAX_BUNDLE_BYTES
+from nnseal.package import signing
+from nnseal.format import oms
+from nnseal.format.keys import fingerprint
 from nnseal.verify.signature import (
-    MAX_BUNDLE_BYTES,
+
     read_bundle_unverified,
     resource_differences,
     verify_bundle,
@@ -51,7 +53,7 @@ def stranger() -> ec.EllipticCurvePrivateKey:
 
 @pytest.fixture(scope="module")
 def bundle(signer) -> bytes:
-    return oms.sign_manifest("toy", RESOURCES, signer)
+    return signing.sign_manifest("toy", RESOURCES, signer)
 
 
 def as_dict(bundle: bytes) -> dict:
@@ -119,12 +121,12 @@ def test_bundle_has_the_sigstore_key_method_shape(signer, bundle):
 
 
 def test_signing_is_deterministic(signer, bundle):
-    assert oms.deterministic_signing_supported()
-    assert oms.sign_manifest("toy", RESOURCES, signer) == bundle
+    assert signing.deterministic_signing_supported()
+    assert signing.sign_manifest("toy", RESOURCES, signer) == bundle
     reordered = dict(sorted(RESOURCES.items(), reverse=True))
-    assert oms.sign_manifest("toy", reordered, signer) == bundle
+    assert signing.sign_manifest("toy", reordered, signer) == bundle
     changed = dict(RESOURCES, **{"nnseal.json": digest(b"other card")})
-    assert oms.sign_manifest("toy", changed, signer) != bundle
+    assert signing.sign_manifest("toy", changed, signer) != bundle
 
 
 def test_deterministic_across_processes(tmp_path, signer, bundle):
@@ -133,9 +135,9 @@ def test_deterministic_across_processes(tmp_path, signer, bundle):
     key_file = tmp_path / "k.pem"
     key_file.write_bytes(signer.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                               serialization.NoEncryption()))
-    code = ("import sys, json; from nnseal.package import oms, keys; "
+    code = ("import sys, json; from nnseal.format import keys; from nnseal.package import signing; "
             "r = json.loads(sys.argv[2]); "
-            "sys.stdout.buffer.write(oms.sign_manifest('toy', r, keys.load_private_key(sys.argv[1])))")
+            "sys.stdout.buffer.write(signing.sign_manifest('toy', r, keys.load_private_key(sys.argv[1])))")
     # Another process has another hash seed: set/dict ordering cannot leak into the bytes.
     out = subprocess.run([sys.executable, "-c", code, str(key_file), json.dumps(RESOURCES)],
                          capture_output=True, check=True, timeout=120, env={"PYTHONHASHSEED": "12345"}).stdout
@@ -145,19 +147,19 @@ def test_deterministic_across_processes(tmp_path, signer, bundle):
 @pytest.mark.parametrize("curve", [ec.SECP384R1(), ec.SECP521R1()])
 def test_p384_and_p521_sign_and_verify(curve):
     key = ec.generate_private_key(curve)
-    manifest = verify_bundle(oms.sign_manifest("toy", RESOURCES, key), [key.public_key()])
+    manifest = verify_bundle(signing.sign_manifest("toy", RESOURCES, key), [key.public_key()])
     assert manifest.verified and manifest.resources == RESOURCES
 
 
 @pytest.mark.parametrize("bad", ["../escape", "/abs", "a\\b", "a//b", "./a", "a/", "model.sig", "", "C:x", "a\x00b"])
 def test_signer_refuses_unsafe_resource_names(signer, bad):
     with pytest.raises(ValueError):
-        oms.sign_manifest("toy", {bad: digest(b"x")}, signer)
+        signing.sign_manifest("toy", {bad: digest(b"x")}, signer)
 
 
 def test_signer_refuses_malformed_digests(signer):
     with pytest.raises(ValueError):
-        oms.sign_manifest("toy", {"a": digest(b"x").upper()}, signer)
+        signing.sign_manifest("toy", {"a": digest(b"x").upper()}, signer)
 
 
 # --- the happy path ----------------------------------------------------------------------
@@ -205,7 +207,7 @@ def resigned_by_untrusted_key(bundle: bytes, stranger) -> bytes:
     statement["predicate"]["resources"][0]["digest"] = digest(b"evil weights")
     statement["subject"][0]["digest"]["sha256"] = oms.root_digest_in_order(
         r["digest"] for r in statement["predicate"]["resources"])
-    return oms.sign_statement(statement, stranger)
+    return signing.sign_statement(statement, stranger)
 
 
 def resigned_keeping_the_trusted_hint(bundle: bytes, signer, stranger) -> bytes:
@@ -225,7 +227,7 @@ def test_manifest_resigned_by_untrusted_key_is_refused(signer, stranger, bundle)
 def test_valid_signature_from_another_package_does_not_cover_these_files(signer):
     """Attack: ship a genuine model.sig taken from another package beside different files."""
     other_package = {"Dataset002_Other/model/plans.json": digest(b"other plans")}
-    foreign = oms.sign_manifest("other", other_package, signer)
+    foreign = signing.sign_manifest("other", other_package, signer)
     manifest = verify_bundle(foreign, [signer.public_key()])  # genuine, so it verifies ...
     problems = resource_differences(manifest.resources, RESOURCES)  # ... but it signs other files
     assert len(problems) == len(RESOURCES) + 1
@@ -367,19 +369,19 @@ def test_every_malformed_statement_field_is_refused_even_when_signed(signer, bun
     change, needle = STATEMENT_EDITS[name]
     statement = statement_of(bundle)
     change(statement)
-    assert_signature_error(oms.sign_statement(statement, signer), [signer.public_key()], needle)
+    assert_signature_error(signing.sign_statement(statement, signer), [signer.public_key()], needle)
 
 
 def test_unknown_predicate_fields_are_ignored_as_the_spec_says(signer, bundle):
     statement = statement_of(bundle)
     statement["predicate"]["model_card"] = {"future": "extension"}
-    assert verify_bundle(oms.sign_statement(statement, signer), [signer.public_key()]).resources == RESOURCES
+    assert verify_bundle(signing.sign_statement(statement, signer), [signer.public_key()]).resources == RESOURCES
 
 
 def test_resources_listed_out_of_order_verify_as_model_signing_does(signer, bundle):
     statement = statement_of(bundle)
     with_resources(statement, list(reversed(resources_of(statement))))
-    assert verify_bundle(oms.sign_statement(statement, signer), [signer.public_key()]).resources == RESOURCES
+    assert verify_bundle(signing.sign_statement(statement, signer), [signer.public_key()]).resources == RESOURCES
 
 
 # --- hostile bytes -------------------------------------------------------------------------

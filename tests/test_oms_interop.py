@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from nnseal.fsutil import sha256_file
-from nnseal.package import keys, oms
+from nnseal.package import signing
+from nnseal.format import keys, oms
 from nnseal.verify.signature import resource_differences, verify_bundle
 
 pytestmark = pytest.mark.interop
@@ -70,7 +71,7 @@ def key_files(tmp_path_factory) -> tuple[Path, Path]:
 
 def nnseal_signed_folder(root: Path, private: Path) -> Path:
     make_folder(root)
-    bundle = oms.sign_manifest(root.name, folder_resources(root), keys.load_private_key(private))
+    bundle = signing.sign_manifest(root.name, folder_resources(root), keys.load_private_key(private))
     (root / oms.SIGNATURE_NAME).write_bytes(bundle)
     return root
 

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import assert_one_line_refusal, run_cli
 from nnseal.errors import BadKey, EnvironmentProblem, UntrustedSigner, WouldOverwrite
-from nnseal.package import keys, oms
-from nnseal.verify import trust
+from nnseal.package import signing
+from nnseal.format import keys, trust
 from nnseal.verify.signature import verify_bundle
 
 
@@ -99,7 +99,7 @@ def test_load_combines_trusted_key_files_and_folder_once_each(tmp_path, trust_di
     assert [k.fingerprint for k in loaded] == [b.fingerprint, a.fingerprint]
     assert all(keys.fingerprint(k.key) == k.fingerprint for k in loaded)
 
-    bundle = oms.sign_manifest("m", {"x": "0" * 64}, keys.load_private_key(b.private_path))
+    bundle = signing.sign_manifest("m", {"x": "0" * 64}, keys.load_private_key(b.private_path))
     assert verify_bundle(bundle, [k.key for k in loaded]).signer_fingerprint == b.fingerprint
     with pytest.raises(UntrustedSigner, match=b.fingerprint):
         verify_bundle(bundle, [k.key for k in trust.load_trusted_keys()])
@@ -153,8 +153,8 @@ def test_cli_uses_xdg_config_home_when_no_override(tmp_path):
 
 
 def test_key_and_signature_code_does_not_import_torch():
-    code = ("import sys; import nnseal.package.keys, nnseal.package.oms, nnseal.verify.signature, "
-            "nnseal.verify.trust, nnseal.commands.keygen, nnseal.commands.trust; "
+    code = ("import sys; import nnseal.format.keys, nnseal.format.oms, nnseal.package.signing, nnseal.verify.signature, "
+            "nnseal.format.trust, nnseal.commands.keygen, nnseal.commands.trust; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "False"

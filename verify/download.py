@@ -105,7 +105,7 @@ def download_then_install(
 
 def resolve_destination(destination: str | os.PathLike | None) -> Path:
     """``destination`` or ``$nnUNet_results`` (EnvironmentProblem when neither is given)."""
-    from nnseal.package.layout import results_dir
+    from nnseal.package.model_folder import results_dir
 
     return results_dir(destination)
 

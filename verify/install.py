@@ -20,9 +20,10 @@ from nnseal.errors import (EnvironmentProblem, HostileArchive, InvalidSafetensor
                            SignatureError, UnsafeJson,
                            TamperedPackage, WouldOverwrite, from_os_error)
 from nnseal.fsutil import host_tag, left_by_dead_process, open_new, sha256_file
-from nnseal.package.layout import CARD_NAME, results_dir
+from nnseal.format.layout import CARD_NAME
+from nnseal.package.model_folder import results_dir
 from nnseal.progress import CountingWriter, byte_bar
-from nnseal.verify.entries import PackageEntry, classify_all
+from nnseal.format.layout import PackageEntry, classify_all
 from nnseal.verify.receipt import RECEIPT_NAME, write_receipt
 
 STAGING_PREFIX = ".nnseal-staging-"
@@ -103,9 +104,9 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
 
 def _install_signed(archive, results: Path, report: InstallReport, *, trusted_keys, force: bool,
                     package_sha256: str | None, progress: bool) -> None:
-    from nnseal.package.oms import SIGNATURE_NAME
+    from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.verify.signature import verify_bundle
-    from nnseal.verify.trust import load_trusted_keys
+    from nnseal.format.trust import load_trusted_keys
 
     signature = archive.get(SIGNATURE_NAME)
     if signature is None:
@@ -204,8 +205,8 @@ def _install_legacy(archive, results: Path, report: InstallReport, *, force: boo
     """A zip from nnUNetv2_export_model_to_zip: keep only what inference needs, rebuilt clean."""
     import re
 
-    from nnseal.package.layout import DATASET_RE, MODEL_RE
-    from nnseal.package.oms import SIGNATURE_NAME
+    from nnseal.format.layout import DATASET_RE, MODEL_RE
+    from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.sanitize.checkpoint import load_sanitized
     from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
     from nnseal.verify.rebuild import assemble, write_checkpoint

@@ -7,14 +7,12 @@ nnU-Net's predictor and ``-pretrained_weights`` fine-tuning, and also under
 
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 
 from nnseal.errors import InvalidSafetensors
+from nnseal.format.checkpoint_meta import read_metadata
 from nnseal.fsutil import HashingWriter, open_new
-
-META_NAMES, META_ALIASES, META_CHECKPOINT = "nnseal.names", "nnseal.aliases", "nnseal.checkpoint"
 
 
 def assemble(tensors: dict, names: list[str], aliases: dict[str, str], meta: dict, plans: dict,
@@ -40,28 +38,6 @@ def assemble(tensors: dict, names: list[str], aliases: dict[str, str], meta: dic
     return checkpoint
 
 
-def read_nnseal_metadata(metadata: dict[str, str], *, path: str) -> tuple[list[str], dict[str, str], dict]:
-    """Parse and type-check the nnseal keys of a safetensors ``__metadata__`` (docs/FORMAT.md)."""
-    try:
-        names = json.loads(metadata[META_NAMES])
-        aliases = json.loads(metadata[META_ALIASES])
-        meta = json.loads(metadata[META_CHECKPOINT])
-    except (KeyError, TypeError, ValueError) as err:
-        raise InvalidSafetensors(f"nnseal metadata missing or not JSON ({err})", path=path) from None
-    ok = (isinstance(names, list) and all(isinstance(n, str) for n in names)
-          and isinstance(aliases, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items())
-          and isinstance(meta, dict) and isinstance(meta.get("trainer_name"), str)
-          and meta["trainer_name"].isidentifier() and isinstance(meta.get("configuration"), str)
-          and (meta.get("fold") == "all" or isinstance(meta.get("fold"), int))
-          and (meta.get("inference_allowed_mirroring_axes") is None
-               or (isinstance(meta["inference_allowed_mirroring_axes"], list)
-                   and all(isinstance(a, int) for a in meta["inference_allowed_mirroring_axes"])))
-          and (meta.get("current_epoch") is None or isinstance(meta.get("current_epoch"), int)))
-    if not ok or len(set(names)) != len(names):
-        raise InvalidSafetensors("nnseal metadata has the wrong shape", path=path)
-    return names, aliases, meta
-
-
 def rebuild_from_safetensors(path: str | os.PathLike, plans: dict, dataset_json: dict) -> dict:
     """nnU-Net's dict for a package's safetensors checkpoint, with tensors left in the file.
 
@@ -74,7 +50,7 @@ def rebuild_from_safetensors(path: str | os.PathLike, plans: dict, dataset_json:
     path = str(path)
     with open(path, "rb") as handle:
         header = read_header(handle, os.fstat(handle.fileno()).st_size, source=path)
-    names, aliases, meta = read_nnseal_metadata(header.metadata, path=path)
+    names, aliases, meta = read_metadata(header.metadata, path=path)
     tensors = {name: StoredTensor(source=path, offset=header.data_start + info.begin, nbytes=info.end - info.begin,
                                   dtype=info.dtype, shape=info.shape)
                for name, info in header.tensors.items()}

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nnseal.errors import EnvironmentProblem, Refused, SignatureError, UntrustedSigner
-from nnseal.package.layout import CARD_NAME
+from nnseal.format.layout import CARD_NAME
 
 # A card is a few kilobytes; a bundle is limited to 16 MiB by the signature parser.
 MAX_CARD_BYTES = 16 << 20
@@ -43,11 +43,11 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
     modified entries, entries outside the layout). A structurally hostile zip raises
     ``HostileArchive`` instead: nothing in it can be read with confidence.
     """
-    from nnseal.package.oms import SIGNATURE_NAME
+    from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.safezip import Limits, open_zip
-    from nnseal.verify.entries import classify, classify_all
+    from nnseal.format.layout import classify, classify_all
     from nnseal.verify.signature import read_bundle_unverified, verify_bundle
-    from nnseal.verify.trust import load_trusted_keys
+    from nnseal.format.trust import load_trusted_keys
 
     path = Path(zip_file)
     if not path.is_file():
@@ -108,11 +108,11 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
 
 def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.PathLike] = ()) -> dict:
     """What a package says about itself. Nothing here is verified: `nnseal verify` does that."""
-    from nnseal.package.oms import SIGNATURE_NAME
+    from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.safezip import open_zip
-    from nnseal.verify.entries import classify
+    from nnseal.format.layout import classify
     from nnseal.verify.signature import read_bundle_unverified
-    from nnseal.verify.trust import load_trusted_keys
+    from nnseal.format.trust import load_trusted_keys
 
     path = Path(zip_file)
     if not path.is_file():

@@ -45,7 +45,7 @@ passphrase from $NNSEAL_KEY_PASSPHRASE.""")
 def command(input_folders, output, key, passphrase, passphrase_env, dataset, configurations, trainer, plans, folds,
             checkpoint_names, name, description, licence, reference, release, include_progress, force, quiet,
             as_json):
-    from nnseal.package import layout
+    from nnseal.package import model_folder as layout
     from nnseal.package.export import export_model_to_zip
 
     if key is None and not os.environ.get("NNSEAL_SIGNING_KEY"):

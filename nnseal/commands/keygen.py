@@ -19,7 +19,7 @@ work as well.""")
 @click.option("--json", "as_json", is_flag=True, help="Print paths and fingerprint as JSON.")
 @report_errors
 def command(output, passphrase, passphrase_env, as_json):
-    from nnseal.package.keys import generate_key_pair
+    from nnseal.format.keys import generate_key_pair
 
     if passphrase and passphrase_env:
         raise click.UsageError("give --passphrase or --passphrase-env, not both")

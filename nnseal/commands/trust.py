@@ -8,7 +8,7 @@ from nnseal.commands._common import emit_json, report_errors
 
 
 def _check_name(ctx, param, value):
-    from nnseal.verify.trust import is_valid_key_name
+    from nnseal.format.trust import is_valid_key_name
 
     if value is not None and not is_valid_key_name(value):
         raise click.BadParameter("use letters, digits, '.', '_' or '-' (at most 64, not starting with '.')")
@@ -30,7 +30,7 @@ def command():
 @click.option("--name", callback=_check_name, help="Name to list it under (default: the file name without .pub).")
 @report_errors
 def add(key, name):
-    from nnseal.verify.trust import add_trusted_key
+    from nnseal.format.trust import add_trusted_key
 
     trusted = add_trusted_key(key, name=name)
     click.echo(f"trusted {trusted.name}: {trusted.fingerprint}")
@@ -41,7 +41,7 @@ def add(key, name):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @report_errors
 def list_(as_json):
-    from nnseal.verify.trust import list_trusted_keys, trust_folder
+    from nnseal.format.trust import list_trusted_keys, trust_folder
 
     keys = list_trusted_keys()
     if as_json:
@@ -60,7 +60,7 @@ def list_(as_json):
 @click.argument("name_or_fingerprint")
 @report_errors
 def remove(name_or_fingerprint):
-    from nnseal.verify.trust import remove_trusted_key
+    from nnseal.format.trust import remove_trusted_key
 
     removed = remove_trusted_key(name_or_fingerprint)
     click.echo(f"removed {removed.name}: {removed.fingerprint}")

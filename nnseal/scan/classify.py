@@ -11,8 +11,8 @@ import io
 import pickletools
 import re
 
-from nnseal.package.layout import CARD_NAME, DATASET_RE
-from nnseal.package.oms import SIGNATURE_NAME
+from nnseal.format.layout import CARD_NAME, DATASET_RE
+from nnseal.format.oms import SIGNATURE_NAME
 from nnseal.sanitize.archive import LEGACY_MAGIC, TAR_MAGIC_OFFSET, ZIP_MAGIC
 
 # How much of a file the sniffer looks at.

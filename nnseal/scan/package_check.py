@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from nnseal.package.oms import SIGNATURE_NAME
+from nnseal.format.oms import SIGNATURE_NAME
 from nnseal.scan.findings import Finding, Location, finding
 from nnseal.verify.report import verify_package
 

@@ -242,7 +242,7 @@ def scan_paths(paths: Sequence[str | os.PathLike], trusted_keys: Sequence[str | 
     """
     roots = [Path(p) for p in paths]
     if trusted_keys:  # a bad key file is the user's error: say so before scanning anything
-        from nnseal.verify.trust import load_trusted_keys
+        from nnseal.format.trust import load_trusted_keys
 
         load_trusted_keys(list(trusted_keys))
     for root in roots:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 
 from nnseal.errors import BadKey, EnvironmentProblem, WouldOverwrite, from_os_error
+from nnseal.format.limits import MAX_KEY_FILE_BYTES
 from nnseal.fsutil import atomic_output
 
 SIGNING_KEY_ENV = "NNSEAL_SIGNING_KEY"
@@ -26,8 +27,6 @@ PRIVATE_SUFFIX = ".pem"
 PUBLIC_SUFFIX = ".pub"
 SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
 SUPPORTED_TEXT = "nnseal signs with ECDSA P-256/384/521"
-# Real PEM keys are a few hundred bytes; refuse to read a large file into memory.
-MAX_KEY_FILE_BYTES = 64 * 1024
 
 _KIND_NAMES = (
     (rsa.RSAPrivateKey, "an RSA"), (rsa.RSAPublicKey, "an RSA"),

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from nnseal.errors import BadKey, EnvironmentProblem, WouldOverwrite, from_os_error
 from nnseal.fsutil import atomic_output
-from nnseal.package.keys import PUBLIC_SUFFIX, fingerprint, load_public_key, public_key_pem
+from nnseal.format.keys import PUBLIC_SUFFIX, fingerprint, load_public_key, public_key_pem
 
 TRUST_FOLDER_ENV = "NNSEAL_TRUSTED_KEYS"
 # Names become file names: keep them portable and free of path separators.

@@ -1,28 +1,19 @@
-"""nnU-Net's results layout: find model folders, folds and checkpoints, and name package entries.
+"""Find what to export in nnU-Net's results tree: model folders, folds and checkpoints.
 
-A model folder is ``$nnUNet_results/DatasetXXX_Name/Trainer__Plans__configuration``;
-the package mirrors that tree so it can be installed back into any results folder.
+A model folder is ``$nnUNet_results/DatasetXXX_Name/Trainer__Plans__configuration``; the names
+it may have, and the entry names it becomes in a package, are the format's
+(``nnseal.format.layout``).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnseal.errors import EnvironmentProblem, ModelLayoutError
-
-DATASET_RE = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9][A-Za-z0-9_.\-]*)$")
-# Trainer, plans and configuration are Python-ish identifiers in nnU-Net; "__" separates them.
-PART = r"[A-Za-z0-9][A-Za-z0-9_.\-]*?"
-MODEL_RE = re.compile(rf"^({PART})__({PART})__([A-Za-z0-9][A-Za-z0-9_.\-]*)$")
-FOLD_RE = re.compile(r"^fold_([0-4]|all)$")
-ALL_FOLDS = ("0", "1", "2", "3", "4", "all")
-CHECKPOINT_NAMES = ("checkpoint_final", "checkpoint_best")
-MODEL_JSON = ("plans.json", "dataset.json", "dataset_fingerprint.json")
-REQUIRED_JSON = ("plans.json", "dataset.json")
-CARD_NAME = "nnseal-card.json"
+from nnseal.format.layout import (ALL_FOLDS, CHECKPOINT_NAMES, DATASET_RE, MODEL_RE, REQUIRED_JSON,
+                                  checkpoint_entry_name, fold_sort_key)
 
 
 @dataclass(frozen=True)
@@ -53,10 +44,6 @@ class ModelFolder:
     @property
     def folds(self) -> list[str]:
         return sorted({c.fold for c in self.checkpoints}, key=fold_sort_key)
-
-
-def fold_sort_key(fold: str) -> tuple[int, str]:
-    return (1, fold) if fold == "all" else (0, fold)
 
 
 def parse_model_folder(path: str | os.PathLike) -> ModelFolder:
@@ -158,4 +145,4 @@ def model_folders_from_selection(results: Path, dataset: str, configurations: li
 
 
 def checkpoint_entry(model: ModelFolder, checkpoint: Checkpoint) -> str:
-    return f"{model.relative}/{checkpoint.fold_dir}/{checkpoint.name}.safetensors"
+    return checkpoint_entry_name(model.relative, checkpoint.fold, checkpoint.name)
