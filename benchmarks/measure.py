@@ -11,9 +11,9 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 READ_CHUNK = 8 << 20
 STDERR_TAIL_CHARS = 2000

@@ -39,8 +39,8 @@ class SeedSources:
 def build_sources(workdir: Path) -> SeedSources:
     """A toy results folder (one fold), a fresh signing key and the signed package exported from them."""
     from nnseal import toy_model
-    from nnseal.package.export import export_model_to_zip
     from nnseal.format.keys import generate_key_pair
+    from nnseal.package.export import export_model_to_zip
 
     model = toy_model.build_results(workdir / "results", folds=(0,))
     key = generate_key_pair(workdir / "signer")

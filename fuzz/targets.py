@@ -18,8 +18,8 @@ import io
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from nnseal.errors import NnsealError
 
@@ -59,8 +59,8 @@ def _expected(call: Callable[[], object]) -> object | None:
 def fuzz_safezip(data: bytes) -> None:
     import hashlib
 
-    from nnseal.safezip import open_zip
     from nnseal.format.layout import classify
+    from nnseal.safezip import open_zip
 
     with open_zip(_as_file(data, "input.zip")) as archive:
         hashes = _expected(archive.sha256_all)

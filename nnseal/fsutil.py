@@ -7,8 +7,9 @@ import errno
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from nnseal.errors import EnvironmentProblem, WouldOverwrite, from_os_error
 

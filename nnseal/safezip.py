@@ -23,10 +23,11 @@ import struct
 import threading
 import unicodedata
 import zlib
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from nnseal.errors import EnvironmentProblem, HostileArchive, from_os_error
 

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 from nnseal import __version__
 from nnseal.errors import ModelLayoutError
-from nnseal.fsutil import atomic_output
-from nnseal.format.layout import CARD_NAME
-from nnseal.package import model_folder as layout
 from nnseal.format.card import METADATA_FIELDS, CheckpointRecord, ModelRecord, build_card, card_bytes
+from nnseal.format.layout import CARD_NAME
+from nnseal.fsutil import atomic_output
+from nnseal.package import model_folder as layout
 from nnseal.progress import CountingWriter, byte_bar
 
 T = TypeVar("T")

@@ -12,8 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnseal.errors import EnvironmentProblem, ModelLayoutError
-from nnseal.format.layout import (ALL_FOLDS, CHECKPOINT_NAMES, DATASET_RE, MODEL_RE, REQUIRED_JSON,
-                                  checkpoint_entry_name, fold_sort_key)
+from nnseal.format.layout import (
+    ALL_FOLDS,
+    CHECKPOINT_NAMES,
+    DATASET_RE,
+    MODEL_RE,
+    REQUIRED_JSON,
+    checkpoint_entry_name,
+    fold_sort_key,
+)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ inputs and key give the same package bytes. The statement and bundle format is
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes

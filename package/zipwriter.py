@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import zipfile
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from nnseal.fsutil import HashingWriter
 from nnseal.safezip import NameRegistry, check_entry_name

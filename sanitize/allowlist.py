@@ -16,7 +16,7 @@ Importing this module imports neither torch nor numpy; ``safe_globals()`` does, 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 # --- torch's own default allowlist (torch 2.10 .. 2.14) ------------------------
 

@@ -62,8 +62,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from nnseal.errors import UnsafeJson
 

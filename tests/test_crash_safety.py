@@ -48,8 +48,8 @@ CONFIGS = {"2d": toy_model.ToySpec(), "3d_fullres": toy_model.ToySpec(configurat
 @pytest.fixture(scope="module")
 def two_model_package(tmp_path_factory):
     """One dataset, two configurations, 2 folds x 2 checkpoints each: 8 checkpoints."""
-    from nnseal.package.export import export_model_to_zip
     from nnseal.format.keys import generate_key_pair
+    from nnseal.package.export import export_model_to_zip
 
     root = tmp_path_factory.mktemp("crash")
     folders = [toy_model.build_results(root / "results", spec=spec) for spec in CONFIGS.values()]

@@ -19,11 +19,10 @@ import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
+import hostile_zips as hz
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import hostile_zips as hz
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:

@@ -11,11 +11,11 @@ import struct
 import time
 from pathlib import Path
 
-import pytest
-
 import hostile_zips as hz
+import pytest
 from conftest import tree_listing
 from hostile_checkpoints import write_torch_zip
+
 from nnseal.errors import HostileArchive, InvalidSafetensors, ModelLayoutError, UnsafeCheckpoint
 from nnseal.safezip import open_zip
 from nnseal.sanitize.archive import inspect_checkpoint

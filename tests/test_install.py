@@ -7,8 +7,8 @@ import shutil
 import zipfile
 
 import pytest
-
 from conftest import assert_one_line_refusal, run_cli, tree_listing
+
 from nnseal import toy_model
 
 MODEL = f"{toy_model.DATASET}/{toy_model.model_folder_name('2d')}"

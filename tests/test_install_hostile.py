@@ -12,10 +12,10 @@ import struct
 import zipfile
 from pathlib import Path
 
-import pytest
-
 import hostile_zips
+import pytest
 from conftest import assert_one_line_refusal, run_cli, tree_listing
+
 from nnseal import toy_model
 
 MODEL = f"{toy_model.DATASET}/{toy_model.model_folder_name('2d')}"

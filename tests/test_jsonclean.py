@@ -725,6 +725,7 @@ def test_load_json_bytes_raises_only_unsafejson(raw):
 
 def test_allowlists_name_real_upstream_classes():
     import pydoc
+    from os.path import join
 
     import nnunetv2
     import torch
@@ -734,7 +735,6 @@ def test_allowlists_name_real_upstream_classes():
     from nnunetv2.preprocessing.resampling.utils import recursive_find_resampling_fn_by_name
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
     from nnunetv2.utilities.label_handling.label_handling import LabelManager
-    from os.path import join
 
     for file, names in jsonclean.TORCH_NN_LAYERS.items():
         for cls_name in names:

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_refusal, run_cli
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import assert_one_line_refusal, run_cli
 from nnseal.errors import EXIT_ENVIRONMENT, EXIT_REFUSED, BadKey, EnvironmentProblem, WouldOverwrite
 from nnseal.format import keys
 from nnseal.package.signing import sign_manifest

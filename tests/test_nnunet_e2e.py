@@ -8,8 +8,8 @@ import sys
 import zipfile
 
 import pytest
-
 from conftest import run_cli
+
 from nnseal import toy_model
 
 pytestmark = pytest.mark.nnunet

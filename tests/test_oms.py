@@ -16,12 +16,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from nnseal.errors import EXIT_REFUSED, SignatureError, UntrustedSigner
-from nnseal.format.limits import MAX_BUNDLE_BYTES
-from nnseal.package import signing
 from nnseal.format import oms
 from nnseal.format.keys import fingerprint
+from nnseal.format.limits import MAX_BUNDLE_BYTES
+from nnseal.package import signing
 from nnseal.verify.signature import (
-
     read_bundle_unverified,
     resource_differences,
     verify_bundle,

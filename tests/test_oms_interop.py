@@ -18,9 +18,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from nnseal.format import keys, oms
 from nnseal.fsutil import sha256_file
 from nnseal.package import signing
-from nnseal.format import keys, oms
 from nnseal.verify.signature import resource_differences, verify_bundle
 
 pytestmark = pytest.mark.interop

@@ -15,12 +15,12 @@ import zlib
 from dataclasses import replace
 from pathlib import Path
 
+import hostile_zips as hz
 import pytest
+from conftest import tree_listing
 
 from nnseal.errors import EXIT_REFUSED, EnvironmentProblem, HostileArchive
 from nnseal.safezip import Limits, check_entry_name, open_zip
-import hostile_zips as hz
-from conftest import tree_listing
 
 MODEL = "Dataset042_Toy/nnUNetTrainer__nnUNetPlans__2d"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import assert_one_line_refusal, run_cli
 from hostile_checkpoints import rewrite_zip
+from safetensors.torch import load_file
+
 from nnseal import toy_model
 from nnseal.errors import UnsafeCheckpoint, WouldOverwrite
 from nnseal.sanitize import checkpoint as sanitize_mod
@@ -470,7 +470,6 @@ def test_facts_torch_default_refuses_nnunet_checkpoints(toy_pth):
         "numpy._core.multiarray.scalar", "numpy.dtype"]
     # ... and those two are not enough: the dtype class is needed at BUILD time
     import numpy
-
     from numpy._core.multiarray import scalar
 
     with torch.serialization.safe_globals([scalar, numpy.dtype]):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import hostile_checkpoints as hostile
+import pytest
 from conftest import assert_one_line_refusal, run_cli, tree_listing
 
 # attack generator -> words its one-line refusal must contain

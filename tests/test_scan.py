@@ -7,13 +7,11 @@ import pickle
 import shutil
 from pathlib import Path
 
-import pytest
-
 import hostile_checkpoints as hostile
 import hostile_scan_inputs as inputs
+import pytest
 from conftest import run_cli, tree_listing
 from scan_helpers import levels_for, rules_for, scan_json
-
 
 # --- benign inputs pass -------------------------------------------------------------------
 

@@ -9,9 +9,8 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import hostile_checkpoints as hostile
+import pytest
 from conftest import tree_listing
 from scan_helpers import scan_json
 
@@ -166,8 +165,7 @@ def test_one_hostile_among_a_thousand_is_the_one_finding(thousand_checkpoints, t
 
 
 def test_parallel_scan_gives_the_same_report_in_the_same_order(thousand_checkpoints, tmp_path, canary, monkeypatch):
-    from nnseal.scan import scan_paths
-    from nnseal.scan import scanner
+    from nnseal.scan import scan_paths, scanner
 
     hostile.make_reduce_os_system(tmp_path, canary)
     hostile.make_stride0_expansion(tmp_path, canary)

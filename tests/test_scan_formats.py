@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import re
 
-import jsonschema
-import pytest
-
 import hostile_checkpoints as hostile
 import hostile_scan_inputs as inputs
+import jsonschema
+import pytest
 from conftest import REPO, run_cli
 
 SARIF_SCHEMA = json.loads((REPO / "tests" / "sarif" / "sarif-schema-2.1.0.json").read_text())

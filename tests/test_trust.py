@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_one_line_refusal, run_cli
+
 from nnseal.errors import BadKey, EnvironmentProblem, UntrustedSigner, WouldOverwrite
-from nnseal.package import signing
 from nnseal.format import keys, trust
+from nnseal.package import signing
 from nnseal.verify.signature import verify_bundle
 
 

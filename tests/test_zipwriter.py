@@ -9,9 +9,8 @@ import random
 import zipfile
 import zlib
 
-import pytest
-
 import hostile_zips
+import pytest
 
 from nnseal.errors import HostileArchive
 from nnseal.package.zipwriter import DeterministicZipWriter

@@ -14,9 +14,10 @@ import contextlib
 import errno
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from nnseal.errors import WouldOverwrite, from_os_error
 from nnseal.fsutil import CHUNK, atomic_output
@@ -38,14 +39,14 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class DownloadAndInstall:
     download: DownloadResult
-    install: "InstallReport"
+    install: InstallReport
 
 
 # --- public API -------------------------------------------------------------
 
 
 def download_and_install_from_url(url: str, destination: str | os.PathLike | None = None,
-                                  **options) -> "InstallReport":
+                                  **options) -> InstallReport:
     """Download ``url`` and install it with the verified install; return the InstallReport.
 
     ``options`` are those of ``download_then_install`` (trusted_keys, sha256, keep,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from nnseal import __version__
@@ -100,7 +101,7 @@ class HttpDownload:
                         time.sleep(self._wait(failures, problem.retry_after))
 
     # One request, following redirects by hand so that loops and downgrades are ours to refuse.
-    def _open(self, session: "requests.Session") -> "requests.Response":
+    def _open(self, session: requests.Session) -> requests.Response:
         import requests
 
         headers = {}
@@ -170,7 +171,7 @@ class HttpDownload:
             return self.etag
         return self.last_modified
 
-    def _accept(self, response: "requests.Response") -> None:
+    def _accept(self, response: requests.Response) -> None:
         """Decide whether this response continues our bytes, restarts them, or is useless."""
         headers = response.headers
         if self.sink.size > 0 and response.status_code == 206:
@@ -188,7 +189,7 @@ class HttpDownload:
         self.total = _content_length(response)
         self.sink.check_declared(self.total)
 
-    def _continues(self, response: "requests.Response") -> bool:
+    def _continues(self, response: requests.Response) -> bool:
         match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
         if match is None or int(match.group(1)) != self.sink.size:
             return False
@@ -208,7 +209,7 @@ class HttpDownload:
         self.sink.restart()
         self.restarts += 1
 
-    def _stream(self, response: "requests.Response", bar) -> None:
+    def _stream(self, response: requests.Response, bar) -> None:
         """Copy the body into the sink, turning a broken or stalled connection into a retry."""
         import requests
         from urllib3.exceptions import HTTPError as Urllib3Error
@@ -251,7 +252,7 @@ class HttpDownload:
         return NetworkError(f"{problem.detail} (gave up after {attempts})")
 
 
-def _body_blocks(response: "requests.Response") -> Iterator[bytes]:
+def _body_blocks(response: requests.Response) -> Iterator[bytes]:
     raw = response.raw
     if not hasattr(raw, "read1"):  # urllib3 < 2.3
         yield from response.iter_content(NET_CHUNK)
@@ -265,7 +266,7 @@ def _body_blocks(response: "requests.Response") -> Iterator[bytes]:
         yield block
 
 
-def _content_length(response: "requests.Response") -> int | None:
+def _content_length(response: requests.Response) -> int | None:
     if response.headers.get("Content-Encoding", "identity").lower() != "identity":
         return None  # the length is of the encoded bytes, not of what we store
     value = response.headers.get("Content-Length")

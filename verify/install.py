@@ -12,18 +12,26 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
-from nnseal.errors import (EnvironmentProblem, HostileArchive, InvalidSafetensors, ModelLayoutError, Refused,
-                           SignatureError, UnsafeJson,
-                           TamperedPackage, WouldOverwrite, from_os_error)
+from nnseal.errors import (
+    EnvironmentProblem,
+    HostileArchive,
+    InvalidSafetensors,
+    ModelLayoutError,
+    Refused,
+    SignatureError,
+    TamperedPackage,
+    UnsafeJson,
+    WouldOverwrite,
+    from_os_error,
+)
+from nnseal.format.layout import CARD_NAME, PackageEntry, classify_all
 from nnseal.fsutil import host_tag, left_by_dead_process, open_new, sha256_file
-from nnseal.format.layout import CARD_NAME
 from nnseal.package.model_folder import results_dir
 from nnseal.progress import CountingWriter, byte_bar
-from nnseal.format.layout import PackageEntry, classify_all
 from nnseal.verify.receipt import RECEIPT_NAME, write_receipt
 
 STAGING_PREFIX = ".nnseal-staging-"
@@ -105,8 +113,8 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
 def _install_signed(archive, results: Path, report: InstallReport, *, trusted_keys, force: bool,
                     package_sha256: str | None, progress: bool) -> None:
     from nnseal.format.oms import SIGNATURE_NAME
-    from nnseal.verify.signature import verify_bundle
     from nnseal.format.trust import load_trusted_keys
+    from nnseal.verify.signature import verify_bundle
 
     signature = archive.get(SIGNATURE_NAME)
     if signature is None:
@@ -151,7 +159,7 @@ def compare_with_manifest(names: list[str], resources: dict[str, str]) -> None:
         raise TamperedPackage("; ".join(parts))
 
 
-def _read_card(stage: "Staging", entries: list[PackageEntry]) -> dict | None:
+def _read_card(stage: Staging, entries: list[PackageEntry]) -> dict | None:
     """The card's model metadata, for the receipt (read from staging: its hash was checked)."""
     from nnseal.sanitize.jsonclean import load_json_bytes
 
@@ -161,7 +169,7 @@ def _read_card(stage: "Staging", entries: list[PackageEntry]) -> dict | None:
     return card.get("model") if isinstance(card, dict) and isinstance(card.get("model"), dict) else None
 
 
-def _finish_model(stage: "Staging", model: str, entries: list[PackageEntry], report: InstallReport) -> dict[Path, str]:
+def _finish_model(stage: Staging, model: str, entries: list[PackageEntry], report: InstallReport) -> dict[Path, str]:
     """Check the staged JSON and safetensors files, then rebuild nnU-Net checkpoints from them.
 
     Returns the sha256 of each checkpoint written, hashed as it was written (the receipt needs it).
@@ -272,7 +280,7 @@ class Staging:
         self.results = results
         self.root = results / f"{STAGING_PREFIX}{os.getpid()}-{host_tag()}-{secrets.token_hex(4)}"
 
-    def __enter__(self) -> "Staging":
+    def __enter__(self) -> Staging:
         try:
             self.root.mkdir(mode=0o700)
             (self.root / "tree").mkdir()

@@ -235,7 +235,7 @@ class _ZipStream:
         self.position += len(data)
 
     def entry(self, name: str, chunks) -> None:
-        raw_name = f"{self.prefix}/{name}".encode("utf-8")
+        raw_name = f"{self.prefix}/{name}".encode()
         offset = self.position
         header_end = offset + 30 + len(raw_name) + 4
         padding = -header_end % ALIGNMENT

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from nnseal.errors import EnvironmentProblem, Refused, SignatureError, UntrustedSigner
 from nnseal.format.layout import CARD_NAME
@@ -43,11 +43,11 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
     modified entries, entries outside the layout). A structurally hostile zip raises
     ``HostileArchive`` instead: nothing in it can be read with confidence.
     """
-    from nnseal.format.oms import SIGNATURE_NAME
-    from nnseal.safezip import Limits, open_zip
     from nnseal.format.layout import classify, classify_all
-    from nnseal.verify.signature import read_bundle_unverified, verify_bundle
+    from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.format.trust import load_trusted_keys
+    from nnseal.safezip import Limits, open_zip
+    from nnseal.verify.signature import read_bundle_unverified, verify_bundle
 
     path = Path(zip_file)
     if not path.is_file():
@@ -108,11 +108,11 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
 
 def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.PathLike] = ()) -> dict:
     """What a package says about itself. Nothing here is verified: `nnseal verify` does that."""
-    from nnseal.format.oms import SIGNATURE_NAME
-    from nnseal.safezip import open_zip
     from nnseal.format.layout import classify
-    from nnseal.verify.signature import read_bundle_unverified
+    from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.format.trust import load_trusted_keys
+    from nnseal.safezip import open_zip
+    from nnseal.verify.signature import read_bundle_unverified
 
     path = Path(zip_file)
     if not path.is_file():

@@ -8,15 +8,22 @@ apart from "bad signature". Torch-free.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from nnseal.errors import SignatureError, UntrustedSigner
 from nnseal.format.keys import SUPPORTED_CURVES, fingerprint
-from nnseal.format.oms import (SIGNATURE_NAME, Envelope, SignedManifest, hash_for_curve, pae, parse_envelope,
-                              parse_statement)
+from nnseal.format.oms import (
+    SIGNATURE_NAME,
+    Envelope,
+    SignedManifest,
+    hash_for_curve,
+    pae,
+    parse_envelope,
+    parse_statement,
+)
 
 TRUST_HINT = "if you trust this signer, run `nnseal trust add KEY.pub` or pass --trusted-key KEY.pub"
 

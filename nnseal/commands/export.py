@@ -6,8 +6,8 @@ import os
 
 import click
 
-from nnseal.errors import ModelLayoutError
 from nnseal.commands._common import emit_json, passphrase_options, read_passphrase, report_errors, show_progress
+from nnseal.errors import ModelLayoutError
 
 
 def _split(values) -> list[str]:

@@ -7,7 +7,8 @@ which checks every type, so the rebuilt nnU-Net checkpoint holds only what nnsea
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from nnseal.errors import InvalidSafetensors
 from nnseal.format.strict_json import load_strict_json

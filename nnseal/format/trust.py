@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from nnseal.errors import BadKey, EnvironmentProblem, WouldOverwrite, from_os_error
-from nnseal.fsutil import atomic_output
 from nnseal.format.keys import PUBLIC_SUFFIX, fingerprint, load_public_key, public_key_pem
+from nnseal.fsutil import atomic_output
 
 TRUST_FOLDER_ENV = "NNSEAL_TRUSTED_KEYS"
 # Names become file names: keep them portable and free of path separators.

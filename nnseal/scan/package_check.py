@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from nnseal.format.oms import SIGNATURE_NAME
 from nnseal.scan.findings import Finding, Location, finding

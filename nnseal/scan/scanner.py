@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO
 
 from nnseal.errors import EnvironmentProblem, HostileArchive
 from nnseal.safezip import SafeZip, open_zip
@@ -16,7 +17,7 @@ from nnseal.scan.member_io import MemberReader
 from nnseal.scan.numpy_check import npy_findings
 from nnseal.scan.package_check import package_findings
 from nnseal.scan.pickle_check import MAX_PICKLE_BYTES, pickle_findings
-from nnseal.scan.report import ScanReport, Scanned
+from nnseal.scan.report import Scanned, ScanReport
 from nnseal.scan.safetensors_check import safetensors_findings
 from nnseal.scan.walk import WalkItem, walk
 
