@@ -125,16 +125,16 @@ def _build_tuple(items: list[Any]) -> Any:
     return built
 
 
-def _freeze(value: Any) -> Any:
+def freeze(value: Any) -> Any:
     """Replace stack-only sentinels so callers only see constants, GlobalRef and OPAQUE."""
     if isinstance(value, tuple):
-        return tuple(_freeze(v) for v in value)
+        return tuple(freeze(v) for v in value)
     if value is _MARK:
         return OPAQUE
     return value
 
 
-class _Walker:
+class PickleWalker:
     """Follows the stack effect of every opcode; one handler per opcode, looked up once per kind.
 
     Handlers are found by opcode name (``_op_<NAME>``); opcodes without one either push a
@@ -258,7 +258,7 @@ class _Walker:
         self.stack.append(_build_tuple([self.pop(pos), second, third]))
 
     def _op_BINPERSID(self, op, arg, pos):
-        self.persistent_ids.append(_freeze(self.pop(pos)))
+        self.persistent_ids.append(freeze(self.pop(pos)))
         self.stack.append(OPAQUE)
 
     def _op_PERSID(self, op, arg, pos):
@@ -345,4 +345,4 @@ def scan_pickle(data: bytes, *, max_ops: int = DEFAULT_MAX_OPS, max_bytes: int =
         raise MalformedPickle(f"pickle is {len(data)} bytes, over the {max_bytes}-byte scan limit", path=source)
     if not data:
         raise MalformedPickle("empty pickle", path=source)
-    return _Walker(bytes(data), max_ops, source).run()
+    return PickleWalker(bytes(data), max_ops, source).run()

@@ -128,7 +128,7 @@ def assert_bounded(pid) -> None:
 
 
 def test_pickle_deeply_nested_tuple_does_not_overflow_the_stack():
-    # Was: RecursionError in _freeze (and in printing the persistent id).
+    # Was: RecursionError in freeze (and in printing the persistent id).
     scan = timed(lambda: scan_pickle(NESTED_TUPLE_PID))
     [pid] = scan.persistent_ids
     assert_bounded(pid)

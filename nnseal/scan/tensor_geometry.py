@@ -15,7 +15,7 @@ from typing import Any
 
 from nnseal.errors import MalformedPickle
 from nnseal.sanitize.archive import STORAGE_ITEMSIZE, StorageRecord
-from nnseal.sanitize.pickle_globals import OPAQUE, GlobalRef, PickleScan, _freeze, _Walker
+from nnseal.sanitize.pickle_globals import OPAQUE, GlobalRef, PickleScan, freeze, PickleWalker
 from nnseal.sanitize.tensors import view_problem
 
 # Rebuild functions whose first four arguments are (storage, offset, size, stride).
@@ -49,20 +49,20 @@ def _storage_ref(pid: Any) -> Any:
     return OPAQUE
 
 
-class _GeometryWalker(_Walker):
+class _GeometryWalker(PickleWalker):
     def __init__(self, data: bytes, max_ops: int, source: str | None):
         super().__init__(data, max_ops, source)
         self.tensor_calls: list[TensorCall] = []
 
     def _op_BINPERSID(self, op: pickletools.OpcodeInfo, arg: Any, pos: int) -> None:
-        pid = _freeze(self.pop(pos))
+        pid = freeze(self.pop(pos))
         self.persistent_ids.append(pid)
         self.stack.append(_storage_ref(pid))
 
     def _op_REDUCE(self, op: pickletools.OpcodeInfo, arg: Any, pos: int) -> None:
         args, func = self.pop(pos), self.pop(pos)
         if isinstance(func, GlobalRef) and func.name in REBUILD_TENSOR:
-            self.tensor_calls.append(TensorCall(func.name, _freeze(args) if isinstance(args, tuple) else ()))
+            self.tensor_calls.append(TensorCall(func.name, freeze(args) if isinstance(args, tuple) else ()))
         self.stack.append(OPAQUE)
 
 
