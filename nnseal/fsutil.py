@@ -9,7 +9,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from nnseal.errors import EnvironmentProblem, WouldOverwrite, from_os_error
 
@@ -75,10 +75,18 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+class ByteSink(Protocol):
+    """Anything bytes can be written to: a binary file, or one of the writers that wrap one."""
+
+    def write(self, data: Any, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 class HashingWriter:
     """A write-only file object that hashes and counts every byte passed through it."""
 
-    def __init__(self, target: BinaryIO):
+    def __init__(self, target: ByteSink):
         self._target = target
         self.sha256 = hashlib.sha256()
         self.size = 0

@@ -41,3 +41,6 @@ class CountingWriter:
         written = self._target.write(data)
         self._bar.update(memoryview(data).nbytes)
         return written
+
+    def flush(self) -> None:
+        self._target.flush()

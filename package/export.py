@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from nnseal import __version__
 from nnseal.errors import ModelLayoutError
@@ -127,7 +127,7 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     return report
 
 
-def _prefetched(function: Callable[[T], R], items: list[T]) -> Iterator[R]:
+def _prefetched(function: Callable[[T], R], items: list[T]) -> Generator[R, None, None]:
     """Yield ``function(item)`` in order, computing the next item's result in a thread meanwhile.
 
     Loading a checkpoint is mostly hashing and reading its source, which release the GIL:
@@ -137,10 +137,10 @@ def _prefetched(function: Callable[[T], R], items: list[T]) -> Iterator[R]:
     if not items:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnseal-load") as pool:
-        upcoming = pool.submit(function, items[0])
+        upcoming: Future[R] | None = pool.submit(function, items[0])
         try:
-            for following in items[1:] + [None]:
-                current, upcoming = upcoming, None
+            for following in [*items[1:], None]:
+                current, upcoming = cast("Future[R]", upcoming), None
                 if current.exception() is not None:  # waits; a refusal stops here, nothing more is loaded
                     current.result()
                 if following is not None:

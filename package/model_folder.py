@@ -85,7 +85,7 @@ def select_checkpoints(model: ModelFolder, folds: list[str] | None, checkpoint_n
         if not wanted_folds:
             raise ModelLayoutError("no fold_N folders found", path=model.path)
     explicit = bool(checkpoint_names)
-    names = [normalise_checkpoint(n) for n in checkpoint_names] if explicit else list(CHECKPOINT_NAMES)
+    names = [normalise_checkpoint(n) for n in checkpoint_names or []] if explicit else list(CHECKPOINT_NAMES)
     found: list[Checkpoint] = []
     for fold in wanted_folds:
         in_fold = []

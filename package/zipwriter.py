@@ -61,7 +61,7 @@ class DeterministicZipWriter:
         info.external_attr = REGULAR_FILE_0644
         info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
         # zipfile reads the level from the ZipInfo when given one (3.13 keeps this name as an alias).
-        info._compresslevel = DEFLATE_LEVEL if compress else None
+        info._compresslevel = DEFLATE_LEVEL if compress else None  # type: ignore[attr-defined]
         try:
             with self._zip.open(info, "w", force_zip64=True) as target:
                 sink = HashingSink(target)

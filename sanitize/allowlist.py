@@ -112,7 +112,7 @@ def _numpy_safe_globals() -> list:
     try:
         from numpy._core.multiarray import scalar
     except ImportError:  # numpy 1
-        from numpy.core.multiarray import scalar
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
     entries: list = [
         (scalar, "numpy._core.multiarray.scalar"),
         (scalar, "numpy.core.multiarray.scalar"),

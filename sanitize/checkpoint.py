@@ -13,11 +13,11 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from nnseal.errors import EnvironmentProblem, UnsafeCheckpoint, from_os_error
 from nnseal.format.checkpoint_meta import build_metadata
-from nnseal.fsutil import HashingWriter, atomic_output, sha256_file
+from nnseal.fsutil import ByteSink, HashingWriter, atomic_output, sha256_file
 from nnseal.sanitize import tensors as tensor_checks
 from nnseal.sanitize.archive import inspect_checkpoint
 from nnseal.sanitize.safetensors_io import safetensors_dtype, write_safetensors
@@ -200,7 +200,7 @@ def safetensors_metadata(ck: SanitizedCheckpoint) -> dict[str, str]:
     return build_metadata(ck.names, ck.aliases, ck.meta)
 
 
-def write_sanitized(ck: SanitizedCheckpoint, fileobj: BinaryIO) -> None:
+def write_sanitized(ck: SanitizedCheckpoint, fileobj: ByteSink) -> None:
     """Stream the checkpoint's safetensors bytes into ``fileobj``."""
     write_safetensors(fileobj, ck.tensors, safetensors_metadata(ck))
 

@@ -284,7 +284,7 @@ def child_pointer(pointer: str, key: str | int) -> str:
 
 def find_paths(text: str) -> list[str]:
     """Kinds of absolute path / home directory in ``text`` ("absolute path", ...), in order."""
-    kinds = [_PATH_KIND_WORDS[m.lastgroup] for m in _PATH_TOKEN.finditer(text)]
+    kinds = [_PATH_KIND_WORDS[m.lastgroup or ""] for m in _PATH_TOKEN.finditer(text)]
     if not kinds and _WHOLE_POSIX_PATH.fullmatch(text):
         kinds.append(_PATH_KIND_WORDS["posix"])
     return kinds

@@ -14,7 +14,7 @@ from __future__ import annotations
 import _compat_pickle
 import pickletools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from nnseal.errors import MalformedPickle
 
@@ -307,7 +307,7 @@ class PickleWalker:
                 self.ops += 1
                 if self.ops > max_ops:
                     raise self.fail(f"more than {max_ops} pickle opcodes: refusing to scan further")
-                step(op, arg, pos)
+                step(op, arg, cast(int, pos))  # genops gives positions for bytes input
                 if op.code == ".":  # STOP
                     stop_pos = pos
         except MalformedPickle:

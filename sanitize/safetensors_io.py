@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from nnseal.errors import InvalidSafetensors
+from nnseal.fsutil import ByteSink
 
 if TYPE_CHECKING:
     import torch
@@ -108,10 +109,10 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     flat = tensor.detach().reshape(-1)
     if not flat.is_contiguous():  # reshape of a contiguous tensor is a view; keep the guard for callers
         flat = flat.contiguous()
-    return memoryview(flat.view(torch.uint8).numpy()).cast("B")
+    return memoryview(flat.view(torch.uint8).numpy()).cast("B")  # type: ignore[arg-type]
 
 
-def write_safetensors(fileobj: BinaryIO, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> int:
+def write_safetensors(fileobj: ByteSink, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> int:
     """Write ``tensors`` as safetensors to ``fileobj``, one tensor at a time; return the bytes written.
 
     Tensors must be contiguous CPU tensors (names must not be ``__metadata__``). Same

@@ -71,7 +71,7 @@ def check_tensor(name: str, tensor: torch.Tensor, path: str | Path) -> int:
     Uses only sizes, strides, offset and the storage's size: no data is read.
     """
     problem = _layout_problem(tensor) or view_problem(
-        tuple(tensor.shape), tuple(tensor.stride()), tensor.storage_offset(), tensor.element_size(),
+        tuple(tensor.shape), tuple(tensor.stride()), int(tensor.storage_offset()), tensor.element_size(),
         tensor.untyped_storage().nbytes())
     if problem:
         raise UnsafeCheckpoint(f"tensor {name!r} {problem}", path=path)

@@ -12,6 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -101,7 +102,7 @@ def load_private_key(path: str | os.PathLike, passphrase: bytes | None = None) -
     except UnsupportedAlgorithm:
         raise BadKey(f"uses an unsupported key algorithm; {SUPPORTED_TEXT}", path=path) from None
     _check_supported(key, path)
-    return key
+    return cast(ec.EllipticCurvePrivateKey, key)
 
 
 def load_public_key(path: str | os.PathLike) -> ec.EllipticCurvePublicKey:
@@ -117,7 +118,7 @@ def load_public_key(path: str | os.PathLike) -> ec.EllipticCurvePublicKey:
     except UnsupportedAlgorithm:
         raise BadKey(f"uses an unsupported key algorithm; {SUPPORTED_TEXT}", path=path) from None
     _check_supported(key, path)
-    return key
+    return cast(ec.EllipticCurvePublicKey, key)
 
 
 def signing_key_from_env_or_path(path: str | os.PathLike | None,

@@ -298,8 +298,8 @@ class _Where:
     def fail(self, text: str) -> NoReturn:
         raise SignatureError(f"{self.prefix}{text}", path=self.source)
 
-    def object(self, value: Any, label: str, *, required: set[str] = frozenset(),
-               optional: set[str] = frozenset(), allow_extra: bool = False) -> None:
+    def object(self, value: Any, label: str, *, required: frozenset[str] | set[str] = frozenset(),
+               optional: frozenset[str] | set[str] = frozenset(), allow_extra: bool = False) -> None:
         shown = label or "top level"
         if not isinstance(value, dict):
             self.fail(f"{shown} is not a JSON object")

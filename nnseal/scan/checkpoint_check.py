@@ -65,7 +65,7 @@ def torch_zip_findings(archive: SafeZip, path: Path, where: Location) -> list[Fi
             found.append(finding(where, "malformed-pickle", f"{name}: {err.reason}"))
             continue
         found += scan_findings(where, scan, name, torch_pickle=True)
-        storages, problem = storage_problem(archive, prefix, scan.persistent_ids)
+        storages, problem = storage_problem(archive, prefix or "", scan.persistent_ids)
         if problem:
             found.append(finding(where, "storage-mismatch", problem))
         else:

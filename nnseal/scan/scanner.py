@@ -6,10 +6,10 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from nnseal.errors import EnvironmentProblem, HostileArchive
-from nnseal.safezip import SafeZip, open_zip
+from nnseal.safezip import Entry, SafeZip, open_zip
 from nnseal.scan.checkpoint_check import legacy_findings, torch_zip_findings
 from nnseal.scan.classify import HEAD_BYTES, looks_like_model_name, sniff, zip_kind
 from nnseal.scan.findings import Finding, Location, finding
@@ -31,6 +31,11 @@ PARALLEL_MIN_FILES = 64
 PARALLEL_MIN_BYTES = 16 << 20
 
 Opener = Callable[[], BinaryIO]
+
+
+def _member_opener(archive: SafeZip, entry: Entry) -> Opener:
+    """Open ``entry`` again for a full read (the head was read through its own stream)."""
+    return lambda: cast(BinaryIO, MemberReader(archive.stream(entry)))
 
 
 class Scanner:
@@ -158,7 +163,7 @@ class Scanner:
             try:
                 with MemberReader(archive.stream(entry, chunk=HEAD_BYTES)) as reader:
                     head = reader.read(HEAD_BYTES)
-                self.scan_content(head, entry.size, lambda e=entry: MemberReader(archive.stream(e)), inner,
+                self.scan_content(head, entry.size, _member_opener(archive, entry), inner,
                                   entry.name.rsplit("/", 1)[-1], depth + 1)
             except HostileArchive as err:
                 self.add([finding(inner, "hostile-archive", err.reason)])

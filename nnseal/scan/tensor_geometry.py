@@ -15,7 +15,7 @@ from typing import Any
 
 from nnseal.errors import MalformedPickle
 from nnseal.sanitize.archive import STORAGE_ITEMSIZE, StorageRecord
-from nnseal.sanitize.pickle_globals import OPAQUE, GlobalRef, PickleScan, freeze, PickleWalker
+from nnseal.sanitize.pickle_globals import OPAQUE, GlobalRef, PickleScan, PickleWalker, freeze
 from nnseal.sanitize.tensors import view_problem
 
 # Rebuild functions whose first four arguments are (storage, offset, size, stride).
