@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nnseal.errors import WouldOverwrite, from_os_error
-from nnseal.fsutil import CHUNK, atomic_output
+from nnseal.format.limits import IO_CHUNK
+from nnseal.fsutil import atomic_output
 from nnseal.verify.fetch import (  # noqa: F401  (re-exported: the CLI and callers import them from here)
     DOWNLOAD_PREFIX,
     DownloadPolicy,
@@ -125,4 +126,4 @@ def keep_file(source: Path, keep: Path, *, force: bool) -> None:
         if err.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
             raise from_os_error(err, keep) from err
     with open(source, "rb") as src, atomic_output(keep, force=force) as out:
-        shutil.copyfileobj(src, out, CHUNK)
+        shutil.copyfileobj(src, out, IO_CHUNK)
