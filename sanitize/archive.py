@@ -79,10 +79,6 @@ class ArchiveInfo:
     storages: dict[str, StorageRecord] = field(default_factory=dict)
     entries: list[str] = field(default_factory=list)
 
-    @property
-    def storage_bytes(self) -> int:
-        return sum(record.nbytes for record in self.storages.values())
-
 
 def _refuse(path: Path, reason: str) -> UnsafeCheckpoint:
     return UnsafeCheckpoint(reason, path=path)

@@ -42,6 +42,12 @@ class DownloadAndInstall:
     download: DownloadResult
     install: InstallReport
 
+    def to_json(self, kept: str | os.PathLike | None = None) -> dict:
+        """The install report, whose "package" names where the zip came from (``kept`` or the URL,
+        not the temporary file it passed through), plus what was downloaded."""
+        return {**self.install.to_json(), "package": str(kept) if kept else redact(self.download.url),
+                "download": self.download.to_json(kept)}
+
 
 # --- public API -------------------------------------------------------------
 

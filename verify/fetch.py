@@ -60,6 +60,11 @@ class DownloadResult:
     resumed: int  # 206 responses that continued a dropped body
     restarts: int  # times the body had to start again from byte 0
 
+    def to_json(self, kept: str | os.PathLike | None = None) -> dict:
+        """What was downloaded (URLs without passwords); ``kept``: where the verified zip was kept."""
+        return {"url": redact(self.url), "final_url": redact(self.final_url), "bytes": self.size,
+                "sha256": self.sha256, "resumed": self.resumed, "restarts": self.restarts, "kept": kept}
+
 
 # --- public API -------------------------------------------------------------
 

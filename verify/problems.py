@@ -30,9 +30,6 @@ class ProblemKind(str, Enum):
         return self.value
 
 
-SIGNATURE_KINDS = frozenset({ProblemKind.UNSIGNED, ProblemKind.UNTRUSTED_SIGNER, ProblemKind.BAD_SIGNATURE})
-
-
 @dataclass(frozen=True)
 class Problem:
     kind: ProblemKind
