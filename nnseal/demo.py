@@ -53,7 +53,7 @@ def run_demo(workdir: Path | None = None, echo: Callable[[str], None] = print) -
             from nnseal.verify.report import inspect_package
 
             info = inspect_package(package)
-            for folder, model_info in info["models"].items():
+            for folder, model_info in info.models.items():
                 step.result(f"{folder}: folds {', '.join(model_info['folds'])}, "
                             f"{len(model_info['checkpoints'])} checkpoints")
 

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from nnseal.errors import EnvironmentProblem, WouldOverwrite, from_os_error
+from nnseal.format.limits import IO_CHUNK
 
-# 1 MiB reads: large enough that hashlib, not Python, is the bottleneck.
-CHUNK = 1 << 20
 TEMP_PREFIX = ".nnseal-tmp-"
 
 
@@ -70,7 +69,7 @@ def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
+        for block in iter(lambda: handle.read(IO_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
 

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from nnseal.errors import EnvironmentProblem, HostileArchive, from_os_error
+from nnseal.format.limits import IO_CHUNK
+from nnseal.format.strict_json import show
 
 METHOD_STORED = 0
 METHOD_DEFLATED = 8
@@ -65,8 +67,6 @@ _MAX_COMMENT = 0xFFFF
 
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 
-CHUNK = 1 << 20
-
 
 @dataclass(frozen=True)
 class Limits:
@@ -98,17 +98,13 @@ class Entry:
     is_dir: bool
 
 
-def _show(name: str | bytes) -> str:
-    """A name as it can be printed on one line: escapes control characters, keeps the quotes."""
-    return repr(name)
-
 
 def check_entry_name(name: str, limits: Limits = Limits()) -> None:
     """Refuse a name that could land outside the destination or mean different files on different systems.
 
     ``name`` is a file name: POSIX separators, relative, no trailing slash.
     """
-    where = f"entry {_show(name)}"
+    where = f"entry {show(name)}"
     if not name:
         raise HostileArchive(f"{where}: empty name")
     try:
@@ -160,7 +156,7 @@ class NameRegistry:
         self._dirs: dict[str, str] = {}  # collision key of every directory, explicit or implied
 
     def add(self, name: str, *, is_dir: bool = False) -> None:
-        where = f"entry {_show(name)}"
+        where = f"entry {show(name)}"
         if name in self._exact:
             raise HostileArchive(f"{where}: duplicate entry name")
         self._exact.add(name)
@@ -169,7 +165,7 @@ class NameRegistry:
         if key in self._files:
             if is_dir and self._files[key] == path:
                 raise HostileArchive(f"{where}: the same name is also a file entry")
-            raise HostileArchive(f"{where}: collides with entry {_show(self._files[key])} on case-insensitive "
+            raise HostileArchive(f"{where}: collides with entry {show(self._files[key])} on case-insensitive "
                                  "or Unicode-normalizing file systems")
         if not is_dir and key in self._dirs:
             raise HostileArchive(f"{where}: the same name is also used as a folder")
@@ -177,7 +173,7 @@ class NameRegistry:
         for depth in range(1, len(parts)):
             parent = "/".join(parts[:depth])
             if collision_key(parent) in self._files:
-                raise HostileArchive(f"{where}: its folder {_show(parent)} is also a file entry")
+                raise HostileArchive(f"{where}: its folder {show(parent)} is also a file entry")
             self._dirs.setdefault(collision_key(parent), parent)
         if is_dir:
             self._dirs.setdefault(key, path)
@@ -263,7 +259,7 @@ class SafeZip:
     def entry(self, name: str) -> Entry:
         found = self._by_name.get(name)
         if found is None:
-            raise HostileArchive(f"no entry {_show(name)}", path=self.path)
+            raise HostileArchive(f"no entry {show(name)}", path=self.path)
         return found
 
     def _resolve(self, entry_or_name: Entry | str) -> Entry:
@@ -271,7 +267,7 @@ class SafeZip:
             return self.entry(entry_or_name)
         # Only our own validated entries: a fabricated Entry could point anywhere in the file.
         if self._by_name.get(entry_or_name.name) != entry_or_name:
-            raise HostileArchive(f"entry {_show(entry_or_name.name)} does not belong to this archive",
+            raise HostileArchive(f"entry {show(entry_or_name.name)} does not belong to this archive",
                                  path=self.path)
         return entry_or_name
 
@@ -297,14 +293,14 @@ class SafeZip:
             offset += take
             left -= take
 
-    def stream(self, entry_or_name: Entry | str, *, chunk: int = CHUNK) -> Iterator[bytes]:
+    def stream(self, entry_or_name: Entry | str, *, chunk: int = IO_CHUNK) -> Iterator[bytes]:
         """Yield the entry's uncompressed bytes; raise HostileArchive as soon as they disagree with the headers.
 
         The last chunk is only followed by the size and CRC checks: a caller that
         writes chunks as they come must discard what it wrote if this raises.
         """
         entry = self._resolve(entry_or_name)
-        where = f"entry {_show(entry.name)}"
+        where = f"entry {show(entry.name)}"
         crc = 0
         produced = 0
         if entry.method == METHOD_STORED:
@@ -353,7 +349,7 @@ class SafeZip:
         """A whole small entry (JSON, signature), fully validated."""
         entry = self._resolve(entry_or_name)
         if entry.size > max_size:
-            raise HostileArchive(f"entry {_show(entry.name)}: {entry.size} bytes, more than the {max_size} "
+            raise HostileArchive(f"entry {show(entry.name)}: {entry.size} bytes, more than the {max_size} "
                                  "expected for this file", path=self.path)
         return b"".join(self.stream(entry))
 
@@ -542,9 +538,9 @@ class _Parser:
         if end > len(directory):
             raise HostileArchive("central directory is truncated")
         name_bytes = directory[pos + _CENTRAL.size: pos + _CENTRAL.size + name_len]
-        where = f"entry {_show(name_bytes)}"
+        where = f"entry {show(name_bytes)}"
         name = _decode_name(name_bytes, flags, where)
-        where = f"entry {_show(name)}"
+        where = f"entry {show(name)}"
         is_dir = name.endswith("/")
         check_entry_name(name[:-1] if is_dir else name, self.limits)
         self.check_flags_and_method(flags, method, where)
@@ -628,7 +624,7 @@ class _Parser:
     def locate(self, raw: _Raw) -> None:
         """Read the local header and work out where the entry's data (and descriptor) end."""
         entry = raw.entry
-        where = f"entry {_show(entry.name)}"
+        where = f"entry {show(entry.name)}"
         fixed = _LOCAL.unpack(self.read_at(entry.header_offset, _LOCAL.size, f"{where}: local header"))
         if fixed[0] != _SIG_LOCAL:
             raise HostileArchive(f"{where}: local header has a bad signature")
@@ -646,11 +642,11 @@ class _Parser:
     def compare_local(self, raw: _Raw) -> None:
         """The local header must say what the central directory says: streaming extractors read only it."""
         entry = raw.entry
-        where = f"entry {_show(entry.name)}"
+        where = f"entry {show(entry.name)}"
         (_, _, flags, method, _, _, crc, csize, usize, name_len, _) = raw.local_fixed
         local_name = raw.local_variable[:name_len]
         if local_name != raw.name_bytes:
-            raise HostileArchive(f"{where}: local header names it {_show(local_name)} "
+            raise HostileArchive(f"{where}: local header names it {show(local_name)} "
                                  "(local and central names differ)")
         if flags != raw.flags or method != entry.method:
             raise HostileArchive(f"{where}: local header flags or method differ from the central directory")
@@ -689,15 +685,15 @@ class _Parser:
         """Entries must tile the file from 0 to the central directory: no overlap, no hidden bytes."""
         position, previous = 0, None
         for raw in sorted(raws, key=lambda r: (r.entry.header_offset, r.end)):
-            name = _show(raw.entry.name)
+            name = show(raw.entry.name)
             if raw.entry.header_offset < position:
-                raise HostileArchive(f"entries {_show(previous)} and {name} overlap (zip bomb or ambiguous archive)")
+                raise HostileArchive(f"entries {show(previous)} and {name} overlap (zip bomb or ambiguous archive)")
             if raw.entry.header_offset > position:
-                after = f"after entry {_show(previous)}" if previous is not None else "before the first entry"
+                after = f"after entry {show(previous)}" if previous is not None else "before the first entry"
                 raise HostileArchive(f"{raw.entry.header_offset - position} unaccounted bytes {after} (hidden data)")
             position, previous = raw.end, raw.entry.name
         if position > cd_offset:
-            raise HostileArchive(f"entry {_show(previous)} overlaps the central directory")
+            raise HostileArchive(f"entry {show(previous)} overlaps the central directory")
         if position < cd_offset:
-            after = f"after entry {_show(previous)}" if previous is not None else "before the central directory"
+            after = f"after entry {show(previous)}" if previous is not None else "before the central directory"
             raise HostileArchive(f"{cd_offset - position} unaccounted bytes {after} (hidden data)")

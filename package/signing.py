@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from nnseal.format.keys import fingerprint
@@ -27,16 +26,6 @@ def sign_statement(statement: dict, private_key: ec.EllipticCurvePrivateKey) -> 
 def sign_manifest(model_name: str, resources: Mapping[str, str], private_key: ec.EllipticCurvePrivateKey) -> bytes:
     """model.sig for `resources`: Sigstore bundle JSON bytes, identical for identical inputs and key."""
     return sign_statement(build_statement(model_name, resources), private_key)
-
-
-def deterministic_signing_supported() -> bool:
-    """Whether this cryptography/OpenSSL pair signs with RFC 6979 nonces (cryptography >= 43, OpenSSL >= 3.2)."""
-    probe = ec.derive_private_key(1, ec.SECP256R1())
-    try:
-        probe.sign(b"probe", ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
-    except (TypeError, UnsupportedAlgorithm):
-        return False
-    return True
 
 
 def _ecdsa_sign(private_key: ec.EllipticCurvePrivateKey, message: bytes) -> bytes:

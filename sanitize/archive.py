@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnseal.errors import EnvironmentProblem, MalformedPickle, UnsafeCheckpoint, from_os_error
+from nnseal.format.strict_json import show
 from nnseal.safezip import METHOD_STORED, open_zip
 from nnseal.sanitize.allowlist import allowed_global_names
 from nnseal.sanitize.pickle_globals import GlobalRef, scan_pickle
@@ -78,10 +79,6 @@ class ArchiveInfo:
     storages: dict[str, StorageRecord] = field(default_factory=dict)
     entries: list[str] = field(default_factory=list)
 
-    @property
-    def storage_bytes(self) -> int:
-        return sum(record.nbytes for record in self.storages.values())
-
 
 def _refuse(path: Path, reason: str) -> UnsafeCheckpoint:
     return UnsafeCheckpoint(reason, path=path)
@@ -131,15 +128,15 @@ def _storage_records(path: Path, prefix: str, persistent_ids: list, sizes: dict[
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
                 and isinstance(pid[1], GlobalRef) and isinstance(pid[2], str) and isinstance(pid[3], str)
                 and type(pid[4]) is int):
-            raise _refuse(path, f"data.pkl references a storage in a form torch.save never writes: {pid!r:.120}")
+            raise _refuse(path, f"data.pkl references a storage in a form torch.save never writes: {show(pid, 120)}")
         _, storage_type, key, location, numel = pid
         itemsize = STORAGE_ITEMSIZE.get(storage_type.name)
         if itemsize is None:
             raise _refuse(path, f"storage {key!r} has unsupported type {storage_type.name}")
         if not _LOCATION.match(location):
-            raise _refuse(path, f"storage {key!r} has a malformed device location {location!r:.40}")
+            raise _refuse(path, f"storage {key!r} has a malformed device location {show(location, 40)}")
         if not _STORAGE_KEY.match(key) or numel < 0:
-            raise _refuse(path, f"malformed storage reference {key!r:.40} with {numel} elements")
+            raise _refuse(path, f"malformed storage reference {show(key, 40)} with {numel} elements")
         record = StorageRecord(key, storage_type.name, location, numel, numel * itemsize)
         earlier = storages.get(key)
         if earlier is not None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from nnseal.errors import EnvironmentProblem, UnsafeCheckpoint, from_os_error
 from nnseal.format.checkpoint_meta import build_metadata
+from nnseal.format.strict_json import show
 from nnseal.fsutil import ByteSink, HashingWriter, atomic_output, sha256_file
 from nnseal.sanitize import tensors as tensor_checks
 from nnseal.sanitize.archive import inspect_checkpoint
@@ -105,7 +106,7 @@ def _is_int(value: Any) -> bool:
 def _inference_metadata(obj: dict, path: Path) -> dict[str, Any]:
     trainer = obj.get("trainer_name")
     if not isinstance(trainer, str) or not trainer.isidentifier():
-        raise UnsafeCheckpoint(f"trainer_name must be a Python class name, got {trainer!r:.80}", path=path)
+        raise UnsafeCheckpoint(f"trainer_name must be a Python class name, got {show(trainer)}", path=path)
     init_args = obj.get("init_args")
     if not isinstance(init_args, dict):
         raise UnsafeCheckpoint("init_args is missing or not a dict (not an nnU-Net checkpoint?)", path=path)
@@ -115,18 +116,18 @@ def _inference_metadata(obj: dict, path: Path) -> dict[str, Any]:
             or not all(c.isalnum() or c in "_.-" for c in configuration) or configuration.startswith(".")
             or not configuration.isascii()):
         raise UnsafeCheckpoint(f"init_args['configuration'] must be a plain configuration name such as "
-                               f"3d_fullres, got {configuration!r:.80}", path=path)
+                               f"3d_fullres, got {show(configuration)}", path=path)
     fold = init_args.get("fold")
     if fold is not None and fold != "all" and not (_is_int(fold) and int(fold) >= 0):
-        raise UnsafeCheckpoint(f"init_args['fold'] must be a non-negative integer or 'all', got {fold!r:.40}",
+        raise UnsafeCheckpoint(f"init_args['fold'] must be a non-negative integer or 'all', got {show(fold, 40)}",
                                path=path)
     axes = obj.get("inference_allowed_mirroring_axes")
     if axes is not None and not (isinstance(axes, (tuple, list)) and all(_is_int(a) and int(a) >= 0 for a in axes)):
-        raise UnsafeCheckpoint(f"inference_allowed_mirroring_axes must be a tuple of axes, got {axes!r:.60}",
+        raise UnsafeCheckpoint(f"inference_allowed_mirroring_axes must be a tuple of axes, got {show(axes, 60)}",
                                path=path)
     epoch = obj.get("current_epoch")
     if epoch is not None and not (_is_int(epoch) and int(epoch) >= 0):
-        raise UnsafeCheckpoint(f"current_epoch must be a non-negative integer, got {epoch!r:.40}", path=path)
+        raise UnsafeCheckpoint(f"current_epoch must be a non-negative integer, got {show(epoch, 40)}", path=path)
     return {
         "trainer_name": trainer,
         "configuration": configuration,

@@ -66,6 +66,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nnseal.errors import UnsafeJson
+from nnseal.format.strict_json import load_strict_json
+from nnseal.format.strict_json import show as _show
 
 REDACTED = "<redacted>"
 DEFAULT_MAX_BYTES = 32 << 20
@@ -135,11 +137,6 @@ _PATH_KIND_WORDS = {
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
-# Outside strings, only brackets change the nesting; a string runs to its closing
-# quote or, if unterminated, to the end (json refuses it later). The possessive
-# quantifier and the end-anchor keep the scan linear on hostile input.
-_NESTING_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\Z)|[\[\]{}]', re.DOTALL)
-
 # dataset.json keys nnU-Net reads for inference; everything else is description.
 DATASET_KEYS_NNUNET_READS = frozenset({
     "channel_names", "modality", "labels", "numTraining", "file_ending",
@@ -175,54 +172,15 @@ class CleanedJson:
 
 def load_json_bytes(raw: bytes, *, name: str, max_bytes: int = DEFAULT_MAX_BYTES,
                     max_depth: int = DEFAULT_MAX_DEPTH) -> object:
-    """Parse untrusted JSON bytes; refuse (UnsafeJson) anything ambiguous or oversized."""
+    """Parse untrusted JSON bytes; refuse (UnsafeJson) anything ambiguous or oversized.
+
+    NaN and Infinity are accepted: nnU-Net writes them (a channel without foreground voxels).
+    """
     if len(raw) > max_bytes:
         raise UnsafeJson(f"{len(raw)} bytes, more than the {max_bytes} allowed for a JSON file", path=name)
-    try:
-        text = bytes(raw).decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UnsafeJson(f"not UTF-8 (invalid byte at offset {err.start})", path=name) from None
-    _check_nesting(text, max_depth=max_depth, name=name)
-    try:
-        data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys(name))
-    except UnsafeJson:
-        raise
-    except json.JSONDecodeError as err:
-        raise UnsafeJson(f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}", path=name) from None
-    except RecursionError:
-        raise UnsafeJson(f"not valid JSON: nested deeper than {max_depth} levels", path=name) from None
-    except ValueError as err:  # e.g. an integer longer than Python's int-from-string limit
-        raise UnsafeJson(f"not valid JSON: {_one_line(str(err))}", path=name) from None
+    data = load_strict_json(raw, error=UnsafeJson, path=name, max_depth=max_depth, allow_nan=True)
     _check_tree(data, name=name, max_depth=max_depth)
     return data
-
-
-def _check_nesting(text: str, *, max_depth: int, name: str) -> None:
-    if text.count("[") + text.count("{") <= max_depth:
-        return
-    depth = 0
-    for match in _NESTING_TOKEN.finditer(text):
-        token = match.group()
-        if token == "[" or token == "{":
-            depth += 1
-            if depth > max_depth:
-                raise UnsafeJson(f"nested deeper than {max_depth} levels (at character {match.start()})",
-                                 path=name)
-        elif token == "]" or token == "}":
-            depth -= 1
-
-
-def _refuse_duplicate_keys(name: str) -> Callable[[list[tuple[str, object]]], dict]:
-    def build(pairs: list[tuple[str, object]]) -> dict:
-        obj: dict = {}
-        for key, value in pairs:
-            if key in obj:
-                raise UnsafeJson(f"duplicate key {_show(key)} in one object: readers disagree on which value counts",
-                                 path=name)
-            obj[key] = value
-        return obj
-
-    return build
 
 
 def _check_tree(value: object, *, name: str, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
@@ -540,11 +498,3 @@ def _describe_case_list(key: str, value: object) -> str:
     return f"case list {key!r} ({count} entries: case identifiers and file paths inference does not need)"
 
 
-def _show(value: object, limit: int = 80) -> str:
-    """repr() on one line, cut to ``limit`` characters: hostile values can be long or hold newlines."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from nnseal.errors import InvalidSafetensors
+from nnseal.format.limits import IO_CHUNK
+from nnseal.format.strict_json import load_strict_json, show
 from nnseal.fsutil import ByteSink
 
 if TYPE_CHECKING:
@@ -42,7 +44,6 @@ TORCH_TO_SAFETENSORS: dict[str, str] = {
     "int64": "I64", "uint64": "U64", "float64": "F64",
 }
 
-CHUNK = 1 << 20
 # Shapes and offsets are u64/usize in the Rust loader: larger values cannot describe a file.
 _USIZE_LIMIT = 1 << 64
 
@@ -128,23 +129,13 @@ def write_safetensors(fileobj: ByteSink, tensors: dict[str, torch.Tensor], metad
     written = len(header)
     for name in order:
         data = tensor_bytes(tensors[name])
-        for start in range(0, len(data), CHUNK):
-            fileobj.write(data[start:start + CHUNK])
+        for start in range(0, len(data), IO_CHUNK):
+            fileobj.write(data[start:start + IO_CHUNK])
         written += len(data)
     return written
 
 
 # --- reading (torch-free) --------------------------------------------------------
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
-    seen: dict[str, object] = {}
-    for key, value in pairs:
-        if key in seen:
-            # Different JSON parsers keep the first or the last: never let them disagree.
-            raise InvalidSafetensors(f"header repeats the key {key!r:.80}")
-        seen[key] = value
-    return seen
 
 
 def _is_index(value: object) -> bool:
@@ -153,26 +144,26 @@ def _is_index(value: object) -> bool:
 
 def _parse_tensor(name: str, spec: object) -> TensorInfo:
     if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
-        raise InvalidSafetensors(f"tensor {name!r:.80} must have exactly dtype, shape and data_offsets")
+        raise InvalidSafetensors(f"tensor {show(name)} must have exactly dtype, shape and data_offsets")
     dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:  # a list or object is unhashable
-        raise InvalidSafetensors(f"tensor {name!r:.80} has unknown dtype {dtype!r:.20}")
+        raise InvalidSafetensors(f"tensor {show(name)} has unknown dtype {show(dtype, 20)}")
     if not isinstance(shape, list) or not all(_is_index(d) for d in shape):
-        raise InvalidSafetensors(f"tensor {name!r:.80} shape must be a list of non-negative integers")
+        raise InvalidSafetensors(f"tensor {show(name)} shape must be a list of non-negative integers")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_index(o) for o in offsets)):
-        raise InvalidSafetensors(f"tensor {name!r:.80} data_offsets must be two non-negative integers")
+        raise InvalidSafetensors(f"tensor {show(name)} data_offsets must be two non-negative integers")
     begin, end = offsets
     if any(dim >= _USIZE_LIMIT for dim in shape) or end >= _USIZE_LIMIT:
-        raise InvalidSafetensors(f"tensor {name!r:.80} has a dimension or offset of 2**64 or more")
+        raise InvalidSafetensors(f"tensor {show(name)} has a dimension or offset of 2**64 or more")
     numel = 0 if 0 in shape else 1
     for dim in shape if numel else ():
         numel *= dim
         if numel >= _USIZE_LIMIT:
             # The Rust loader's checked multiplication overflows here; stopping also keeps the
             # product (and printing it) from growing with every dimension a hostile header adds.
-            raise InvalidSafetensors(f"tensor {name!r:.80} has 2**64 or more elements")
+            raise InvalidSafetensors(f"tensor {show(name)} has 2**64 or more elements")
     if end < begin or end - begin != numel * DTYPE_SIZES[dtype]:
-        raise InvalidSafetensors(f"tensor {name!r:.80} spans {end - begin} bytes but its shape and dtype "
+        raise InvalidSafetensors(f"tensor {show(name)} spans {end - begin} bytes but its shape and dtype "
                                  f"need {numel * DTYPE_SIZES[dtype]}")
     return TensorInfo(dtype=dtype, shape=tuple(shape), begin=begin, end=end)
 
@@ -206,12 +197,8 @@ def read_header(fileobj: BinaryIO, file_size: int, *, source: str | None = None)
         raise fail("header is not valid UTF-8") from None
     if not text.startswith("{"):
         raise fail("header is not a JSON object")
-    try:
-        document = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except InvalidSafetensors as err:
-        raise fail(err.reason) from None
-    except (ValueError, RecursionError) as err:
-        raise fail(f"header is not valid JSON ({err})") from None
+    # Strict: duplicate keys refused (JSON readers keep the first or the last: never let them disagree).
+    document = load_strict_json(text, what="header", error=InvalidSafetensors, path=source)
     if not isinstance(document, dict):
         raise fail("header is not a JSON object")
 
@@ -235,7 +222,7 @@ def read_header(fileobj: BinaryIO, file_size: int, *, source: str | None = None)
     for name, info in sorted(tensors.items(), key=lambda item: (item[1].begin, item[1].end)):
         if info.begin != position:
             kind = "gap" if info.begin > position else "overlap"
-            raise fail(f"tensor {name!r:.80} starts at {info.begin}, expected {position} ({kind} in the data)")
+            raise fail(f"tensor {show(name)} starts at {info.begin}, expected {position} ({kind} in the data)")
         position = info.end
     if position != data_size:
         raise fail(f"tensors cover {position} bytes but the data area holds {data_size} "

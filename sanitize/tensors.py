@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nnseal.errors import UnsafeCheckpoint
+from nnseal.format.strict_json import show
 from nnseal.sanitize.safetensors_io import safetensors_dtype
 
 if TYPE_CHECKING:
@@ -126,7 +127,8 @@ def strip_wrapper_prefixes(names: list[str]) -> tuple[dict[str, str], str | None
 def check_names(names: list, path: str | Path) -> None:
     for name in names:
         if not isinstance(name, str) or not name:
-            raise UnsafeCheckpoint(f"network_weights has a key {name!r:.60} that is not a parameter name", path=path)
+            raise UnsafeCheckpoint(f"network_weights has a key {show(name, 60)} that is not a parameter name",
+                                   path=path)
         if name in RESERVED_NAMES:
             raise UnsafeCheckpoint(f"network_weights has a tensor named {name!r}, reserved by safetensors", path=path)
 

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from manifest_helpers import resource_differences
 
 from nnseal.format import keys, oms
 from nnseal.fsutil import sha256_file
 from nnseal.package import signing
-from nnseal.verify.signature import resource_differences, verify_bundle
+from nnseal.verify.signature import verify_bundle
 
 pytestmark = pytest.mark.interop
 

@@ -80,7 +80,7 @@ def test_refuses_non_contiguous_and_reserved_names():
 def test_writes_in_chunks_not_one_copy(monkeypatch):
     import nnseal.sanitize.safetensors_io as io_mod
 
-    monkeypatch.setattr(io_mod, "CHUNK", 1024)
+    monkeypatch.setattr(io_mod, "IO_CHUNK", 1024)
     sizes = []
 
     class Sink(io.BytesIO):
@@ -138,7 +138,7 @@ def one_tensor(**override) -> str:
     (raw_file("[1, 2]"), "JSON object"),
     (raw_file("{\"t\": "), "not valid JSON"),
     (raw_file('{"t": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}, '
-              '"t": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}}'), "repeats the key"),
+              '"t": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}}'), "duplicate key 't'"),
     (raw_file(one_tensor(dtype="F33"), b"\0" * 8), "unknown dtype"),
     (raw_file(one_tensor(shape=[-2]), b"\0" * 8), "non-negative"),
     (raw_file(one_tensor(shape=[True, 2]), b"\0" * 8), "non-negative"),

@@ -4,7 +4,7 @@ Public API (names match nnU-Net's model_sharing functions):
     install_model_from_zip(zip_file, install_location=None, trusted_keys=..., ...)
     download_and_install_from_url(url, destination=None, ...)
     verify_package(zip_file, trusted_keys=...) -> VerifyReport
-    inspect_package(zip_file) -> dict
+    inspect_package(zip_file) -> InspectReport
     check_installed(model_folder) -> DriftReport
 
 Importing this package imports no torch; the functions load what they need.
@@ -21,6 +21,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "verify_package": "report",
     "inspect_package": "report",
     "VerifyReport": "report",
+    "InspectReport": "report",
     "check_installed": "receipt",
     "DriftReport": "receipt",
 })

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nnseal.errors import WouldOverwrite, from_os_error
-from nnseal.fsutil import CHUNK, atomic_output
+from nnseal.format.limits import IO_CHUNK
+from nnseal.fsutil import atomic_output
 from nnseal.verify.fetch import (  # noqa: F401  (re-exported: the CLI and callers import them from here)
     DOWNLOAD_PREFIX,
     DownloadPolicy,
@@ -40,6 +41,12 @@ if TYPE_CHECKING:
 class DownloadAndInstall:
     download: DownloadResult
     install: InstallReport
+
+    def to_json(self, kept: str | os.PathLike | None = None) -> dict:
+        """The install report, whose "package" names where the zip came from (``kept`` or the URL,
+        not the temporary file it passed through), plus what was downloaded."""
+        return {**self.install.to_json(), "package": str(kept) if kept else redact(self.download.url),
+                "download": self.download.to_json(kept)}
 
 
 # --- public API -------------------------------------------------------------
@@ -125,4 +132,4 @@ def keep_file(source: Path, keep: Path, *, force: bool) -> None:
         if err.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
             raise from_os_error(err, keep) from err
     with open(source, "rb") as src, atomic_output(keep, force=force) as out:
-        shutil.copyfileobj(src, out, CHUNK)
+        shutil.copyfileobj(src, out, IO_CHUNK)

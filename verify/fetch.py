@@ -22,14 +22,15 @@ from urllib.parse import urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 from nnseal.errors import NetworkError, NnsealError, TamperedPackage, from_os_error
-from nnseal.fsutil import CHUNK, TEMP_PREFIX, host_tag, left_by_dead_process
+from nnseal.format.digest import is_sha256_hex
+from nnseal.format.limits import IO_CHUNK
+from nnseal.fsutil import TEMP_PREFIX, host_tag, left_by_dead_process
 from nnseal.progress import byte_bar
 
 # Temporary downloads are named DOWNLOAD_PREFIX + pid + host: the next download on the same
 # host can tell those of a killed process (SIGKILL, power loss) and remove them.
 DOWNLOAD_PREFIX = TEMP_PREFIX + "dl-"
 SCHEMES = ("http", "https", "file")
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class DownloadResult:
     final_url: str
     resumed: int  # 206 responses that continued a dropped body
     restarts: int  # times the body had to start again from byte 0
+
+    def to_json(self, kept: str | os.PathLike | None = None) -> dict:
+        """What was downloaded (URLs without passwords); ``kept``: where the verified zip was kept."""
+        return {"url": redact(self.url), "final_url": redact(self.final_url), "bytes": self.size,
+                "sha256": self.sha256, "resumed": self.resumed, "restarts": self.restarts, "kept": kept}
 
 
 # --- public API -------------------------------------------------------------
@@ -138,7 +144,7 @@ def remove_stale_downloads(directory: Path) -> list[Path]:
 
 def normalise_sha256(value: str) -> str:
     hexdigest = value.strip().lower()
-    if not _SHA256_HEX.fullmatch(hexdigest):
+    if not is_sha256_hex(hexdigest):
         raise ValueError(f"not a sha256 hex digest (64 hex digits): {value!r}")
     return hexdigest
 
@@ -231,7 +237,7 @@ def _copy_file_url(url: str, sink: Sink, progress: bool) -> str:
         size = os.fstat(handle.fileno()).st_size
         sink.check_declared(size)
         with byte_bar(progress, size, describe(url)) as bar:
-            for block in iter(lambda: handle.read(CHUNK), b""):
+            for block in iter(lambda: handle.read(IO_CHUNK), b""):
                 sink.write(block)
                 bar.update(len(block))
     return url

@@ -29,14 +29,14 @@ from nnseal.errors import (
     from_os_error,
 )
 from nnseal.format.layout import CARD_NAME, PackageEntry, classify_all
+from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_CARD_BYTES
 from nnseal.fsutil import host_tag, left_by_dead_process, open_new, sha256_file
 from nnseal.package.model_folder import results_dir
 from nnseal.progress import CountingWriter, byte_bar
-from nnseal.verify.receipt import RECEIPT_NAME, write_receipt
+from nnseal.verify.receipt import RECEIPT_NAME, Provenance, write_receipt
 
 STAGING_PREFIX = ".nnseal-staging-"
 MAX_JSON_BYTES = 32 << 20  # the JSON sanitizer's own limit
-MAX_BUNDLE_BYTES = (16 << 20) + 1  # the signature parser refuses anything larger with its own message
 UNSIGNED_WARNING = "provenance NOT checked: this model was installed without a signature (--unsigned)"
 
 
@@ -44,7 +44,7 @@ UNSIGNED_WARNING = "provenance NOT checked: this model was installed without a s
 class InstallReport:
     package: str
     results: str
-    provenance: str  # "signed" | "unsigned"
+    provenance: Provenance
     signer_fingerprint: str | None = None
     models: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
@@ -53,7 +53,9 @@ class InstallReport:
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return dict(vars(self))
+        return {"package": self.package, "results": self.results, "provenance": self.provenance.value,
+                "signer_fingerprint": self.signer_fingerprint, "models": self.models, "replaced": self.replaced,
+                "checkpoints": self.checkpoints, "dropped": self.dropped, "warnings": self.warnings}
 
 
 def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | os.PathLike | None = None, *,
@@ -90,7 +92,7 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
         if package_sha256 != expected:
             raise TamperedPackage(f"sha256 is {package_sha256}, expected {expected}", path=zip_path)
     report = InstallReport(package=source_name or str(zip_path), results=str(results),
-                           provenance="unsigned" if unsigned else "signed")
+                           provenance=Provenance.UNSIGNED if unsigned else Provenance.SIGNED)
     with open_zip(zip_path, limits or Limits()) as archive:
         try:
             if unsigned:
@@ -123,7 +125,8 @@ def _install_signed(archive, results: Path, report: InstallReport, *, trusted_ke
     keys = load_trusted_keys(list(trusted_keys))
     if not keys:
         raise SignatureError("no trusted key: pass --trusted-key KEY.pub or run `nnseal trust add KEY.pub`")
-    manifest = verify_bundle(archive.read(signature, max_size=MAX_BUNDLE_BYTES), [k.key for k in keys])
+    # One byte over the limit, so that the parser says "larger than" rather than the zip reader.
+    manifest = verify_bundle(archive.read(signature, max_size=MAX_BUNDLE_BYTES + 1), [k.key for k in keys])
     report.signer_fingerprint = manifest.signer_fingerprint
     names = [n for n in archive.names() if n != SIGNATURE_NAME]
     compare_with_manifest(names, manifest.resources)
@@ -131,6 +134,7 @@ def _install_signed(archive, results: Path, report: InstallReport, *, trusted_ke
     for entry in entries:  # JSON is parsed whole: refuse a huge one before extracting it
         if entry.kind in ("json", "card") and archive.entry(entry.name).size > MAX_JSON_BYTES:
             raise TamperedPackage(f"entry '{entry.name}' is over {MAX_JSON_BYTES} bytes, too large for a JSON file")
+    card_model = _read_card(archive, manifest.resources)
     models = sorted({e.model for e in entries if e.model})
     destinations = _check_destinations(results, models, force)
     total = sum(archive.entry(e.name).size for e in entries)
@@ -140,10 +144,9 @@ def _install_signed(archive, results: Path, report: InstallReport, *, trusted_ke
             digest = _extract(archive, entry.name, target, bar)
             if digest != manifest.resources[entry.name]:
                 raise TamperedPackage(f"entry '{entry.name}' does not match the signed manifest")
-        card = _read_card(stage, entries)
         for model in models:
             written = _finish_model(stage, model, [e for e in entries if e.model == model], report)
-            _write_model_receipt(stage, model, report, package_sha256, card, known_digests=written)
+            _write_model_receipt(stage, model, report, package_sha256, card_model, known_digests=written)
         _move_into_place(stage, models, destinations, report, force)
 
 
@@ -159,14 +162,21 @@ def compare_with_manifest(names: list[str], resources: dict[str, str]) -> None:
         raise TamperedPackage("; ".join(parts))
 
 
-def _read_card(stage: Staging, entries: list[PackageEntry]) -> dict | None:
-    """The card's model metadata, for the receipt (read from staging: its hash was checked)."""
-    from nnseal.sanitize.jsonclean import load_json_bytes
+def _read_card(archive, resources: dict[str, str]) -> dict | None:
+    """The card's model metadata, for the receipt; a card this nnseal cannot read is refused
+    here, before anything is extracted. Its bytes are hashed against the signed manifest first."""
+    import hashlib
 
-    if not any(e.kind == "card" for e in entries):
+    from nnseal.format.card import parse_card
+
+    entry = archive.get(CARD_NAME)
+    if entry is None:
         return None
-    card = load_json_bytes(stage.path(CARD_NAME).read_bytes(), name=CARD_NAME)
-    return card.get("model") if isinstance(card, dict) and isinstance(card.get("model"), dict) else None
+    data = archive.read(entry, max_size=MAX_CARD_BYTES + 1)
+    if hashlib.sha256(data).hexdigest() != resources[CARD_NAME]:
+        raise TamperedPackage(f"entry '{CARD_NAME}' does not match the signed manifest")
+    card = parse_card(data)
+    return card["model"] if isinstance(card.get("model"), dict) else None
 
 
 def _finish_model(stage: Staging, model: str, entries: list[PackageEntry], report: InstallReport) -> dict[Path, str]:

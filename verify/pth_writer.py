@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from nnseal.fsutil import CHUNK
+from nnseal.format.limits import IO_CHUNK
 
 ALIGNMENT = 64
 MAX_ZIP32 = 0xFFFFFFFF
@@ -263,7 +263,7 @@ class _ZipStream:
 def _file_chunks(source: BinaryIO, offset: int, nbytes: int):
     end = offset + nbytes
     while offset < end:
-        block = os.pread(source.fileno(), min(CHUNK, end - offset), offset)
+        block = os.pread(source.fileno(), min(IO_CHUNK, end - offset), offset)
         if not block:
             raise OSError(f"{source.name}: ended before byte {end}")
         offset += len(block)

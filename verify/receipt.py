@@ -9,21 +9,34 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
-from nnseal.errors import ModelLayoutError, from_os_error
+from nnseal.errors import ModelLayoutError, Refused, from_os_error
+from nnseal.format.strict_json import load_strict_json
 from nnseal.fsutil import sha256_file
+from nnseal.verify.problems import Problem, ProblemKind
 
 RECEIPT_NAME = "nnseal-receipt.json"
 RECEIPT_FORMAT = "nnseal-receipt"
+# A receipt lists a few dozen files; anything far larger is not one nnseal wrote.
+MAX_RECEIPT_BYTES = 16 << 20
+
+
+class Provenance(str, Enum):
+    SIGNED = "signed"  # installed from a package whose signature a trusted key verified
+    UNSIGNED = "unsigned"  # installed with --unsigned from nnU-Net's own zip: nothing vouches for it
+
+    def __str__(self) -> str:
+        return self.value
 
 
 def write_receipt(model_dir: Path, *, files: dict[str, str], package: str, package_sha256: str | None,
-                  provenance: str, signer_fingerprint: str | None, model: dict | None) -> None:
+                  provenance: Provenance, signer_fingerprint: str | None, model: dict | None) -> None:
     receipt = {
         "format": RECEIPT_FORMAT, "format_version": 1,
         "package": package, "package_sha256": package_sha256,
-        "provenance": provenance, "signer_fingerprint": signer_fingerprint, "model": model,
+        "provenance": Provenance(provenance).value, "signer_fingerprint": signer_fingerprint, "model": model,
         "files": dict(sorted(files.items())),
     }
     (model_dir / RECEIPT_NAME).write_text(json.dumps(receipt, indent=2, sort_keys=True) + "\n")
@@ -32,7 +45,7 @@ def write_receipt(model_dir: Path, *, files: dict[str, str], package: str, packa
 @dataclass
 class DriftReport:
     folder: str
-    provenance: str | None = None
+    provenance: str | None = None  # as the receipt says: "signed" | "unsigned" (not checked: anyone could edit it)
     signer_fingerprint: str | None = None
     modified: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -42,9 +55,10 @@ class DriftReport:
     def ok(self) -> bool:
         return not (self.modified or self.missing or self.extra)
 
-    def problems(self) -> list[str]:
-        return ([f"modified: {p}" for p in self.modified] + [f"missing: {p}" for p in self.missing]
-                + [f"extra: {p}" for p in self.extra])
+    def problems(self) -> list[Problem]:
+        return ([Problem(ProblemKind.MODIFIED_FILE, f"modified: {p}", p) for p in self.modified]
+                + [Problem(ProblemKind.MISSING_FILE, f"missing: {p}", p) for p in self.missing]
+                + [Problem(ProblemKind.EXTRA_FILE, f"extra: {p}", p) for p in self.extra])
 
     def to_json(self) -> dict:
         return {"folder": self.folder, "ok": self.ok, "provenance": self.provenance,
@@ -80,10 +94,13 @@ def _read_receipt(receipt_path: Path, model_dir: Path) -> dict:
     Anyone who can write the folder can edit the receipt, so its shape is checked, not assumed.
     """
     try:
-        receipt = json.loads(receipt_path.read_bytes().decode("utf-8"))
+        with open(receipt_path, "rb") as handle:
+            data = handle.read(MAX_RECEIPT_BYTES + 1)
     except OSError as err:
         raise from_os_error(err, receipt_path) from err
-    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    try:
+        receipt = None if len(data) > MAX_RECEIPT_BYTES else load_strict_json(data)
+    except Refused:
         receipt = None
     files = receipt.get("files") if isinstance(receipt, dict) else None
     if not (isinstance(files, dict) and all(isinstance(digest, str) for digest in files.values())):

@@ -2,37 +2,67 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from nnseal.errors import EnvironmentProblem, Refused, SignatureError, UntrustedSigner
 from nnseal.format.layout import CARD_NAME
+from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_CARD_BYTES
+from nnseal.verify.problems import Problem, ProblemKind
 
-# A card is a few kilobytes; a bundle is limited to 16 MiB by the signature parser.
-MAX_CARD_BYTES = 16 << 20
-MAX_BUNDLE_BYTES = (16 << 20) + 1
+
+class SignatureStatus(str, Enum):
+    VALID = "valid"  # verified by a trusted key
+    UNTRUSTED = "untrusted"  # signed by a key that is not trusted
+    INVALID = "invalid"  # the bundle or its signature is broken or altered
+    MISSING = "missing"  # no model.sig
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
 class VerifyReport:
     package: str
-    signature: str = "missing"  # valid | untrusted | invalid | missing
+    signature: SignatureStatus = SignatureStatus.MISSING
     signer_fingerprint: str | None = None
     entries: int = 0
     bytes: int = 0
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.signature == "valid" and not self.problems
+        return self.signature is SignatureStatus.VALID and not self.problems
+
+    def add(self, kind: ProblemKind, message: str, subject: str | None = None) -> None:
+        self.problems.append(Problem(kind, message, subject))
 
     def to_json(self) -> dict:
-        return {"package": self.package, "ok": self.ok, "signature": self.signature,
+        return {"package": self.package, "ok": self.ok, "signature": self.signature.value,
                 "signer_fingerprint": self.signer_fingerprint, "entries": self.entries, "bytes": self.bytes,
-                "problems": self.problems}
+                "problems": [p.message for p in self.problems]}
+
+
+@dataclass
+class InspectReport:
+    """What a package says about itself (``inspect_package``); nothing in it is verified."""
+
+    package: str
+    card: dict | None = None
+    signer_fingerprint: str | None = None
+    signer_trusted: bool = False
+    models: dict[str, dict] = field(default_factory=dict)  # folder -> {folds, checkpoints, bytes}
+    entries: list[dict] = field(default_factory=list)  # {name, bytes, stored_bytes}
+    bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"package": self.package, "verified": False, "card": self.card,
+                "signer_fingerprint": self.signer_fingerprint, "signer_trusted": self.signer_trusted,
+                "models": self.models, "entries": self.entries, "bytes": self.bytes, "notes": self.notes}
 
 
 def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.PathLike] = (), *,
@@ -43,6 +73,7 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
     modified entries, entries outside the layout). A structurally hostile zip raises
     ``HostileArchive`` instead: nothing in it can be read with confidence.
     """
+    from nnseal.format.card import parse_card
     from nnseal.format.layout import classify, classify_all
     from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.format.trust import load_trusted_keys
@@ -60,19 +91,20 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
         signature = archive.get(SIGNATURE_NAME)
         manifest = None
         if signature is None:
-            report.problems.append(f"no {SIGNATURE_NAME}: the package is not signed")
+            report.add(ProblemKind.UNSIGNED, f"no {SIGNATURE_NAME}: the package is not signed")
         else:
-            bundle = archive.read(signature, max_size=MAX_BUNDLE_BYTES)
+            # One byte over the limit, so that the parser says "larger than" rather than the zip reader.
+            bundle = archive.read(signature, max_size=MAX_BUNDLE_BYTES + 1)
             keys = [k.key for k in load_trusted_keys(list(trusted_keys))]
             try:
                 manifest = verify_bundle(bundle, keys)
-                report.signature = "valid"
+                report.signature = SignatureStatus.VALID
             except UntrustedSigner as err:
-                report.signature = "untrusted"
-                report.problems.append(f"unknown signer: {err.reason}")
+                report.signature = SignatureStatus.UNTRUSTED
+                report.add(ProblemKind.UNTRUSTED_SIGNER, f"unknown signer: {err.reason}")
             except SignatureError as err:
-                report.signature = "invalid"
-                report.problems.append(f"bad signature: {err.reason}")
+                report.signature = SignatureStatus.INVALID
+                report.add(ProblemKind.BAD_SIGNATURE, f"bad signature: {err.reason}")
             if manifest is None:
                 try:  # still compare hashes, so the report shows everything that is wrong
                     manifest = read_bundle_unverified(bundle)
@@ -85,31 +117,39 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
             try:
                 classify(name)
             except Refused as err:
-                report.problems.append(err.reason)
+                report.add(ProblemKind.LAYOUT, err.reason, name)
                 layout_ok = False
         if layout_ok:
             try:
                 classify_all(names)  # one dataset, plans.json, dataset.json and a checkpoint per model folder
             except Refused as err:
-                report.problems.append(err.reason)
+                report.add(ProblemKind.LAYOUT, err.reason)
+        card = archive.get(CARD_NAME)
+        if card is not None:
+            try:
+                parse_card(archive.read(card, max_size=MAX_CARD_BYTES + 1))
+            except Refused as err:
+                report.add(ProblemKind.FORMAT, err.reason, CARD_NAME)
         if manifest is not None:
             resources = manifest.resources
             for name in sorted(set(names) - set(resources)):
-                report.problems.append(f"extra entry not in the signed manifest: {name}")
+                report.add(ProblemKind.EXTRA_ENTRY, f"extra entry not in the signed manifest: {name}", name)
             for name in sorted(set(resources) - set(names)):
-                report.problems.append(f"missing entry: {name}")
+                report.add(ProblemKind.MISSING_ENTRY, f"missing entry: {name}", name)
             present = [archive.entry(n) for n in names if n in resources]
             digests = archive.sha256_all(present, workers=workers)
             for name in sorted(digests):
                 if digests[name] != resources[name]:
-                    report.problems.append(f"modified entry: {name}")
+                    report.add(ProblemKind.MODIFIED_ENTRY, f"modified entry: {name}", name)
     return report
 
 
-def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.PathLike] = ()) -> dict:
+def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.PathLike] = ()) -> InspectReport:
     """What a package says about itself. Nothing here is verified: `nnseal verify` does that."""
-    from nnseal.format.layout import classify
+    from nnseal.format.card import parse_card
+    from nnseal.format.layout import EntryKind, classify
     from nnseal.format.oms import SIGNATURE_NAME
+    from nnseal.format.strict_json import load_strict_json
     from nnseal.format.trust import load_trusted_keys
     from nnseal.safezip import open_zip
     from nnseal.verify.signature import read_bundle_unverified
@@ -117,45 +157,47 @@ def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os
     path = Path(zip_file)
     if not path.is_file():
         raise EnvironmentProblem("no such package file", path=path)
-    info: dict = {"package": str(path), "verified": False, "card": None, "signer_fingerprint": None,
-                  "signer_trusted": False, "models": {}, "entries": [], "bytes": 0, "notes": []}
+    info = InspectReport(package=str(path))
     with open_zip(path) as archive:
         card = archive.get(CARD_NAME)
         if card is not None:
+            data = None
             try:
-                parsed = json.loads(archive.read(card, max_size=MAX_CARD_BYTES))
-            except (ValueError, RecursionError):
-                parsed = None
+                data = archive.read(card, max_size=MAX_CARD_BYTES + 1)
+                parsed = parse_card(data)
+            except Refused as err:
+                info.notes.append(err.reason)
+                try:  # still show what a card of another format or version says
+                    parsed = None if data is None else load_strict_json(data)
+                except Refused:
+                    parsed = None
             if isinstance(parsed, dict):
-                info["card"] = {k: v for k, v in parsed.items()
-                                if k not in ("model", "created_by") or isinstance(v, dict)}
-            else:
-                info["notes"].append(f"{CARD_NAME} is not a JSON object")
+                info.card = {k: v for k, v in parsed.items() if k not in ("model", "created_by") or isinstance(v, dict)}
         signature = archive.get(SIGNATURE_NAME)
         if signature is not None:
             try:
-                manifest = read_bundle_unverified(archive.read(signature, max_size=MAX_BUNDLE_BYTES))
-                info["signer_fingerprint"] = manifest.signer_fingerprint
+                manifest = read_bundle_unverified(archive.read(signature, max_size=MAX_BUNDLE_BYTES + 1))
+                info.signer_fingerprint = manifest.signer_fingerprint
                 trusted = {k.fingerprint for k in load_trusted_keys(list(trusted_keys))}
-                info["signer_trusted"] = manifest.signer_fingerprint in trusted
+                info.signer_trusted = manifest.signer_fingerprint in trusted
             except SignatureError as err:
-                info["notes"].append(f"signature unreadable: {err.reason}")
+                info.notes.append(f"signature unreadable: {err.reason}")
         else:
-            info["notes"].append("not signed")
+            info.notes.append("not signed")
         for name in archive.names():
             entry = archive.entry(name)
-            info["entries"].append({"name": name, "bytes": entry.size, "stored_bytes": entry.compressed_size})
-            info["bytes"] += entry.size
+            info.entries.append({"name": name, "bytes": entry.size, "stored_bytes": entry.compressed_size})
+            info.bytes += entry.size
             try:
                 kind = classify(name)
             except Refused as err:
                 if name != SIGNATURE_NAME:
-                    info["notes"].append(err.reason)
+                    info.notes.append(err.reason)
                 continue
             if kind.model:
-                model = info["models"].setdefault(kind.model, {"folds": [], "checkpoints": [], "bytes": 0})
+                model = info.models.setdefault(kind.model, {"folds": [], "checkpoints": [], "bytes": 0})
                 model["bytes"] += entry.size
-                if kind.kind == "checkpoint":
+                if kind.kind is EntryKind.CHECKPOINT:
                     model["checkpoints"].append(f"fold_{kind.fold}/{kind.checkpoint}")
                     if kind.fold not in model["folds"]:
                         model["folds"].append(kind.fold)

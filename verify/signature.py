@@ -8,7 +8,7 @@ apart from "bad signature". Torch-free.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -46,15 +46,6 @@ def verify_bundle(bundle: bytes, trusted_keys: Sequence[ec.EllipticCurvePublicKe
     signer = _verifying_key(envelope, trusted_keys, source)
     model_name, resources, ignore_paths = parse_statement(envelope.payload, source)
     return SignedManifest(model_name, resources, signer, True, ignore_paths)
-
-
-def resource_differences(signed: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:
-    """Every way the actual files differ from the signed resources (empty when they match exactly)."""
-    problems = [f"{name}: not covered by the signature" for name in sorted(set(actual) - set(signed))]
-    problems += [f"{name}: signed but missing" for name in sorted(set(signed) - set(actual))]
-    problems += [f"{name}: sha256 differs from the signed digest"
-                 for name in sorted(set(signed) & set(actual)) if signed[name] != actual[name]]
-    return problems
 
 
 # --- signature --------------------------------------------------------------------------

@@ -60,7 +60,7 @@ Exit codes: 0 installed, 1 refused (verification), 3 network, HTTP or I/O error.
 def command(url, trusted_keys, sha256, results, keep, unsigned, force, max_size, connect_timeout, read_timeout,
             retries, backoff, quiet, as_json):
     from nnseal.commands.install import print_install_report
-    from nnseal.verify.download import DownloadPolicy, download_then_install, redact
+    from nnseal.verify.download import DownloadPolicy, download_then_install
 
     policy = DownloadPolicy(connect_timeout=connect_timeout, read_timeout=read_timeout, retries=retries,
                             backoff=backoff, **({"max_bytes": max_size} if max_size is not None else {}))
@@ -69,10 +69,7 @@ def command(url, trusted_keys, sha256, results, keep, unsigned, force, max_size,
                                     progress=show_progress(quiet or as_json))
     got = outcome.download
     if as_json:
-        # "package" names where the zip came from, not the temporary file it passed through.
-        emit_json({**outcome.install.to_json(), "package": str(keep) if keep else redact(got.url), "download": {
-            "url": redact(got.url), "final_url": redact(got.final_url), "bytes": got.size, "sha256": got.sha256,
-            "resumed": got.resumed, "restarts": got.restarts, "kept": keep}})
+        emit_json(outcome.to_json(keep))
         return
     if not quiet:
         click.echo(f"downloaded {got.size} bytes, sha256 {got.sha256}")

@@ -20,23 +20,23 @@ def command(package, trusted_keys, as_json):
 
     info = inspect_package(package, trusted_keys)
     if as_json:
-        emit_json(info)
+        emit_json(info.to_json())
         return
-    card = info["card"] or {}
+    card = info.card or {}
     model = card.get("model") or {}
     made_by = ", ".join(f"{k} {v}" for k, v in (card.get("created_by") or {}).items())
     # Everything below but the signer's fingerprint comes from the package itself: one line each, escaped.
     show = one_line
-    click.echo(f"package:   {show(info['package'])}  ({info['bytes']:,} bytes in {len(info['entries'])} entries)")
+    click.echo(f"package:   {show(info.package)}  ({info.bytes:,} bytes in {len(info.entries)} entries)")
     click.echo(f"format:    {show(card.get('format', '?'))} v{show(card.get('format_version', '?'))}, "
                f"made by {show(made_by or '?')}")
     for key in ("name", "description", "licence", "reference", "release"):
         if model.get(key):
             click.echo(f"{key + ':':<10} {show(model[key])}")
-    trusted = "trusted" if info["signer_trusted"] else "NOT trusted"
-    click.echo(f"signer:    {info['signer_fingerprint'] or 'none'} ({trusted}; signature not checked here)")
-    for folder, model_info in sorted(info["models"].items()):
+    trusted = "trusted" if info.signer_trusted else "NOT trusted"
+    click.echo(f"signer:    {info.signer_fingerprint or 'none'} ({trusted}; signature not checked here)")
+    for folder, model_info in sorted(info.models.items()):
         click.echo(f"model:     {show(folder)}: folds {', '.join(model_info['folds'])}; "
                    f"{len(model_info['checkpoints'])} checkpoint(s), {model_info['bytes']:,} bytes")
-    for note in info["notes"]:
+    for note in info.notes:
         click.echo(f"note:      {show(note)}")

@@ -40,6 +40,6 @@ def command(target, trusted_keys, as_json):
         click.echo(ok_line)
     else:
         for problem in problems:
-            click.echo(f"nnseal: refused: {target}: {one_line(problem)}", err=True)
+            click.echo(f"nnseal: refused: {target}: {one_line(problem.message)}", err=True)
     if not report.ok:
         sys.exit(EXIT_REFUSED)

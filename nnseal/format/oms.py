@@ -70,7 +70,7 @@ def resource_name_problem(name: object) -> str | None:
     section 1): a signed name must be one the installer could extract.
     """
     if not isinstance(name, str):
-        return f"resource name {name!r:.80} is not a string"
+        return f"resource name {show(name)} is not a string"
     try:
         check_entry_name(name)
     except HostileArchive as err:

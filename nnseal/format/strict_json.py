@@ -16,7 +16,9 @@ from typing import Any
 from nnseal.errors import NnsealError, Refused
 
 DEFAULT_MAX_DEPTH = 64
-# A string (possibly unterminated) or a bracket: brackets inside strings do not nest.
+# Outside strings, only brackets change the nesting; a string runs to its closing quote or,
+# if unterminated, to the end (json refuses it later). The possessive quantifier and the
+# end-anchor keep the scan linear on hostile input.
 _NESTING_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\Z)|[\[\]{}]', re.DOTALL)
 
 
@@ -32,9 +34,12 @@ def show(value: object, limit: int = 80) -> str:
 
 def load_strict_json(data: bytes | bytearray | memoryview | str, *, what: str | None = None,
                      error: type[NnsealError] = Refused, path: str | os.PathLike | None = None,
-                     max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+                     max_depth: int = DEFAULT_MAX_DEPTH, allow_nan: bool = False) -> Any:
     """Parse ``data`` as strict JSON (UTF-8, no duplicate keys, no NaN/Infinity, at most
-    ``max_depth`` levels deep); refuse anything else with ``error("<what>: <why>", path=path)``."""
+    ``max_depth`` levels deep); refuse anything else with ``error("<what>: <why>", path=path)``.
+
+    ``allow_nan`` accepts NaN/Infinity: nnU-Net's own JSON files hold them (sanitize/jsonclean.py).
+    """
     prefix = f"{what}: " if what else ""
     if isinstance(data, str):
         text = data
@@ -45,6 +50,8 @@ def load_strict_json(data: bytes | bytearray | memoryview | str, *, what: str | 
             raise error(f"{prefix}not UTF-8 (invalid byte at offset {err.start})", path=path) from None
     _check_nesting(text, max_depth, prefix, error, path)
     try:
+        if allow_nan:
+            return json.loads(text, object_pairs_hook=_refuse_duplicates)
         return json.loads(text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant)
     except _Problem as err:
         raise error(f"{prefix}{err}", path=path) from None

@@ -12,6 +12,7 @@ import ast
 import struct
 from typing import Any, BinaryIO
 
+from nnseal.format.strict_json import show
 from nnseal.scan.findings import Finding, Location, finding
 from nnseal.scan.pickle_check import MAX_PICKLE_BYTES, pickle_findings
 
@@ -30,7 +31,7 @@ def _has_object(descr: Any) -> bool:
     if isinstance(descr, list):
         for field in descr:
             if not isinstance(field, tuple) or len(field) < 2:
-                raise _BadHeader(f"structured dtype field {field!r:.60} is malformed")
+                raise _BadHeader(f"structured dtype field {show(field, 60)} is malformed")
             if _has_object(field[1]):
                 return True
         return False
@@ -82,7 +83,7 @@ def npy_findings(handle: BinaryIO, where: Location, label: str = "array") -> lis
     if not has_object:
         return []
     found = [finding(where, "numpy-object-array",
-                     f"{label} holds Python objects (dtype {header['descr']!r:.60}): numpy.load needs "
+                     f"{label} holds Python objects (dtype {show(header['descr'], 60)}): numpy.load needs "
                      "allow_pickle=True, which unpickles it")]
     payload = handle.read(MAX_PICKLE_BYTES + 1)
     if payload:

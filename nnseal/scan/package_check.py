@@ -7,25 +7,32 @@ from pathlib import Path
 
 from nnseal.format.oms import SIGNATURE_NAME
 from nnseal.scan.findings import Finding, Location, finding
+from nnseal.verify.problems import ProblemKind
 from nnseal.verify.report import verify_package
 
-# verify_package words the signature's own problem with one of these; the rest are about the entries.
-_SIGNATURE_PROBLEMS = (f"no {SIGNATURE_NAME}:", "unknown signer:", "bad signature:")
+# Each kind of problem verify_package reports -> the scan rule it falls under.
+RULE_BY_KIND: dict[ProblemKind, str] = {
+    ProblemKind.UNSIGNED: "unsigned-package",
+    ProblemKind.UNTRUSTED_SIGNER: "unknown-signer",
+    ProblemKind.BAD_SIGNATURE: "bad-signature",
+    ProblemKind.FORMAT: "tampered-package",
+    ProblemKind.LAYOUT: "tampered-package",
+    ProblemKind.EXTRA_ENTRY: "tampered-package",
+    ProblemKind.MISSING_ENTRY: "tampered-package",
+    ProblemKind.MODIFIED_ENTRY: "tampered-package",
+}
 
 
 def package_findings(path: Path, where: Location, trusted_keys: Sequence[Path]) -> list[Finding]:
     report = verify_package(path, trusted_keys)
     found: list[Finding] = []
-    if report.signature == "missing":
-        found.append(finding(where, "unsigned-package", f"no {SIGNATURE_NAME}: nothing vouches for its contents"))
-    elif report.signature == "untrusted":
-        found.append(finding(where, "unknown-signer",
-                             f"signed by key {report.signer_fingerprint}, which is not trusted "
-                             "(pass it with --trusted-key, or `nnseal trust add` it)"))
-    elif report.signature == "invalid":
-        reason = next((p for p in report.problems if p.startswith("bad signature:")), "bad signature")
-        found.append(finding(where, "bad-signature", reason))
     for problem in report.problems:
-        if not problem.startswith(_SIGNATURE_PROBLEMS):
-            found.append(finding(where, "tampered-package", problem))
+        if problem.kind is ProblemKind.UNSIGNED:
+            message = f"no {SIGNATURE_NAME}: nothing vouches for its contents"
+        elif problem.kind is ProblemKind.UNTRUSTED_SIGNER:
+            message = (f"signed by key {report.signer_fingerprint}, which is not trusted "
+                       "(pass it with --trusted-key, or `nnseal trust add` it)")
+        else:
+            message = problem.message
+        found.append(finding(where, RULE_BY_KIND[problem.kind], message))
     return found

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nnseal.errors import MalformedPickle
+from nnseal.format.strict_json import show
 from nnseal.sanitize.archive import STORAGE_ITEMSIZE, StorageRecord
 from nnseal.sanitize.pickle_globals import OPAQUE, GlobalRef, PickleScan, PickleWalker, freeze
 from nnseal.sanitize.tensors import view_problem
@@ -99,7 +100,7 @@ def geometry_problems(calls: list[TensorCall], storages: dict[str, StorageRecord
             dtype = args[6] if len(args) > 6 else None
             itemsize = DTYPE_ITEMSIZE.get(dtype.name, 0) if isinstance(dtype, GlobalRef) else 0
             if not itemsize:
-                problems.append(f"tensor #{index} has a dtype nnseal cannot size ({dtype!r:.60})")
+                problems.append(f"tensor #{index} has a dtype nnseal cannot size ({show(dtype, 60)})")
                 continue
         problem = view_problem(size, stride, offset, itemsize, record.nbytes)
         if problem:
