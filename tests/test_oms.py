@@ -15,7 +15,7 @@ import sys
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from nnseal.errors import EXIT_REFUSED, SignatureError, UntrustedSigner
+from nnseal.errors import EXIT_REFUSED, InvalidArgument, SignatureError, UntrustedSigner
 from nnseal.format import oms
 from nnseal.format.keys import fingerprint
 from nnseal.format.limits import MAX_BUNDLE_BYTES
@@ -152,12 +152,12 @@ def test_p384_and_p521_sign_and_verify(curve):
 
 @pytest.mark.parametrize("bad", ["../escape", "/abs", "a\\b", "a//b", "./a", "a/", "model.sig", "", "C:x", "a\x00b"])
 def test_signer_refuses_unsafe_resource_names(signer, bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgument):
         signing.sign_manifest("toy", {bad: digest(b"x")}, signer)
 
 
 def test_signer_refuses_malformed_digests(signer):
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgument):
         signing.sign_manifest("toy", {"a": digest(b"x").upper()}, signer)
 
 

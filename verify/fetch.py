@@ -21,7 +21,7 @@ from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 from urllib.request import url2pathname
 
-from nnseal.errors import NetworkError, NnsealError, TamperedPackage, from_os_error
+from nnseal.errors import Hint, InvalidArgument, NetworkError, NnsealError, TamperedPackage, from_os_error
 from nnseal.fsutil import CHUNK, TEMP_PREFIX, host_tag, left_by_dead_process
 from nnseal.progress import byte_bar
 
@@ -139,7 +139,7 @@ def remove_stale_downloads(directory: Path) -> list[Path]:
 def normalise_sha256(value: str) -> str:
     hexdigest = value.strip().lower()
     if not _SHA256_HEX.fullmatch(hexdigest):
-        raise ValueError(f"not a sha256 hex digest (64 hex digits): {value!r}")
+        raise InvalidArgument(f"not a sha256 hex digest (64 hex digits): {value!r}")
     return hexdigest
 
 
@@ -203,8 +203,8 @@ class Sink:
     def _over_limit(self, declared: int | None) -> NetworkError:
         said = f" (the server announced {declared} bytes)" if declared is not None else ""
         return NetworkError(
-            f"download from {redact(self._url)} exceeds the limit of {self._max_bytes} bytes{said} "
-            "(raise it with --max-size)"
+            f"download from {redact(self._url)} exceeds the limit of {self._max_bytes} bytes{said}",
+            hint=Hint.MAX_SIZE,
         )
 
 

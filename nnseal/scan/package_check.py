@@ -13,8 +13,9 @@ from nnseal.verify.report import verify_package
 _SIGNATURE_PROBLEMS = (f"no {SIGNATURE_NAME}:", "unknown signer:", "bad signature:")
 
 
-def package_findings(path: Path, where: Location, trusted_keys: Sequence[Path]) -> list[Finding]:
-    report = verify_package(path, trusted_keys)
+def package_findings(path: Path, where: Location, trusted_keys: Sequence[Path],
+                     trust_folder: Path | None = None) -> list[Finding]:
+    report = verify_package(path, trusted_keys, trust_folder=trust_folder)
     found: list[Finding] = []
     if report.signature == "missing":
         found.append(finding(where, "unsigned-package", f"no {SIGNATURE_NAME}: nothing vouches for its contents"))
