@@ -224,7 +224,7 @@ def test_library_reads_no_environment_variable(toy_package_session, toy_model_fo
     # The signing key is the one given, never $NNSEAL_SIGNING_KEY.
     with pytest.raises(NnsealError, match="no signing key"):
         export_model_to_zip(toy_model_folder, tmp_path / "none.zip", key=None)
-    report = export_model_to_zip(toy_model_folder, tmp_path / "m.zip", key=keys.load_private_key(session_key.private_path),
-                                 folds=["0"], checkpoints=["final"])
+    loaded = keys.load_private_key(session_key.private_path)
+    report = export_model_to_zip(toy_model_folder, tmp_path / "m.zip", key=loaded, folds=["0"], checkpoints=["final"])
     assert report.signer_fingerprint == session_key.fingerprint
     assert environ.read == []
