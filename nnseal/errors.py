@@ -1,8 +1,8 @@
 """The one exception family of nnseal.
 
-Every error a user can see is an ``NnsealError``; the CLI prints ``str(err)`` as
-one line on stderr and exits with ``err.exit_code``. Messages name the file and
-say what is wrong (and, where it helps, what to do), never a traceback.
+Every error a user can see is an ``NnsealError``: a reason, the path it is about and,
+where it helps, a ``Hint`` naming what to do. The CLI prints it as one line on stderr
+(wording the hint as its own flag or command) and exits with ``err.exit_code``.
 
 Exit codes (README, "Exit codes"):
   0 success
@@ -14,6 +14,7 @@ Exit codes (README, "Exit codes"):
 from __future__ import annotations
 
 import os
+from enum import Enum
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -21,15 +22,62 @@ EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
 
 
+class Hint(Enum):
+    """A remedy for an error, named, not worded: the library does not know how its caller is
+    driven, so the CLI words each one as its own flag or command (``nnseal.commands._common``)."""
+
+    FORCE = "replace what exists"
+    OTHER_PATH = "choose another path; key files are never replaced"
+    UNSIGNED = "install it as a legacy nnU-Net zip, without a signature, ideally pinned by its sha256"
+    SIGNED = "install it as a signed package"
+    TRUSTED_KEY = "give a trusted public key, or add it to the trust folder"
+    TRUST_SIGNER = "if you trust this signer, add its public key to the trusted keys"
+    OTHER_KEY_NAME = "choose another name, or remove the trusted key of that name first"
+    ADD_TRUSTED_KEY = "the trust folder holds only files written by add_trusted_key"
+    LIST_TRUSTED_KEYS = "list the trusted keys"
+    PASSPHRASE = "give the key's passphrase"  # noqa: S105 (a remedy, not a secret)
+    SIGNING_KEY = "give a signing key"
+    MAX_SIZE = "raise the download size limit"
+    READ_TIMEOUT = "raise the read timeout"
+    RESULTS_FOLDER = "give the results folder"
+
+
 class NnsealError(Exception):
-    """Base of every error nnseal raises on purpose."""
+    """Base of every error nnseal raises on purpose.
+
+    ``reason`` says what is wrong, ``path`` names the file it is about, ``hint`` names a
+    remedy. ``str(err)`` is ``"path: reason"``; it never names a CLI flag.
+    """
 
     exit_code = EXIT_ENVIRONMENT
 
-    def __init__(self, message: str, *, path: str | os.PathLike | None = None):
+    def __init__(self, reason: str, *, path: str | os.PathLike | None = None, hint: Hint | None = None):
         self.path = os.fspath(path) if path is not None else None
-        self.reason = message
-        super().__init__(f"{self.path}: {message}" if self.path else message)
+        self.reason = reason
+        self.hint = hint
+        super().__init__(f"{self.path}: {reason}" if self.path else reason)
+
+    def _fields(self) -> dict:
+        """Constructor arguments beyond reason, path and hint (subclasses with more fields extend it)."""
+        return {}
+
+    def with_path(self, path: str | os.PathLike) -> NnsealError:
+        """The same error (type, reason, hint and fields) about ``path``: to name the package in a refusal."""
+        return type(self)(self.reason, path=path, hint=self.hint, **self._fields())
+
+    def __reduce__(self):
+        # Errors cross process boundaries (the scanner's workers): rebuild from the fields, not from str().
+        return _rebuild, (type(self), self.reason, self.path, self.hint, self._fields())
+
+
+def _rebuild(cls, reason, path, hint, fields):
+    return cls(reason, path=path, hint=hint, **fields)
+
+
+class InvalidArgument(NnsealError):
+    """A caller passed a value the function cannot take (a malformed digest, an invalid name)."""
+
+    exit_code = EXIT_USAGE
 
 
 # --- refusals (exit 1) -------------------------------------------------------
@@ -62,7 +110,15 @@ class SignatureError(Refused):
 
 
 class UntrustedSigner(SignatureError):
-    """A valid signature by a key that is not trusted."""
+    """A valid signature by a key that is not trusted; ``fingerprint`` is the signer the bundle names."""
+
+    def __init__(self, reason: str, *, path: str | os.PathLike | None = None, hint: Hint | None = None,
+                 fingerprint: str | None = None):
+        super().__init__(reason, path=path, hint=hint)
+        self.fingerprint = fingerprint
+
+    def _fields(self) -> dict:
+        return {"fingerprint": self.fingerprint}
 
 
 class TamperedPackage(Refused):
@@ -70,7 +126,7 @@ class TamperedPackage(Refused):
 
 
 class WouldOverwrite(Refused):
-    """The destination exists and --force was not given."""
+    """The destination exists and replacing it was not asked for."""
 
 
 class BadKey(Refused):

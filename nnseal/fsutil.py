@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from nnseal.errors import EnvironmentProblem, WouldOverwrite, from_os_error
+from nnseal.errors import EnvironmentProblem, Hint, WouldOverwrite, from_os_error
 from nnseal.format.limits import IO_CHUNK
 
 TEMP_PREFIX = ".nnseal-tmp-"
@@ -27,7 +27,7 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False, mode: int = 0
     """
     path = Path(path)
     if path.exists() and not force:
-        raise WouldOverwrite("exists; pass --force to replace it", path=path)
+        raise WouldOverwrite("exists", path=path, hint=Hint.FORCE)
     parent = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix="-" + path.name, dir=parent)
@@ -46,7 +46,7 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False, mode: int = 0
             try:
                 os.link(tmp, path)  # fails if path exists: no clobbering race
             except FileExistsError:
-                raise WouldOverwrite("exists; pass --force to replace it", path=path) from None
+                raise WouldOverwrite("exists", path=path, hint=Hint.FORCE) from None
             except OSError as err:
                 if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
                     raise

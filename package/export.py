@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from nnseal import __version__
 from nnseal.errors import ModelLayoutError
@@ -22,6 +22,9 @@ from nnseal.format.layout import CARD_NAME
 from nnseal.fsutil import atomic_output
 from nnseal.package import model_folder as layout
 from nnseal.progress import CountingWriter, byte_bar
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -47,18 +50,18 @@ class ExportReport:
 
 
 def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.PathLike], output_file: str | os.PathLike,
-                        *, key: str | os.PathLike | None = None, passphrase: bytes | None = None,
+                        *, key: str | os.PathLike | ec.EllipticCurvePrivateKey, passphrase: bytes | None = None,
                         folds: Sequence[str | int] | None = None, checkpoints: Sequence[str] | None = None,
                         metadata: dict | None = None, include_progress: bool = False, force: bool = False,
                         progress: bool = False) -> ExportReport:
     """Sanitize, package and sign one or more model folders of one dataset into ``output_file``.
 
-    ``key`` is a PEM private key path (or ``$NNSEAL_SIGNING_KEY``); ``passphrase`` (or
-    ``$NNSEAL_KEY_PASSPHRASE``) unlocks an encrypted key. ``folds``/``checkpoints`` default
+    ``key`` is a PEM private key path (``passphrase`` unlocks an encrypted one) or a loaded
+    ECDSA private key. ``folds``/``checkpoints`` default
     to everything present. ``metadata`` overrides name/description/licence/reference/release,
     which otherwise come from dataset.json.
     """
-    from nnseal.format.keys import fingerprint, signing_key_from_env_or_path
+    from nnseal.format.keys import fingerprint, signing_key
     from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.package.signing import sign_manifest
     from nnseal.package.zipwriter import DeterministicZipWriter
@@ -66,7 +69,7 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
 
     # Unlock the key first: a wrong passphrase should cost nothing.
-    private_key = signing_key_from_env_or_path(None if key is None else os.fspath(key), passphrase)
+    private_key = signing_key(key, passphrase)
     models = _collect_models(input_folder, folds, checkpoints)
     dataset = models[0].dataset
     output = Path(output_file)

@@ -120,14 +120,6 @@ def normalise_checkpoint(name: str) -> str:
     return text
 
 
-def results_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """``explicit`` or ``$nnUNet_results``."""
-    value = explicit if explicit is not None else os.environ.get("nnUNet_results")
-    if not value:
-        raise EnvironmentProblem("nnUNet_results is not set; set it or pass the results folder explicitly")
-    return Path(value)
-
-
 def resolve_dataset(results: Path, dataset: str) -> str:
     """A dataset id (``42``) or name (``Dataset042_Toy``) -> the folder name under results."""
     if not results.is_dir():

@@ -65,7 +65,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nnseal.errors import UnsafeJson
+from nnseal.errors import InvalidArgument, UnsafeJson
 from nnseal.format.strict_json import load_strict_json
 from nnseal.format.strict_json import show as _show
 
@@ -342,7 +342,7 @@ def clean_json_file(kind: str, raw: bytes, *, name: str) -> CleanedJson:
     """Parse and clean one file; ``kind`` is "plans", "dataset" or "fingerprint"."""
     cleaners = {"plans": clean_plans_json, "dataset": clean_dataset_json, "fingerprint": clean_fingerprint_json}
     if kind not in cleaners:
-        raise ValueError(f"kind must be one of {JSON_KINDS}, not {kind!r}")
+        raise InvalidArgument(f"kind must be one of {JSON_KINDS}, not {kind!r}")
     return cleaners[kind](load_json_bytes(raw, name=name), name=name)
 
 

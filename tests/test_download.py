@@ -23,7 +23,7 @@ import pytest
 from conftest import run_cli, tree_listing
 from http_server import Route, running_server
 
-from nnseal.errors import EnvironmentProblem, NetworkError, TamperedPackage, WouldOverwrite
+from nnseal.errors import EnvironmentProblem, Hint, NetworkError, TamperedPackage, WouldOverwrite
 from nnseal.fsutil import TEMP_PREFIX, host_tag
 from nnseal.verify import download, http_fetch
 from nnseal.verify.download import DownloadPolicy, fetch_to_temp, retry_after_seconds
@@ -300,7 +300,7 @@ def test_connection_refused(target):
 def test_announced_size_over_the_limit_is_refused_before_the_body(server, target):
     url = server.route("/model.zip", Route(body=BODY))
     err = fetch_fails(url, target, policy=DownloadPolicy(max_bytes=1000))
-    assert "exceeds the limit of 1000 bytes" in str(err) and "--max-size" in str(err)
+    assert "exceeds the limit of 1000 bytes" in str(err) and err.hint is Hint.MAX_SIZE
 
 
 def test_streamed_size_over_the_limit_is_refused(server, target):

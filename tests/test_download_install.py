@@ -188,9 +188,9 @@ def test_file_url_installs(toy_package_session, session_key, results):
     assert toy_package_session.is_file()  # the source is read, never moved
 
 
-def test_destination_defaults_to_nnunet_results(server, package_bytes, session_key, results, monkeypatch):
-    monkeypatch.setenv("nnUNet_results", str(results))
+def test_destination_defaults_to_nnunet_results(server, package_bytes, session_key, results):
     url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
-    report = download_and_install_from_url(url, trusted_keys=[session_key.public_path], policy=FAST)
-    assert report.models == installed(results)
+    proc = run_cli("download", url, "--trusted-key", session_key.public_path, *FAST_CLI,
+                   env={"nnUNet_results": str(results)})
+    assert proc.returncode == 0, proc.stderr
     assert_installed(results)

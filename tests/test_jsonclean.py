@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nnseal import toy_model
-from nnseal.errors import EXIT_REFUSED, UnsafeJson
+from nnseal.errors import EXIT_REFUSED, InvalidArgument, UnsafeJson
 from nnseal.sanitize import jsonclean
 from nnseal.sanitize.jsonclean import (
     REDACTED,
@@ -637,7 +637,7 @@ def test_hostile_value_in_message_stays_on_one_line_and_short():
 
 
 def test_unknown_kind_is_a_programming_error():
-    with pytest.raises(ValueError, match="kind must be one of"):
+    with pytest.raises(InvalidArgument, match="kind must be one of"):
         clean_json_file("debug", b"{}", name="debug.json")
 
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import assert_one_line_refusal, run_cli
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from nnseal.errors import EXIT_ENVIRONMENT, EXIT_REFUSED, BadKey, EnvironmentProblem, WouldOverwrite
+from nnseal.errors import EXIT_ENVIRONMENT, EXIT_REFUSED, BadKey, EnvironmentProblem, Hint, WouldOverwrite
 from nnseal.format import keys
 from nnseal.package.signing import sign_manifest
 from nnseal.verify.signature import verify_bundle
@@ -183,23 +183,35 @@ def test_ecdsa_key_on_another_curve_is_refused(tmp_path):
 
 
 def test_signing_key_from_env_and_passphrase_from_env(tmp_path, monkeypatch):
+    from nnseal.commands._common import (
+        PASSPHRASE_ENV,
+        SIGNING_KEY_ENV,
+        passphrase_from_environment,
+        signing_key_path,
+    )
+
     files = keys.generate_key_pair(tmp_path / "ci", passphrase=b"pw")
-    monkeypatch.setenv(keys.SIGNING_KEY_ENV, str(files.private_path))
-    monkeypatch.setenv(keys.PASSPHRASE_ENV, "pw")
-    assert keys.fingerprint(keys.signing_key_from_env_or_path(None, None).public_key()) == files.fingerprint
-    # An explicit passphrase wins over the environment.
-    with pytest.raises(BadKey, match="wrong passphrase"):
-        keys.signing_key_from_env_or_path(None, b"other")
-    monkeypatch.delenv(keys.PASSPHRASE_ENV)
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(files.private_path))
+    monkeypatch.setenv(PASSPHRASE_ENV, "pw")
+    assert signing_key_path(None) == str(files.private_path)
+    assert passphrase_from_environment() == b"pw"
+    loaded = keys.signing_key(signing_key_path(None), passphrase_from_environment())
+    assert keys.fingerprint(loaded.public_key()) == files.fingerprint
+    # The library takes only what it is given: the environment's passphrase is not used.
     with pytest.raises(BadKey, match="is encrypted"):
-        keys.signing_key_from_env_or_path(None, None)
+        keys.signing_key(files.private_path)
+    with pytest.raises(BadKey, match="wrong passphrase"):
+        keys.signing_key(files.private_path, b"other")
+    assert keys.signing_key(loaded) is loaded  # a loaded key is used as it is
     # An explicit path wins over the environment.
     other = keys.generate_key_pair(tmp_path / "explicit")
-    assert keys.fingerprint(keys.signing_key_from_env_or_path(other.private_path, None).public_key()) \
-        == other.fingerprint
-    monkeypatch.delenv(keys.SIGNING_KEY_ENV)
-    with pytest.raises(BadKey, match="NNSEAL_SIGNING_KEY"):
-        keys.signing_key_from_env_or_path(None, None)
+    assert signing_key_path(str(other.private_path)) == str(other.private_path)
+    monkeypatch.delenv(SIGNING_KEY_ENV)
+    monkeypatch.delenv(PASSPHRASE_ENV)
+    assert signing_key_path(None) is None and passphrase_from_environment() is None
+    with pytest.raises(BadKey, match="no signing key") as missing:
+        keys.signing_key(None)
+    assert missing.value.hint is Hint.SIGNING_KEY and "NNSEAL_SIGNING_KEY" not in str(missing.value)
 
 
 # --- nnseal keygen -----------------------------------------------------------------------
@@ -249,6 +261,6 @@ def test_wrong_passphrase_through_the_cli_is_a_one_line_refusal(tmp_path, toy_mo
     assert_one_line_refusal(proc, "enc.pem", "wrong passphrase")
     assert not out.exists()
     proc = run_cli("export", "-i", toy_model_folder, "-o", out, "--key", files.private_path,
-                   env={keys.PASSPHRASE_ENV: ""})
+                   env={"NNSEAL_KEY_PASSPHRASE": ""})
     assert_one_line_refusal(proc, "enc.pem", "is encrypted")
     assert not out.exists()

@@ -174,7 +174,8 @@ def test_parallel_scan_gives_the_same_report_in_the_same_order(thousand_checkpoi
     batches = []
     real = scanner._scan_files_in_parallel
     monkeypatch.setattr(scanner, "_scan_files_in_parallel",
-                        lambda files, keys, workers: batches.append(len(files)) or real(files, keys, workers))
+                        lambda files, keys, folder, workers: batches.append(len(files)) or real(files, keys, folder,
+                                                                                                 workers))
     sequential = scan_paths([tmp_path, thousand_checkpoints])
     assert batches == []
     parallel = scan_paths([tmp_path, thousand_checkpoints], workers=2)

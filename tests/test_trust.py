@@ -10,21 +10,20 @@ from pathlib import Path
 import pytest
 from conftest import assert_one_line_refusal, run_cli
 
-from nnseal.errors import BadKey, EnvironmentProblem, UntrustedSigner, WouldOverwrite
+from nnseal.commands._common import TRUST_FOLDER_ENV, trust_folder_from_environment
+from nnseal.errors import BadKey, EnvironmentProblem, InvalidArgument, UntrustedSigner, WouldOverwrite
 from nnseal.format import keys, trust
 from nnseal.package import signing
 from nnseal.verify.signature import verify_bundle
 
 
 @pytest.fixture()
-def trust_dir(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "trusted"
-    monkeypatch.setenv(trust.TRUST_FOLDER_ENV, str(folder))
-    return folder
+def trust_dir(tmp_path) -> Path:
+    return tmp_path / "trusted"
 
 
 def cli(trust_dir: Path, *args):
-    return run_cli(*args, env={trust.TRUST_FOLDER_ENV: str(trust_dir)})
+    return run_cli(*args, env={TRUST_FOLDER_ENV: str(trust_dir)})
 
 
 def test_cli_round_trip_add_list_remove(tmp_path, trust_dir):
@@ -86,7 +85,7 @@ def test_stored_key_is_the_canonical_pem_only(tmp_path, trust_dir):
     files = keys.generate_key_pair(tmp_path / "k")
     padded = tmp_path / "padded.pub"
     padded.write_bytes(b"comment before the key\n" + files.public_path.read_bytes() + b"\ntrailing\n")
-    added = trust.add_trusted_key(padded)
+    added = trust.add_trusted_key(trust_dir, padded)
     assert added.path.read_bytes() == files.public_path.read_bytes()
     assert added.fingerprint == files.fingerprint
 
@@ -94,60 +93,60 @@ def test_stored_key_is_the_canonical_pem_only(tmp_path, trust_dir):
 def test_load_combines_trusted_key_files_and_folder_once_each(tmp_path, trust_dir):
     a = keys.generate_key_pair(tmp_path / "a")
     b = keys.generate_key_pair(tmp_path / "b")
-    trust.add_trusted_key(a.public_path)
-    loaded = trust.load_trusted_keys([b.public_path, a.public_path])
+    trust.add_trusted_key(trust_dir, a.public_path)
+    loaded = trust.load_trusted_keys([b.public_path, a.public_path], trust_dir)
     assert [k.fingerprint for k in loaded] == [b.fingerprint, a.fingerprint]
     assert all(keys.fingerprint(k.key) == k.fingerprint for k in loaded)
 
     bundle = signing.sign_manifest("m", {"x": "0" * 64}, keys.load_private_key(b.private_path))
     assert verify_bundle(bundle, [k.key for k in loaded]).signer_fingerprint == b.fingerprint
     with pytest.raises(UntrustedSigner, match=b.fingerprint):
-        verify_bundle(bundle, [k.key for k in trust.load_trusted_keys()])
+        verify_bundle(bundle, [k.key for k in trust.load_trusted_keys(folder=trust_dir)])
 
 
 def test_broken_or_linked_file_in_trust_folder_is_refused(tmp_path, trust_dir):
     trust_dir.mkdir()
     (trust_dir / "broken.pub").write_text("garbage")
     with pytest.raises(BadKey, match="broken.pub"):
-        trust.load_trusted_keys()
+        trust.load_trusted_keys(folder=trust_dir)
     (trust_dir / "broken.pub").unlink()
     outside = keys.generate_key_pair(tmp_path / "outside")
     (trust_dir / "linked.pub").symlink_to(outside.public_path)
     with pytest.raises(BadKey, match="not a regular file"):
-        trust.list_trusted_keys()
+        trust.list_trusted_keys(trust_dir)
 
 
 def test_remove_needs_an_unambiguous_match(tmp_path, trust_dir):
     files = keys.generate_key_pair(tmp_path / "k")
-    trust.add_trusted_key(files.public_path, name="k")
+    trust.add_trusted_key(trust_dir, files.public_path, name="k")
     with pytest.raises(EnvironmentProblem):
-        trust.remove_trusted_key(files.fingerprint[:4])  # too short to count as a fingerprint
-    assert trust.remove_trusted_key(files.fingerprint).name == "k"
-    assert trust.list_trusted_keys() == []
+        trust.remove_trusted_key(trust_dir, files.fingerprint[:4])  # too short to count as a fingerprint
+    assert trust.remove_trusted_key(trust_dir, files.fingerprint).name == "k"
+    assert trust.list_trusted_keys(trust_dir) == []
 
 
 def test_add_refuses_invalid_names(tmp_path, trust_dir):
     files = keys.generate_key_pair(tmp_path / "k")
     for bad in ("../k", "a/b", ".hidden", "", "x" * 65, "name."):
-        with pytest.raises(ValueError):
-            trust.add_trusted_key(files.public_path, name=bad)
+        with pytest.raises(InvalidArgument):
+            trust.add_trusted_key(trust_dir, files.public_path, name=bad)
     assert not trust_dir.exists()
 
 
 def test_default_folder_follows_xdg_then_home(tmp_path, monkeypatch):
-    monkeypatch.delenv(trust.TRUST_FOLDER_ENV, raising=False)
+    monkeypatch.delenv(TRUST_FOLDER_ENV, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    assert trust.trust_folder() == tmp_path / "xdg" / "nnseal" / "trusted_keys"
+    assert trust_folder_from_environment() == tmp_path / "xdg" / "nnseal" / "trusted_keys"
     monkeypatch.setenv("XDG_CONFIG_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert trust.trust_folder() == tmp_path / "home" / ".config" / "nnseal" / "trusted_keys"
-    monkeypatch.setenv(trust.TRUST_FOLDER_ENV, str(tmp_path / "explicit"))
-    assert trust.trust_folder() == tmp_path / "explicit"
+    assert trust_folder_from_environment() == tmp_path / "home" / ".config" / "nnseal" / "trusted_keys"
+    monkeypatch.setenv(TRUST_FOLDER_ENV, str(tmp_path / "explicit"))
+    assert trust_folder_from_environment() == tmp_path / "explicit"
 
 
 def test_cli_uses_xdg_config_home_when_no_override(tmp_path):
     files = keys.generate_key_pair(tmp_path / "k")
-    env = {"XDG_CONFIG_HOME": str(tmp_path / "cfg"), trust.TRUST_FOLDER_ENV: ""}
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "cfg"), TRUST_FOLDER_ENV: ""}
     assert run_cli("trust", "add", files.public_path, env=env).returncode == 0
     assert (tmp_path / "cfg" / "nnseal" / "trusted_keys" / "k.pub").is_file()
 
@@ -164,6 +163,6 @@ def test_add_refuses_duplicates_by_fingerprint_not_name(tmp_path, trust_dir):
     files = keys.generate_key_pair(tmp_path / "k")
     copy = tmp_path / "copy.pub"
     copy.write_bytes(files.public_path.read_bytes())
-    trust.add_trusted_key(files.public_path)
+    trust.add_trusted_key(trust_dir, files.public_path)
     with pytest.raises(WouldOverwrite, match="already trusted as 'k'"):
-        trust.add_trusted_key(copy)
+        trust.add_trusted_key(trust_dir, copy)

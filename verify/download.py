@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nnseal.errors import WouldOverwrite, from_os_error
+from nnseal.errors import Hint, WouldOverwrite, from_os_error
 from nnseal.format.limits import IO_CHUNK
 from nnseal.fsutil import atomic_output
 from nnseal.verify.fetch import (  # noqa: F401  (re-exported: the CLI and callers import them from here)
@@ -52,21 +52,22 @@ class DownloadAndInstall:
 # --- public API -------------------------------------------------------------
 
 
-def download_and_install_from_url(url: str, destination: str | os.PathLike | None = None,
-                                  **options) -> InstallReport:
-    """Download ``url`` and install it with the verified install; return the InstallReport.
+def download_and_install_from_url(url: str, destination: str | os.PathLike, **options) -> InstallReport:
+    """Download ``url`` and install it into the results folder ``destination`` with the verified
+    install; return the InstallReport.
 
-    ``options`` are those of ``download_then_install`` (trusted_keys, sha256, keep,
-    unsigned, force, policy, progress).
+    ``options`` are those of ``download_then_install`` (trusted_keys, trust_folder, sha256,
+    keep, unsigned, force, policy, progress).
     """
     return download_then_install(url, destination, **options).install
 
 
 def download_then_install(
     url: str,
-    destination: str | os.PathLike | None = None,
+    destination: str | os.PathLike,
     *,
     trusted_keys: Sequence[str | os.PathLike] = (),
+    trust_folder: str | os.PathLike | None = None,
     sha256: str | None = None,
     keep: str | os.PathLike | None = None,
     unsigned: bool = False,
@@ -75,11 +76,11 @@ def download_then_install(
     progress: bool = False,
 ) -> DownloadAndInstall:
     """As download_and_install_from_url, also returning what was downloaded (for --json)."""
-    results = resolve_destination(destination)
+    results = Path(destination)
     keep_path = Path(keep) if keep is not None else None
     if keep_path is not None and keep_path.exists() and not force:
         # Checked before a long download, and again when the file is kept.
-        raise WouldOverwrite("exists; pass --force to replace it", path=keep_path)
+        raise WouldOverwrite("exists", path=keep_path, hint=Hint.FORCE)
     created = not results.exists()
     try:
         results.mkdir(parents=True, exist_ok=True)
@@ -98,7 +99,8 @@ def download_then_install(
         from nnseal.verify.install import install_model_from_zip
 
         report = install_model_from_zip(
-            downloaded.path, install_location=results, trusted_keys=tuple(trusted_keys), force=force,
+            downloaded.path, install_location=results, trusted_keys=tuple(trusted_keys),
+            trust_folder=trust_folder, force=force,
             unsigned=unsigned, sha256=sha256, progress=progress, source_name=redact(url),
         )
         if keep_path is not None:
@@ -111,13 +113,6 @@ def download_then_install(
 # --- helpers -----------------------------------------------------------------
 
 
-def resolve_destination(destination: str | os.PathLike | None) -> Path:
-    """``destination`` or ``$nnUNet_results`` (EnvironmentProblem when neither is given)."""
-    from nnseal.package.model_folder import results_dir
-
-    return results_dir(destination)
-
-
 def keep_file(source: Path, keep: Path, *, force: bool) -> None:
     """Put the verified download at ``keep``: a hard link where possible, else an atomic copy."""
     try:
@@ -127,7 +122,7 @@ def keep_file(source: Path, keep: Path, *, force: bool) -> None:
             os.link(source, keep)  # fails if keep appeared meanwhile: never clobber
         return
     except FileExistsError:
-        raise WouldOverwrite("exists; pass --force to replace it", path=keep) from None
+        raise WouldOverwrite("exists", path=keep, hint=Hint.FORCE) from None
     except OSError as err:
         if err.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
             raise from_os_error(err, keep) from err

@@ -21,7 +21,7 @@ from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 from urllib.request import url2pathname
 
-from nnseal.errors import NetworkError, NnsealError, TamperedPackage, from_os_error
+from nnseal.errors import Hint, InvalidArgument, NetworkError, NnsealError, TamperedPackage, from_os_error
 from nnseal.format.digest import is_sha256_hex
 from nnseal.format.limits import IO_CHUNK
 from nnseal.fsutil import TEMP_PREFIX, host_tag, left_by_dead_process
@@ -145,7 +145,7 @@ def remove_stale_downloads(directory: Path) -> list[Path]:
 def normalise_sha256(value: str) -> str:
     hexdigest = value.strip().lower()
     if not is_sha256_hex(hexdigest):
-        raise ValueError(f"not a sha256 hex digest (64 hex digits): {value!r}")
+        raise InvalidArgument(f"not a sha256 hex digest (64 hex digits): {value!r}")
     return hexdigest
 
 
@@ -209,8 +209,8 @@ class Sink:
     def _over_limit(self, declared: int | None) -> NetworkError:
         said = f" (the server announced {declared} bytes)" if declared is not None else ""
         return NetworkError(
-            f"download from {redact(self._url)} exceeds the limit of {self._max_bytes} bytes{said} "
-            "(raise it with --max-size)"
+            f"download from {redact(self._url)} exceeds the limit of {self._max_bytes} bytes{said}",
+            hint=Hint.MAX_SIZE,
         )
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from nnseal import __version__
-from nnseal.errors import NetworkError
+from nnseal.errors import Hint, NetworkError
 from nnseal.progress import byte_bar
 from nnseal.verify.fetch import DownloadPolicy, Sink, describe, redact, retry_after_seconds
 
@@ -241,8 +241,8 @@ class HttpDownload:
         where = redact(self.url)
         if problem.kind == "timeout":
             return NetworkError(
-                f"read timed out after {self.policy.read_timeout:g}s from {where} ({attempts}; raise it with --read-timeout)"
-            )
+                f"read timed out after {self.policy.read_timeout:g}s from {where} ({attempts})",
+                hint=Hint.READ_TIMEOUT)
         if problem.kind in ("body", "changed"):
             of = f"{self.total}" if self.total is not None else "an unknown number of"
             return NetworkError(

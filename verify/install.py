@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nnseal.errors import (
     EnvironmentProblem,
+    Hint,
     HostileArchive,
     InvalidSafetensors,
     ModelLayoutError,
@@ -31,13 +32,12 @@ from nnseal.errors import (
 from nnseal.format.layout import CARD_NAME, PackageEntry, classify_all
 from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_CARD_BYTES
 from nnseal.fsutil import host_tag, left_by_dead_process, open_new, sha256_file
-from nnseal.package.model_folder import results_dir
 from nnseal.progress import CountingWriter, byte_bar
 from nnseal.verify.receipt import RECEIPT_NAME, Provenance, write_receipt
 
 STAGING_PREFIX = ".nnseal-staging-"
 MAX_JSON_BYTES = 32 << 20  # the JSON sanitizer's own limit
-UNSIGNED_WARNING = "provenance NOT checked: this model was installed without a signature (--unsigned)"
+UNSIGNED_WARNING = "provenance NOT checked: this model was installed without a signature"
 
 
 @dataclass
@@ -58,14 +58,16 @@ class InstallReport:
                 "checkpoints": self.checkpoints, "dropped": self.dropped, "warnings": self.warnings}
 
 
-def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | os.PathLike | None = None, *,
-                           trusted_keys: Sequence[str | os.PathLike] = (), force: bool = False,
+def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | os.PathLike, *,
+                           trusted_keys: Sequence[str | os.PathLike] = (),
+                           trust_folder: str | os.PathLike | None = None, force: bool = False,
                            unsigned: bool = False, sha256: str | None = None, progress: bool = False,
                            limits=None, source_name: str | None = None) -> InstallReport:
     """Verify ``zip_file`` and install its model folder(s) under ``install_location``.
 
-    ``install_location`` defaults to ``$nnUNet_results``. ``trusted_keys`` are public-key
-    PEM paths, added to the trust folder's keys. ``unsigned=True`` installs a zip made by
+    ``install_location`` is the nnU-Net results folder (created if missing). ``trusted_keys``
+    are public-key PEM paths; the keys in ``trust_folder`` count too when it is given.
+    ``unsigned=True`` installs a zip made by
     nnU-Net's own exporter (every checkpoint sanitized and rebuilt, pickles dropped);
     ``sha256`` pins the zip's digest either way. ``limits`` (``nnseal.safezip.Limits``)
     tightens or loosens the zip-bomb limits. ``source_name`` is what reports and the receipt
@@ -76,7 +78,7 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
     zip_path = Path(zip_file)
     if not zip_path.is_file():
         raise EnvironmentProblem("no such package file", path=zip_path)
-    results = results_dir(install_location)
+    results = Path(install_location)
     try:
         results.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -87,7 +89,7 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
     if sha256 is not None:
         from nnseal.verify.fetch import normalise_sha256
 
-        expected = normalise_sha256(sha256)  # ValueError for a malformed pin: never "no pin"
+        expected = normalise_sha256(sha256)  # InvalidArgument for a malformed pin: never "no pin"
         package_sha256 = sha256_file(zip_path)
         if package_sha256 != expected:
             raise TamperedPackage(f"sha256 is {package_sha256}, expected {expected}", path=zip_path)
@@ -99,12 +101,11 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
                 _install_legacy(archive, results, report, force=force, package_sha256=package_sha256,
                                 progress=progress)
             else:
-                _install_signed(archive, results, report, trusted_keys=trusted_keys, force=force,
-                                package_sha256=package_sha256, progress=progress)
+                _install_signed(archive, results, report, trusted_keys=trusted_keys, trust_folder=trust_folder,
+                                force=force, package_sha256=package_sha256, progress=progress)
         except Refused as err:
             if err.path is None:  # name the package in every refusal (keeping the error's own fields)
-                err.path = str(source_name or zip_path)
-                err.args = (f"{err.path}: {err.reason}",)
+                raise err.with_path(str(source_name or zip_path)) from err
             raise
     return report
 
@@ -112,7 +113,7 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
 # --- signed packages ---------------------------------------------------------
 
 
-def _install_signed(archive, results: Path, report: InstallReport, *, trusted_keys, force: bool,
+def _install_signed(archive, results: Path, report: InstallReport, *, trusted_keys, trust_folder, force: bool,
                     package_sha256: str | None, progress: bool) -> None:
     from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.format.trust import load_trusted_keys
@@ -120,11 +121,10 @@ def _install_signed(archive, results: Path, report: InstallReport, *, trusted_ke
 
     signature = archive.get(SIGNATURE_NAME)
     if signature is None:
-        raise SignatureError(f"no {SIGNATURE_NAME}: not a signed nnseal package "
-                             "(for a zip made by nnU-Net's exporter use --unsigned, ideally with --sha256)")
-    keys = load_trusted_keys(list(trusted_keys))
+        raise SignatureError(f"no {SIGNATURE_NAME}: not a signed nnseal package", hint=Hint.UNSIGNED)
+    keys = load_trusted_keys(list(trusted_keys), trust_folder)
     if not keys:
-        raise SignatureError("no trusted key: pass --trusted-key KEY.pub or run `nnseal trust add KEY.pub`")
+        raise SignatureError("no trusted key", hint=Hint.TRUSTED_KEY)
     # One byte over the limit, so that the parser says "larger than" rather than the zip reader.
     manifest = verify_bundle(archive.read(signature, max_size=MAX_BUNDLE_BYTES + 1), [k.key for k in keys])
     report.signer_fingerprint = manifest.signer_fingerprint
@@ -230,7 +230,7 @@ def _install_legacy(archive, results: Path, report: InstallReport, *, force: boo
     from nnseal.verify.rebuild import assemble, write_checkpoint
 
     if archive.get(SIGNATURE_NAME) is not None:
-        raise Refused("this is a signed nnseal package: install it without --unsigned")
+        raise Refused("this is a signed nnseal package", hint=Hint.SIGNED)
     report.warnings.append(UNSIGNED_WARNING)
     keep_re = re.compile(r"^([^/]+)/([^/]+)/(plans\.json|dataset\.json|dataset_fingerprint\.json|"
                          r"fold_([0-4]|all)/(checkpoint_final|checkpoint_best)\.pth)$")
@@ -329,7 +329,7 @@ def _extract(archive, name: str, target: Path, bar) -> str:
 
 
 def _check_destinations(results: Path, models: list[str], force: bool) -> dict[str, Path]:
-    """Refuse before any work if a model exists (without --force) or a path on the way is a link."""
+    """Refuse before any work if a model exists (unless ``force``) or a path on the way is a link."""
     destinations = {}
     for model in models:
         dataset, folder = model.split("/")
@@ -340,7 +340,7 @@ def _check_destinations(results: Path, models: list[str], force: bool) -> dict[s
         if dataset_dir.exists() and not dataset_dir.is_dir():
             raise ModelLayoutError(f"{dataset_dir} exists and is not a folder")
         if dest.exists() and not force:
-            raise WouldOverwrite(f"model folder {dest} exists; pass --force to replace it")
+            raise WouldOverwrite(f"model folder {dest} exists", hint=Hint.FORCE)
         destinations[model] = dest
     return destinations
 
@@ -360,7 +360,7 @@ def _write_model_receipt(stage: Staging, model: str, report: InstallReport, pack
 
 def _move_into_place(stage: Staging, models: list[str], destinations: dict[str, Path],
                      report: InstallReport, force: bool) -> None:
-    """One rename per model folder: it appears whole. With --force the old and new folders are
+    """One rename per model folder: it appears whole. With ``force`` the old and new folders are
     swapped (the old one ends in staging and is deleted with it): never a mix of their files."""
     for i, model in enumerate(models):
         dest = destinations[model]
@@ -373,7 +373,7 @@ def _move_into_place(stage: Staging, models: list[str], destinations: dict[str, 
                 raise HostileArchive(f"{dest} is a symbolic link; refusing to install through it")
             if dest.exists():
                 if not force:  # appeared while we were staging
-                    raise WouldOverwrite(f"model folder {dest} exists; pass --force to replace it")
+                    raise WouldOverwrite(f"model folder {dest} exists", hint=Hint.FORCE)
                 _replace_folder(staged, dest, stage.root / f"old-{i}")
                 report.replaced.append(str(dest))
             else:

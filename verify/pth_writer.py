@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from nnseal.errors import InvalidArgument
 from nnseal.format.limits import IO_CHUNK
 
 ALIGNMENT = 64
@@ -151,7 +152,7 @@ class _Pickle:
         elif isinstance(obj, StoredTensor):
             self._tensor(obj)
         else:
-            raise TypeError(f"cannot write a {type(obj).__name__} into a checkpoint")
+            raise InvalidArgument(f"cannot write a {type(obj).__name__} into a checkpoint")
 
     def _remember(self, obj: Any) -> None:
         self.keep.append(obj)

@@ -66,8 +66,11 @@ class InspectReport:
 
 
 def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.PathLike] = (), *,
-                   workers: int | None = None, limits=None) -> VerifyReport:
+                   trust_folder: str | os.PathLike | None = None, workers: int | None = None,
+                   limits=None) -> VerifyReport:
     """Check the signature against the trusted keys, then every entry's sha256 against the manifest.
+
+    The trusted keys are the key files ``trusted_keys`` and, when it is given, ``trust_folder``'s keys.
 
     Every problem found is reported (bad signature, unknown signer, missing, extra,
     modified entries, entries outside the layout). A structurally hostile zip raises
@@ -95,7 +98,7 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
         else:
             # One byte over the limit, so that the parser says "larger than" rather than the zip reader.
             bundle = archive.read(signature, max_size=MAX_BUNDLE_BYTES + 1)
-            keys = [k.key for k in load_trusted_keys(list(trusted_keys))]
+            keys = [k.key for k in load_trusted_keys(list(trusted_keys), trust_folder)]
             try:
                 manifest = verify_bundle(bundle, keys)
                 report.signature = SignatureStatus.VALID
@@ -144,8 +147,11 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
     return report
 
 
-def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.PathLike] = ()) -> InspectReport:
-    """What a package says about itself. Nothing here is verified: `nnseal verify` does that."""
+def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.PathLike] = (), *,
+                    trust_folder: str | os.PathLike | None = None) -> InspectReport:
+    """What a package says about itself. Nothing here is verified: `nnseal verify` does that.
+
+    ``signer_trusted`` is about the key files ``trusted_keys`` and (when given) ``trust_folder``'s keys."""
     from nnseal.format.card import parse_card
     from nnseal.format.layout import EntryKind, classify
     from nnseal.format.oms import SIGNATURE_NAME
@@ -178,7 +184,7 @@ def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os
             try:
                 manifest = read_bundle_unverified(archive.read(signature, max_size=MAX_BUNDLE_BYTES + 1))
                 info.signer_fingerprint = manifest.signer_fingerprint
-                trusted = {k.fingerprint for k in load_trusted_keys(list(trusted_keys))}
+                trusted = {k.fingerprint for k in load_trusted_keys(list(trusted_keys), trust_folder)}
                 info.signer_trusted = manifest.signer_fingerprint in trusted
             except SignatureError as err:
                 info.notes.append(f"signature unreadable: {err.reason}")

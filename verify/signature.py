@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from nnseal.errors import SignatureError, UntrustedSigner
+from nnseal.errors import BadKey, Hint, SignatureError, UntrustedSigner
 from nnseal.format.keys import SUPPORTED_CURVES, fingerprint
 from nnseal.format.oms import (
     SIGNATURE_NAME,
@@ -24,8 +24,6 @@ from nnseal.format.oms import (
     parse_envelope,
     parse_statement,
 )
-
-TRUST_HINT = "if you trust this signer, run `nnseal trust add KEY.pub` or pass --trusted-key KEY.pub"
 
 
 def read_bundle_unverified(bundle: bytes, *, source: str = SIGNATURE_NAME) -> SignedManifest:
@@ -53,15 +51,13 @@ def verify_bundle(bundle: bytes, trusted_keys: Sequence[ec.EllipticCurvePublicKe
 
 def _verifying_key(envelope: Envelope, trusted_keys: Sequence[ec.EllipticCurvePublicKey], source: str) -> str:
     if not trusted_keys:
-        err = UntrustedSigner(f"no trusted keys to check the signature by {envelope.hint or 'an unnamed key'} "
-                              f"against; {TRUST_HINT}", path=source)
-        err.fingerprint = envelope.hint
-        raise err
+        raise UntrustedSigner(f"no trusted keys to check the signature by {envelope.hint or 'an unnamed key'} "
+                              "against", path=source, hint=Hint.TRUST_SIGNER, fingerprint=envelope.hint)
     message = pae(envelope.payload_type, envelope.payload)
     trusted_fingerprints = set()
     for key in trusted_keys:
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in SUPPORTED_CURVES:
-            raise TypeError(f"trusted keys must be ECDSA P-256/384/521 public keys, got {type(key).__name__}")
+            raise BadKey(f"trusted keys must be ECDSA P-256/384/521 public keys, got {type(key).__name__}")
         key_fingerprint = fingerprint(key)
         trusted_fingerprints.add(key_fingerprint)
         try:
@@ -77,9 +73,7 @@ def _verifying_key(envelope: Envelope, trusted_keys: Sequence[ec.EllipticCurvePu
         raise SignatureError(f"signature does not verify with the signer's trusted key {envelope.hint}: "
                              "the signature or the signed statement was altered", path=source)
     signer = envelope.hint or "a key it does not name"
-    err = UntrustedSigner(f"signed by {signer}, which is not among the {len(trusted_keys)} trusted key(s); "
-                          f"{TRUST_HINT}", path=source)
-    err.fingerprint = envelope.hint
-    raise err
+    raise UntrustedSigner(f"signed by {signer}, which is not among the {len(trusted_keys)} trusted key(s)",
+                          path=source, hint=Hint.TRUST_SIGNER, fingerprint=envelope.hint)
 
 

@@ -1,4 +1,5 @@
-"""What every command shares: turning errors into one line and an exit code, JSON output."""
+"""What every command shares: errors as one line and an exit code, JSON output, and what comes
+from the environment (results folder, trust folder, signing key): the library reads none of it."""
 
 from __future__ import annotations
 
@@ -6,10 +7,39 @@ import functools
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
-from nnseal.errors import EXIT_ENVIRONMENT, EXIT_REFUSED, NnsealError, Refused
+from nnseal.errors import EXIT_ENVIRONMENT, EXIT_REFUSED, EnvironmentProblem, Hint, NnsealError, Refused
+
+RESULTS_ENV = "nnUNet_results"
+TRUST_FOLDER_ENV = "NNSEAL_TRUSTED_KEYS"
+SIGNING_KEY_ENV = "NNSEAL_SIGNING_KEY"
+PASSPHRASE_ENV = "NNSEAL_KEY_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
+
+# Each hint worded as the flag or command that applies it; appended to "path: reason".
+HINT_TEXT = {
+    Hint.FORCE: "; pass --force to replace it",
+    Hint.OTHER_PATH: " (choose another -o)",
+    Hint.UNSIGNED: " (for a zip made by nnU-Net's exporter use --unsigned, ideally with --sha256)",
+    Hint.SIGNED: ": install it without --unsigned",
+    Hint.TRUSTED_KEY: ": pass --trusted-key KEY.pub or run `nnseal trust add KEY.pub`",
+    Hint.TRUST_SIGNER: "; if you trust this signer, run `nnseal trust add KEY.pub` or pass --trusted-key KEY.pub",
+    Hint.OTHER_KEY_NAME: "; choose another --name or `nnseal trust remove` it first",
+    Hint.ADD_TRUSTED_KEY: " written by `nnseal trust add`",
+    Hint.LIST_TRUSTED_KEYS: " (see `nnseal trust list`)",
+    Hint.PASSPHRASE: f" (--passphrase, or ${PASSPHRASE_ENV})",
+    Hint.SIGNING_KEY: f": pass --key KEY.pem or set {SIGNING_KEY_ENV}",
+    Hint.MAX_SIZE: " (raise it with --max-size)",
+    Hint.READ_TIMEOUT: "; raise it with --read-timeout",
+    Hint.RESULTS_FOLDER: "; set it or pass the results folder explicitly",
+}
+
+
+def error_line(err: NnsealError) -> str:
+    """``path: reason`` and the hint as this CLI's flag or command."""
+    return str(err) + (HINT_TEXT[err.hint] if err.hint is not None else "")
 
 
 def report_errors(fn):
@@ -26,7 +56,7 @@ def report_errors(fn):
             raise
         except NnsealError as err:
             kind = "refused" if isinstance(err, Refused) else "error"
-            click.echo(f"nnseal: {kind}: {one_line(str(err))}", err=True)
+            click.echo(f"nnseal: {kind}: {one_line(error_line(err))}", err=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("nnseal: interrupted", err=True)
@@ -91,9 +121,44 @@ def check_sha256(ctx, param, value):
     """click callback: a --sha256 pin must be 64 hex digits (an empty one is a mistake, not "no pin")."""
     if value is None:
         return None
+    from nnseal.errors import InvalidArgument
     from nnseal.verify.fetch import normalise_sha256
 
     try:
         return normalise_sha256(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err)) from None
+    except InvalidArgument as err:
+        raise click.BadParameter(err.reason) from None
+
+
+# --- what comes from the environment ------------------------------------------------------
+
+
+def results_folder(explicit: str | os.PathLike | None) -> Path:
+    """``explicit`` or ``$nnUNet_results``."""
+    value = explicit if explicit is not None else os.environ.get(RESULTS_ENV)
+    if not value:
+        raise EnvironmentProblem(f"{RESULTS_ENV} is not set", hint=Hint.RESULTS_FOLDER)
+    return Path(value)
+
+
+def trust_folder_from_environment() -> Path:
+    """$NNSEAL_TRUSTED_KEYS if set, else $XDG_CONFIG_HOME/nnseal/trusted_keys, else
+    ~/.config/nnseal/trusted_keys (the folder need not exist yet)."""
+    configured = os.environ.get(TRUST_FOLDER_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    # The XDG spec says relative values are invalid and must be ignored.
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
+    return base / "nnseal" / "trusted_keys"
+
+
+def signing_key_path(explicit: str | None) -> str | None:
+    """``--key`` or ``$NNSEAL_SIGNING_KEY`` (None when neither is given)."""
+    return explicit or os.environ.get(SIGNING_KEY_ENV) or None
+
+
+def passphrase_from_environment() -> bytes | None:
+    """``$NNSEAL_KEY_PASSPHRASE``, the default when no passphrase was asked for."""
+    value = os.environ.get(PASSPHRASE_ENV)
+    return value.encode("utf-8") if value else None

@@ -6,7 +6,14 @@ import re
 
 import click
 
-from nnseal.commands._common import check_sha256, emit_json, report_errors, show_progress
+from nnseal.commands._common import (
+    check_sha256,
+    emit_json,
+    report_errors,
+    results_folder,
+    show_progress,
+    trust_folder_from_environment,
+)
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -64,7 +71,8 @@ def command(url, trusted_keys, sha256, results, keep, unsigned, force, max_size,
 
     policy = DownloadPolicy(connect_timeout=connect_timeout, read_timeout=read_timeout, retries=retries,
                             backoff=backoff, **({"max_bytes": max_size} if max_size is not None else {}))
-    outcome = download_then_install(url, results, trusted_keys=trusted_keys, sha256=sha256, keep=keep,
+    outcome = download_then_install(url, results_folder(results), trusted_keys=trusted_keys,
+                                    trust_folder=trust_folder_from_environment(), sha256=sha256, keep=keep,
                                     unsigned=unsigned, force=force, policy=policy,
                                     progress=show_progress(quiet or as_json))
     got = outcome.download

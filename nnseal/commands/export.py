@@ -6,7 +6,17 @@ import os
 
 import click
 
-from nnseal.commands._common import emit_json, passphrase_options, read_passphrase, report_errors, show_progress
+from nnseal.commands._common import (
+    SIGNING_KEY_ENV,
+    emit_json,
+    passphrase_from_environment,
+    passphrase_options,
+    read_passphrase,
+    report_errors,
+    results_folder,
+    show_progress,
+    signing_key_path,
+)
 from nnseal.errors import ModelLayoutError
 
 
@@ -48,14 +58,15 @@ def command(input_folders, output, key, passphrase, passphrase_env, dataset, con
     from nnseal.package import model_folder as layout
     from nnseal.package.export import export_model_to_zip
 
-    if key is None and not os.environ.get("NNSEAL_SIGNING_KEY"):
-        raise click.UsageError("no signing key: pass --key KEY.pem or set NNSEAL_SIGNING_KEY")
+    key = signing_key_path(key)
+    if key is None:
+        raise click.UsageError(f"no signing key: pass --key KEY.pem or set {SIGNING_KEY_ENV}")
     if bool(input_folders) == bool(dataset):
         raise click.UsageError("give model folders with -i, or select them with -d and -c (not both)")
     if dataset:
         if not configurations:
             raise click.UsageError("-d needs at least one -c CONFIGURATION")
-        input_folders = layout.model_folders_from_selection(layout.results_dir(), dataset, _split(configurations),
+        input_folders = layout.model_folders_from_selection(results_folder(None), dataset, _split(configurations),
                                                             trainer, plans)
     folds = _split(folds)
     checkpoint_names = _split([checkpoint_names]) if checkpoint_names else []
@@ -64,9 +75,10 @@ def command(input_folders, output, key, passphrase, passphrase_env, dataset, con
         [layout.normalise_checkpoint(c) for c in checkpoint_names]
     except ModelLayoutError as err:
         raise click.BadParameter(err.reason) from None
+    secret = read_passphrase(passphrase, passphrase_env, confirm=False)
     report = export_model_to_zip(
         [os.fspath(f) for f in input_folders], output, key=key,
-        passphrase=read_passphrase(passphrase, passphrase_env, confirm=False),
+        passphrase=secret if secret is not None else passphrase_from_environment(),
         folds=folds or None, checkpoints=checkpoint_names or None,
         metadata={"name": name, "description": description, "licence": licence, "reference": reference,
                   "release": release},

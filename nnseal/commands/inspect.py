@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from nnseal.commands._common import emit_json, one_line, report_errors
+from nnseal.commands._common import emit_json, one_line, report_errors, trust_folder_from_environment
 
 
 @click.command(help="""Show PACKAGE's card, signer fingerprint (and whether that key is
@@ -18,7 +18,7 @@ trusted), configurations, folds and sizes. Nothing is verified or extracted: use
 def command(package, trusted_keys, as_json):
     from nnseal.verify.report import inspect_package
 
-    info = inspect_package(package, trusted_keys)
+    info = inspect_package(package, trusted_keys, trust_folder=trust_folder_from_environment())
     if as_json:
         emit_json(info.to_json())
         return

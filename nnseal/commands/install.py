@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from nnseal.commands._common import check_sha256, emit_json, one_line, report_errors, show_progress
+from nnseal.commands._common import (
+    check_sha256,
+    emit_json,
+    one_line,
+    report_errors,
+    results_folder,
+    show_progress,
+    trust_folder_from_environment,
+)
 
 
 @click.command(help="""Verify PACKAGE and install it into the results folder.
@@ -29,7 +37,8 @@ unless --force. --unsigned installs a zip made by nnUNetv2_export_model_to_zip
 def command(package, trusted_keys, results, force, unsigned, sha256, quiet, as_json):
     from nnseal.verify.install import install_model_from_zip
 
-    report = install_model_from_zip(package, results, trusted_keys=trusted_keys, force=force, unsigned=unsigned,
+    report = install_model_from_zip(package, results_folder(results), trusted_keys=trusted_keys,
+                                    trust_folder=trust_folder_from_environment(), force=force, unsigned=unsigned,
                                     sha256=sha256, progress=show_progress(quiet or as_json))
     print_install_report(report, quiet=quiet, as_json=as_json)
 
@@ -38,8 +47,11 @@ def print_install_report(report, *, quiet: bool, as_json: bool) -> None:
     if as_json:
         emit_json(report.to_json())
         return
+    from nnseal.verify.install import UNSIGNED_WARNING
+
     for warning in report.warnings:
-        click.echo(f"nnseal: warning: {one_line(warning)}", err=True)
+        flag = " (--unsigned)" if warning == UNSIGNED_WARNING else ""
+        click.echo(f"nnseal: warning: {one_line(warning)}{flag}", err=True)
     if quiet:
         return
     who = f"signed by {report.signer_fingerprint}" if report.signer_fingerprint else "UNSIGNED"

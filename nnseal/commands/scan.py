@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from nnseal.commands._common import report_errors
+from nnseal.commands._common import report_errors, trust_folder_from_environment
 from nnseal.errors import EXIT_REFUSED
 
 
@@ -36,7 +36,8 @@ def command(paths, trusted_keys, output_format, output, fail_on, jobs):
 
     from nnseal.scan.scanner import scan_paths
 
-    report = scan_paths(paths, trusted_keys, workers=jobs or min(8, os.cpu_count() or 1))
+    report = scan_paths(paths, trusted_keys, trust_folder=trust_folder_from_environment(),
+                        workers=jobs or min(8, os.cpu_count() or 1))
     if output_format == "json":
         text = json.dumps(report.to_json(fail_on), indent=2) + "\n"
     elif output_format == "sarif":

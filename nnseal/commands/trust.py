@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from nnseal.commands._common import emit_json, report_errors
+from nnseal.commands._common import emit_json, report_errors, trust_folder_from_environment
 
 
 def _check_name(ctx, param, value):
@@ -32,7 +32,7 @@ def command():
 def add(key, name):
     from nnseal.format.trust import add_trusted_key
 
-    trusted = add_trusted_key(key, name=name)
+    trusted = add_trusted_key(trust_folder_from_environment(), key, name=name)
     click.echo(f"trusted {trusted.name}: {trusted.fingerprint}")
     click.echo(f"stored in {trusted.path}")
 
@@ -41,15 +41,16 @@ def add(key, name):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @report_errors
 def list_(as_json):
-    from nnseal.format.trust import list_trusted_keys, trust_folder
+    from nnseal.format.trust import list_trusted_keys
 
-    keys = list_trusted_keys()
+    folder = trust_folder_from_environment()
+    keys = list_trusted_keys(folder)
     if as_json:
-        emit_json({"folder": str(trust_folder()),
+        emit_json({"folder": str(folder),
                    "keys": [{"name": k.name, "fingerprint": k.fingerprint, "path": str(k.path)} for k in keys]})
         return
     if not keys:
-        click.echo(f"no trusted keys in {trust_folder()}")
+        click.echo(f"no trusted keys in {folder}")
         return
     width = max(len(k.name) for k in keys)
     for k in keys:
@@ -62,5 +63,5 @@ def list_(as_json):
 def remove(name_or_fingerprint):
     from nnseal.format.trust import remove_trusted_key
 
-    removed = remove_trusted_key(name_or_fingerprint)
+    removed = remove_trusted_key(trust_folder_from_environment(), name_or_fingerprint)
     click.echo(f"removed {removed.name}: {removed.fingerprint}")

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from nnseal.commands._common import emit_json, one_line, report_errors
-from nnseal.errors import EXIT_REFUSED
+from nnseal.commands._common import HINT_TEXT, emit_json, one_line, report_errors, trust_folder_from_environment
+from nnseal.errors import EXIT_REFUSED, Hint
 
 
 @click.command(help="""Check PACKAGE.zip (signature against the trusted keys, then every
@@ -30,8 +30,10 @@ def command(target, trusted_keys, as_json):
     else:
         from nnseal.verify.report import verify_package
 
-        report = verify_package(target, trusted_keys)
-        problems = report.problems
+        report = verify_package(target, trusted_keys, trust_folder=trust_folder_from_environment())
+        # The library names no remedy in a problem: say how to trust an unknown signer here.
+        problems = [p + HINT_TEXT[Hint.TRUST_SIGNER] if p.startswith("unknown signer:") else p
+                    for p in report.problems]
         ok_line = (f"{target}: OK, signed by trusted key {report.signer_fingerprint}, "
                    f"{report.entries} entries match")
     if as_json:

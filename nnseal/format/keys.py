@@ -18,12 +18,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 
-from nnseal.errors import BadKey, EnvironmentProblem, WouldOverwrite, from_os_error
+from nnseal.errors import BadKey, EnvironmentProblem, Hint, WouldOverwrite, from_os_error
 from nnseal.format.limits import MAX_KEY_FILE_BYTES
 from nnseal.fsutil import atomic_output
 
-SIGNING_KEY_ENV = "NNSEAL_SIGNING_KEY"
-PASSPHRASE_ENV = "NNSEAL_KEY_PASSPHRASE"
 PRIVATE_SUFFIX = ".pem"
 PUBLIC_SUFFIX = ".pub"
 SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
@@ -63,7 +61,7 @@ def generate_key_pair(prefix: str | os.PathLike, passphrase: bytes | None = None
     public_path = Path(base + PUBLIC_SUFFIX)
     for path in (private_path, public_path):
         if path.exists() or path.is_symlink():
-            raise WouldOverwrite("exists; nnseal never overwrites key files (choose another -o)", path=path)
+            raise WouldOverwrite("exists; nnseal never overwrites key files", path=path, hint=Hint.OTHER_PATH)
     if passphrase is not None and not passphrase:
         raise BadKey("empty passphrase; give a non-empty one or none at all", path=private_path)
 
@@ -92,7 +90,7 @@ def load_private_key(path: str | os.PathLike, passphrase: bytes | None = None) -
         key = serialization.load_pem_private_key(data, passphrase if encrypted else None)
     except TypeError:
         # cryptography raises TypeError only when a passphrase is needed and missing.
-        raise BadKey(f"is encrypted; give its passphrase (--passphrase, or ${PASSPHRASE_ENV})", path=path) from None
+        raise BadKey("is encrypted; give its passphrase", path=path, hint=Hint.PASSPHRASE) from None
     except ValueError:
         if encrypted and passphrase:
             raise BadKey("wrong passphrase (or the encrypted key is damaged)", path=path) from None
@@ -121,17 +119,15 @@ def load_public_key(path: str | os.PathLike) -> ec.EllipticCurvePublicKey:
     return cast(ec.EllipticCurvePublicKey, key)
 
 
-def signing_key_from_env_or_path(path: str | os.PathLike | None,
-                                 passphrase: bytes | None) -> ec.EllipticCurvePrivateKey:
-    """The signing key from an explicit path or $NNSEAL_SIGNING_KEY; passphrase likewise from $NNSEAL_KEY_PASSPHRASE."""
-    if path is None or os.fspath(path) == "":
-        path = os.environ.get(SIGNING_KEY_ENV) or None
-    if path is None:
-        raise BadKey(f"no signing key: pass --key KEY.pem or set ${SIGNING_KEY_ENV}")
-    if passphrase is None:
-        from_env = os.environ.get(PASSPHRASE_ENV)
-        passphrase = from_env.encode("utf-8") if from_env else None
-    return load_private_key(path, passphrase)
+def signing_key(key: str | os.PathLike | ec.EllipticCurvePrivateKey | None,
+                passphrase: bytes | None = None) -> ec.EllipticCurvePrivateKey:
+    """A loaded private key as it is (checked it can sign OMS), or one loaded from a PEM path."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        _check_supported(key, "signing key")
+        return key
+    if key is None or os.fspath(key) == "":
+        raise BadKey("no signing key", hint=Hint.SIGNING_KEY)
+    return load_private_key(key, passphrase)
 
 
 def _read_key_file(path: str | os.PathLike) -> bytes:

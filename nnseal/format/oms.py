@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from nnseal.errors import HostileArchive, SignatureError
+from nnseal.errors import BadKey, HostileArchive, InvalidArgument, SignatureError
 from nnseal.format.digest import is_sha256_hex
 from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_RESOURCES, MAX_SHORT_TEXT
 from nnseal.format.strict_json import load_strict_json, show
@@ -81,13 +81,13 @@ def resource_name_problem(name: object) -> str | None:
 
 
 def check_resources(resources: Mapping[str, str]) -> None:
-    """Refuse (ValueError) names or digests that a verifier would refuse; signing never emits them."""
+    """Refuse (InvalidArgument) names or digests that a verifier would refuse; signing never emits them."""
     for name, digest in resources.items():
         problem = resource_name_problem(name)
         if problem:
-            raise ValueError(problem)
+            raise InvalidArgument(problem)
         if not is_sha256_hex(digest):
-            raise ValueError(f"digest of {name!r} is not 64 lowercase hex characters")
+            raise InvalidArgument(f"digest of {name!r} is not 64 lowercase hex characters")
 
 
 def build_statement(model_name: str, resources: Mapping[str, str]) -> dict:
@@ -125,7 +125,7 @@ def hash_for_curve(curve: ec.EllipticCurve) -> hashes.HashAlgorithm:
     """model_signing pairs each curve with the hash of matching strength."""
     by_size: dict[int, type[hashes.HashAlgorithm]] = {256: hashes.SHA256, 384: hashes.SHA384, 521: hashes.SHA512}
     if curve.key_size not in by_size:
-        raise ValueError(f"unsupported curve {curve.name}")
+        raise BadKey(f"unsupported curve {curve.name}")
     return by_size[curve.key_size]()
 
 

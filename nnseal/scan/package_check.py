@@ -23,8 +23,9 @@ RULE_BY_KIND: dict[ProblemKind, str] = {
 }
 
 
-def package_findings(path: Path, where: Location, trusted_keys: Sequence[Path]) -> list[Finding]:
-    report = verify_package(path, trusted_keys)
+def package_findings(path: Path, where: Location, trusted_keys: Sequence[Path],
+                     trust_folder: Path | None = None) -> list[Finding]:
+    report = verify_package(path, trusted_keys, trust_folder=trust_folder)
     found: list[Finding] = []
     for problem in report.problems:
         if problem.kind is ProblemKind.UNSIGNED:

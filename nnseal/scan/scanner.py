@@ -39,8 +39,9 @@ def _member_opener(archive: SafeZip, entry: Entry) -> Opener:
 
 
 class Scanner:
-    def __init__(self, trusted_keys: Sequence[str | os.PathLike] = ()):
+    def __init__(self, trusted_keys: Sequence[str | os.PathLike] = (), trust_folder: str | os.PathLike | None = None):
         self.trusted_keys = [Path(k) for k in trusted_keys]
+        self.trust_folder = Path(trust_folder) if trust_folder is not None else None
         self.report = ScanReport()
         self._spool: tempfile.TemporaryDirectory | None = None
 
@@ -149,7 +150,7 @@ class Scanner:
                 self.add(torch_zip_findings(archive, path, where))
                 return
             if kind == "nnseal-package":
-                self.add(package_findings(path, where, self.trusted_keys))
+                self.add(package_findings(path, where, self.trusted_keys, self.trust_folder))
             elif kind == "nnunet-zip":
                 self.add([finding(where, "nnunet-export-zip", "nnU-Net's own export zip: unsigned, with pickle "
                                                               "checkpoints; every member is scanned")])
@@ -212,11 +213,11 @@ def _total_size(files: list[WalkItem]) -> int:
     return total
 
 
-def _scan_batch(paths: list[str], trusted_keys: list[str]) -> list[ScanReport]:
+def _scan_batch(paths: list[str], trusted_keys: list[str], trust_folder: str | None) -> list[ScanReport]:
     """A worker process's share: one report per file, in order."""
     reports = []
     for path in paths:
-        scanner = Scanner(trusted_keys)
+        scanner = Scanner(trusted_keys, trust_folder)
         try:
             scanner.scan_item(WalkItem(Path(path), "file"))
         finally:
@@ -225,7 +226,8 @@ def _scan_batch(paths: list[str], trusted_keys: list[str]) -> list[ScanReport]:
     return reports
 
 
-def _scan_files_in_parallel(files: list[WalkItem], trusted_keys: list[str], workers: int) -> list[ScanReport]:
+def _scan_files_in_parallel(files: list[WalkItem], trusted_keys: list[str], trust_folder: str | None,
+                            workers: int) -> list[ScanReport]:
     # The walk over data.pkl is pure Python: processes, not threads. "spawn" starts clean
     # interpreters (the caller may hold threads, or torch), and results come back in order.
     from concurrent.futures import ProcessPoolExecutor
@@ -234,13 +236,16 @@ def _scan_files_in_parallel(files: list[WalkItem], trusted_keys: list[str], work
     batch = max(8, len(files) // (workers * 8))
     batches = [[str(item.path) for item in files[i:i + batch]] for i in range(0, len(files), batch)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        results = pool.map(_scan_batch, batches, [trusted_keys] * len(batches))
+        results = pool.map(_scan_batch, batches, [trusted_keys] * len(batches), [trust_folder] * len(batches))
         return [report for reports in results for report in reports]
 
 
 def scan_paths(paths: Sequence[str | os.PathLike], trusted_keys: Sequence[str | os.PathLike] = (), *,
-               workers: int = 1) -> ScanReport:
+               trust_folder: str | os.PathLike | None = None, workers: int = 1) -> ScanReport:
     """Scan files and folders; raise EnvironmentProblem if a given path does not exist.
+
+    Package signatures count as trusted when made by a key in ``trusted_keys`` or (when it is
+    given) in ``trust_folder``.
 
     Nothing is executed, unpickled, extracted into place or loaded with torch. With
     ``workers`` > 1 and enough work (PARALLEL_MIN_FILES files and PARALLEL_MIN_BYTES), files
@@ -250,16 +255,17 @@ def scan_paths(paths: Sequence[str | os.PathLike], trusted_keys: Sequence[str | 
     if trusted_keys:  # a bad key file is the user's error: say so before scanning anything
         from nnseal.format.trust import load_trusted_keys
 
-        load_trusted_keys(list(trusted_keys))
+        load_trusted_keys(list(trusted_keys), trust_folder)
     for root in roots:
         if not os.path.lexists(root):
             raise EnvironmentProblem("no such file or folder", path=root)
     items = [item for root in roots for item in walk(root)]
     files = [item for item in items if item.status == "file"]
-    scanner = Scanner(trusted_keys)
+    scanner = Scanner(trusted_keys, trust_folder)
     try:
         if workers > 1 and len(files) >= PARALLEL_MIN_FILES and _total_size(files) >= PARALLEL_MIN_BYTES:
-            per_file = iter(_scan_files_in_parallel(files, [str(k) for k in trusted_keys], workers))
+            folder = str(trust_folder) if trust_folder is not None else None
+            per_file = iter(_scan_files_in_parallel(files, [str(k) for k in trusted_keys], folder, workers))
             for item in items:
                 if item.status == "file":
                     scanner.merge(next(per_file))
