@@ -18,7 +18,7 @@ def run_demo(workdir: Path | None = None, echo: Callable[[str], None] = print) -
     from nnseal.errors import NnsealError
 
     own_dir = workdir is None
-    base = Path(tempfile.mkdtemp(prefix="nnseal-demo-")) if own_dir else Path(workdir)
+    base = Path(tempfile.mkdtemp(prefix="nnseal-demo-")) if workdir is None else Path(workdir)
     base.mkdir(parents=True, exist_ok=True)
     summary: dict = {"workdir": str(base)}
     try:

@@ -18,7 +18,7 @@ CLI_MODULES = ("nnseal/cli.py", "nnseal/commands/")
 def library_files() -> list[Path]:
     files = [p for folder in ("sanitize", "package", "verify") for p in (REPO / folder).rglob("*.py")]
     files += [p for p in (REPO / "nnseal").rglob("*.py")
-              if not p.relative_to(REPO / "nnseal").parts[0] in ("sanitize", "package", "verify")]
+              if p.relative_to(REPO / "nnseal").parts[0] not in ("sanitize", "package", "verify")]
     return sorted(files)
 
 

@@ -142,9 +142,9 @@ def test_trusted_keys_are_exactly_those_keys(toy_package_session, stranger, fold
     with_folder = verify_package(toy_package_session, [stranger.public_path], trust_folder=folder_trusting_the_signer)
     assert with_folder.ok, with_folder.problems
 
-    assert not inspect_package(toy_package_session, [stranger.public_path])["signer_trusted"]
+    assert not inspect_package(toy_package_session, [stranger.public_path]).signer_trusted
     assert inspect_package(toy_package_session, [stranger.public_path],
-                           trust_folder=folder_trusting_the_signer)["signer_trusted"]
+                           trust_folder=folder_trusting_the_signer).signer_trusted
 
     with pytest.raises(UntrustedSigner):
         install_model_from_zip(toy_package_session, tmp_path / "r", trusted_keys=[stranger.public_path])
@@ -210,7 +210,7 @@ def test_library_reads_no_environment_variable(toy_package_session, toy_model_fo
 
     # The trust folder named by the environment trusts the signer, but only the stranger was given.
     assert verify_package(toy_package_session, [stranger.public_path]).signature == "untrusted"
-    assert not inspect_package(toy_package_session, [stranger.public_path])["signer_trusted"]
+    assert not inspect_package(toy_package_session, [stranger.public_path]).signer_trusted
     assert [f.rule for f in scan_paths([toy_package_session], [stranger.public_path]).findings] == ["unknown-signer"]
     with pytest.raises(UntrustedSigner):
         install_model_from_zip(toy_package_session, tmp_path / "r", trusted_keys=[stranger.public_path])

@@ -138,7 +138,7 @@ def test_scan_maps_each_problem_kind_to_its_rule(kind, rule, monkeypatch, tmp_pa
 
     report = VerifyReport(package="p.zip", signer_fingerprint="ab" * 32)
     report.add(ProblemKind[kind], "what verify said", "some/entry")
-    monkeypatch.setattr(package_check, "verify_package", lambda path, keys: report)
+    monkeypatch.setattr(package_check, "verify_package", lambda path, keys, trust_folder=None: report)
     found = package_check.package_findings(tmp_path / "p.zip", Location("p.zip"), [])
     assert [f.rule for f in found] == [rule]
 

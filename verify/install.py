@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nnseal.errors import (
     EnvironmentProblem,
@@ -188,16 +189,17 @@ def _finish_model(stage: Staging, model: str, entries: list[PackageEntry], repor
     from nnseal.verify.rebuild import rebuild_from_safetensors, write_checkpoint
 
     model_dir = stage.path(model)
-    parsed = {}
+    parsed: dict[str, Any] = {}
     for entry in entries:
         if entry.kind == "json":
             # Export writes JSON that is already clean; anything left to clean means it did not come from there.
-            cleaned = clean_json_file(KIND_BY_FILE_NAME[entry.filename], stage.path(entry.name).read_bytes(), name=entry.name)
+            cleaned = clean_json_file(KIND_BY_FILE_NAME[entry.filename or ""], stage.path(entry.name).read_bytes(),
+                                      name=entry.name)
             if cleaned.findings:
                 finding = cleaned.findings[0]
                 raise UnsafeJson(f"entry '{entry.name}': {finding.path}: {finding.detail} (a package's JSON must "
                                  "need no cleaning)")
-            parsed[entry.filename] = cleaned.data
+            parsed[entry.filename or ""] = cleaned.data
     written: dict[Path, str] = {}
     for entry in entries:
         if entry.kind != "checkpoint":
@@ -258,7 +260,7 @@ def _install_legacy(archive, results: Path, report: InstallReport, *, force: boo
     destinations = _check_destinations(results, models, force)
     with Staging(results) as stage:
         for model in models:
-            parsed = {}
+            parsed: dict[str, Any] = {}
             for name in sorted(n for n in kept[model] if n.endswith(".json")):
                 cleaned = clean_json_file(KIND_BY_FILE_NAME[name.rsplit("/", 1)[1]], archive.read(name), name=name)
                 target = stage.path(name)

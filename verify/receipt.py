@@ -103,7 +103,8 @@ def _read_receipt(receipt_path: Path, model_dir: Path) -> dict:
     except Refused:
         receipt = None
     files = receipt.get("files") if isinstance(receipt, dict) else None
-    if not (isinstance(files, dict) and all(isinstance(digest, str) for digest in files.values())):
+    if not (isinstance(receipt, dict) and isinstance(files, dict)
+            and all(isinstance(digest, str) for digest in files.values())):
         raise ModelLayoutError(f"{RECEIPT_NAME} is not a valid receipt (expected an object whose \"files\" "
                                "maps file names to sha256 digests)", path=model_dir)
     return receipt

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from nnseal.errors import EnvironmentProblem, Refused, SignatureError, UntrustedSigner
 from nnseal.format.layout import CARD_NAME
@@ -168,6 +169,7 @@ def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os
         card = archive.get(CARD_NAME)
         if card is not None:
             data = None
+            parsed: Any = None
             try:
                 data = archive.read(card, max_size=MAX_CARD_BYTES + 1)
                 parsed = parse_card(data)

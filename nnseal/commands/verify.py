@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from nnseal.commands._common import HINT_TEXT, emit_json, one_line, report_errors, trust_folder_from_environment
 from nnseal.errors import EXIT_REFUSED, Hint
+
+if TYPE_CHECKING:
+    from nnseal.verify.receipt import DriftReport
+    from nnseal.verify.report import VerifyReport
 
 
 @click.command(help="""Check PACKAGE.zip (signature against the trusted keys, then every
@@ -21,19 +26,22 @@ reported; exit 1 if there is any.""")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @report_errors
 def command(target, trusted_keys, as_json):
+    report: DriftReport | VerifyReport
     if os.path.isdir(target):
         from nnseal.verify.receipt import check_installed
 
         report = check_installed(target)
-        problems = report.problems()
+        problems = [problem.message for problem in report.problems()]
         ok_line = f"{target}: OK, every installed file matches its receipt ({report.provenance})"
     else:
+        from nnseal.verify.problems import ProblemKind
         from nnseal.verify.report import verify_package
 
         report = verify_package(target, trusted_keys, trust_folder=trust_folder_from_environment())
         # The library names no remedy in a problem: say how to trust an unknown signer here.
-        problems = [p + HINT_TEXT[Hint.TRUST_SIGNER] if p.startswith("unknown signer:") else p
-                    for p in report.problems]
+        problems = [problem.message + (HINT_TEXT[Hint.TRUST_SIGNER]
+                                       if problem.kind is ProblemKind.UNTRUSTED_SIGNER else "")
+                    for problem in report.problems]
         ok_line = (f"{target}: OK, signed by trusted key {report.signer_fingerprint}, "
                    f"{report.entries} entries match")
     if as_json:
@@ -42,6 +50,6 @@ def command(target, trusted_keys, as_json):
         click.echo(ok_line)
     else:
         for problem in problems:
-            click.echo(f"nnseal: refused: {target}: {one_line(problem.message)}", err=True)
+            click.echo(f"nnseal: refused: {target}: {one_line(problem)}", err=True)
     if not report.ok:
         sys.exit(EXIT_REFUSED)

@@ -29,7 +29,7 @@ class TrustedKey:
     name: str
     fingerprint: str
     path: Path
-    key: ec.EllipticCurvePublicKey | None = field(default=None, compare=False, repr=False)
+    key: ec.EllipticCurvePublicKey = field(compare=False, repr=False)
 
 
 def is_valid_key_name(name: str) -> bool:

@@ -31,8 +31,8 @@ def package_findings(path: Path, where: Location, trusted_keys: Sequence[Path],
         if problem.kind is ProblemKind.UNSIGNED:
             message = f"no {SIGNATURE_NAME}: nothing vouches for its contents"
         elif problem.kind is ProblemKind.UNTRUSTED_SIGNER:
-            message = (f"signed by key {report.signer_fingerprint}, which is not trusted "
-                       "(pass it with --trusted-key, or `nnseal trust add` it)")
+            message = (f"signed by key {report.signer_fingerprint}, which is not among the trusted keys "
+                       "(neither those given to the scan nor the trust folder's)")
         else:
             message = problem.message
         found.append(finding(where, RULE_BY_KIND[problem.kind], message))

@@ -63,7 +63,8 @@ _TABLE = [
          "lie outside the package layout."),
     Rule("unsigned-package", "unsigned", "An nnseal package without model.sig."),
     Rule("unknown-signer", "unsigned",
-         "An nnseal package signed by a key that is neither given with --trusted-key nor in the trust folder."),
+         "An nnseal package signed by a key that is neither among the trusted keys given to the scan "
+         "nor in the trust folder."),
     Rule("nnunet-export-zip", "note",
          "nnU-Net's own export zip (unsigned, pickle checkpoints); its members are scanned. "
          "Share models with `nnseal export` instead."),
