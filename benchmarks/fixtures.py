@@ -76,7 +76,8 @@ def ensure_results(root: Path, scenario: Scenario, *, rebuild: bool) -> BuiltMod
             shutil.rmtree(stale, ignore_errors=True)
         marker.unlink(missing_ok=True)
         root.mkdir(parents=True, exist_ok=True)
-        print(f"building {scenario.name} results folder under {final} (cached for later runs) ...", file=sys.stderr, flush=True)
+        print(f"building {scenario.name} results folder under {final} (cached for later runs) ...",
+              file=sys.stderr, flush=True)
         toy_model.build_results(partial, folds=scenario.folds, spec=scenario.spec, checkpoints=CHECKPOINTS)
         os.rename(partial, final)
         cached = {"description": wanted, "parameters": parameter_count(scenario.spec)}

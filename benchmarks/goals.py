@@ -76,7 +76,7 @@ def format_table(results: list[Result]) -> str:
         verdict = "-" if r.passed is None else ("PASS" if r.passed else "MISS")
         rows.append((r.metric, _figure(r.nnseal, r.unit), baseline, _ratio(r), r.goal, verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

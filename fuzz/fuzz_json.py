@@ -1,4 +1,5 @@
-"""Fuzz the JSON parser and sanitizer (nnseal.sanitize.jsonclean), as used on plans, dataset, fingerprint and card files.
+"""Fuzz the JSON parser and sanitizer (nnseal.sanitize.jsonclean),
+as used on plans, dataset, fingerprint and card files.
 
     python fuzz/fuzz_json.py [libFuzzer flags] [corpus folder]     (see fuzz/README.md)
 """

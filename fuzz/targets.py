@@ -66,10 +66,10 @@ def fuzz_safezip(data: bytes) -> None:
         hashes = _expected(archive.sha256_all)
         for entry in archive.entries:
             if not entry.is_dir:
-                _expected(lambda: classify(entry.name))
+                _expected(lambda entry=entry: classify(entry.name))
             if entry.is_dir or entry.size > _READ_WHOLE_MAX:
                 continue
-            whole = _expected(lambda: archive.read(entry))
+            whole = _expected(lambda entry=entry: archive.read(entry))
             if whole is not None:
                 assert len(whole) == entry.size, "read() returned a size other than the validated one"
                 if hashes is not None:
@@ -165,7 +165,7 @@ def fuzz_json(data: bytes) -> None:
 
     load_json_bytes(data, name="input.json")
     for kind in JSON_KINDS:
-        cleaned = _expected(lambda: clean_json_file(kind, data, name=f"{kind}.json"))
+        cleaned = _expected(lambda kind=kind: clean_json_file(kind, data, name=f"{kind}.json"))
         if cleaned is None:
             continue
         written = cleaned.to_bytes()

@@ -98,7 +98,8 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
                     sanitized = next(loads)
                     _check_matches_folder(sanitized.meta, model, checkpoint)
                     source_bytes = sanitized.report.source_bytes
-                    with byte_bar(progress, None, f"{model.configuration} {checkpoint.fold_dir}/{checkpoint.name}") as bar:
+                    label = f"{model.configuration} {checkpoint.fold_dir}/{checkpoint.name}"
+                    with byte_bar(progress, None, label) as bar:
                         with writer.entry(entry, compress=False) as sink:
                             write_sanitized(sanitized, CountingWriter(sink, bar))
                     size = writer.sizes[entry]

@@ -90,7 +90,8 @@ def classify_non_zip(head: bytes) -> str:
         return ("legacy (pre-1.6, non-zip) torch.save format: nnseal does not load it; "
                 "re-save it with torch.save in a trusted environment")
     if len(head) > TAR_MAGIC_OFFSET + 5 and head[TAR_MAGIC_OFFSET:TAR_MAGIC_OFFSET + 5] == b"ustar":
-        return "legacy tar torch.save format: nnseal does not load it; re-save it with torch.save in a trusted environment"
+        return ("legacy tar torch.save format: nnseal does not load it; "
+                "re-save it with torch.save in a trusted environment")
     if head[:1] == b"\x80" or head[:1] in (b"(", b"c", b"}", b"]"):
         return "a bare pickle, not a torch.save checkpoint (those are zip archives): nnseal never unpickles it"
     return "not a PyTorch checkpoint (neither a torch.save zip nor a known legacy format)"

@@ -55,7 +55,7 @@ def view_problem(shape: tuple[int, ...], stride: tuple[int, ...], offset: int, i
     # Sorted by stride, each dimension must step over everything the smaller ones span:
     # a sufficient condition for no two indices sharing an element (stride 0 fails it first).
     span = 1
-    for step, size in sorted((st, sz) for sz, st in zip(shape, stride) if sz > 1):
+    for step, size in sorted((st, sz) for sz, st in zip(shape, stride, strict=False) if sz > 1):
         if step < span:
             return (f"is an overlapping or stride-0 view ({tuple(shape)}, strides {tuple(stride)}) that would "
                     f"expand {storage_nbytes} stored bytes to {numel * itemsize}")
@@ -121,7 +121,7 @@ def strip_wrapper_prefixes(names: list[str]) -> tuple[dict[str, str], str | None
             break
         stripped += prefix
         current = [n[len(prefix):] for n in current]
-    return dict(zip(names, current)), (stripped or None)
+    return dict(zip(names, current, strict=True)), (stripped or None)
 
 
 def check_names(names: list, path: str | Path) -> None:

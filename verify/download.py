@@ -72,7 +72,7 @@ def download_then_install(
     keep: str | os.PathLike | None = None,
     unsigned: bool = False,
     force: bool = False,
-    policy: DownloadPolicy = DownloadPolicy(),
+    policy: DownloadPolicy | None = None,
     progress: bool = False,
 ) -> DownloadAndInstall:
     """As download_and_install_from_url, also returning what was downloaded (for --json)."""
@@ -89,7 +89,8 @@ def download_then_install(
     remove_stale_downloads(results)
     # In the results folder, not the home folder: same filesystem, and no surprise quota.
     try:
-        downloaded = fetch_to_temp(url, results, policy=policy, expected_sha256=sha256, progress=progress)
+        downloaded = fetch_to_temp(url, results, policy=policy or DownloadPolicy(), expected_sha256=sha256,
+                                   progress=progress)
     except BaseException:
         if created:
             with contextlib.suppress(OSError):

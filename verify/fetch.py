@@ -110,7 +110,8 @@ def fetch_to_temp(
         digest = sink.sha256.hexdigest()
         if expected is not None and digest != expected:
             raise TamperedPackage(
-                f"sha256 of the download from {redact(url)} is {digest}, but {expected} was pinned; nothing was installed"
+                f"sha256 of the download from {redact(url)} is {digest}, but {expected} was pinned; "
+                "nothing was installed"
             )
         return DownloadResult(tmp, sink.size, digest, url, final_url, resumed, restarts)
     except BaseException as err:

@@ -49,8 +49,10 @@ Exit codes: 0 installed, 1 refused (verification), 3 network, HTTP or I/O error.
               help="Results folder (default: $nnUNet_results).")
 @click.option("--keep", type=click.Path(dir_okay=False), metavar="FILE",
               help="Keep the verified zip at FILE (only after the install succeeded).")
-@click.option("--unsigned", is_flag=True, help="Install a legacy nnU-Net zip without a signature (pin it with --sha256).")
-@click.option("--force", is_flag=True, help="Replace an existing model folder (atomically) and an existing --keep FILE.")
+@click.option("--unsigned", is_flag=True,
+              help="Install a legacy nnU-Net zip without a signature (pin it with --sha256).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing model folder (atomically) and an existing --keep FILE.")
 @click.option("--max-size", callback=parse_size, metavar="BYTES",
               help="Largest download accepted, e.g. 3000000000 or 8G (default 8G).")
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=15.0, show_default=True,

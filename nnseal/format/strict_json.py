@@ -70,13 +70,13 @@ def _check_nesting(text: str, max_depth: int, prefix: str, error: type[NnsealErr
         return
     depth = 0
     for match in _NESTING_TOKEN.finditer(text):
-        token = match.group()
-        if token in "[{":
+        lexeme = match.group()
+        if lexeme in ("[", "{"):
             depth += 1
             if depth > max_depth:
                 raise error(f"{prefix}nested deeper than {max_depth} levels (at character {match.start()})",
                             path=path)
-        elif token in "]}":
+        elif lexeme in ("]", "}"):
             depth -= 1
 
 

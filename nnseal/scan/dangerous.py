@@ -108,7 +108,8 @@ DANGEROUS_NAMES: dict[str, str] = {
     "builtins.apply": "calls anything (Python 2)",
     "builtins.execfile": "runs a file (Python 2)",
     "builtins.reload": "re-imports a module (Python 2)",
-    "functools.partial": "binds any callable for a later call (partial(torch.load, ...) with the restricted loader off)",
+    "functools.partial": ("binds any callable for a later call "
+                          "(partial(torch.load, ...) with the restricted loader off)"),
     "functools.reduce": "calls any callable repeatedly",
     "operator.attrgetter": "reaches any attribute",
     "operator.methodcaller": "calls any method",
