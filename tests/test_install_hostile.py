@@ -45,7 +45,21 @@ def _assert_refused_and_untouched(package, results, key, canary, *needles):
     assert not list(results.glob(".nnseal-staging-*"))
     assert not canary.exists()
     assert not (results.parent / hostile_zips.CANARY_NAME).exists()
+    _assert_verify_and_scan_refuse_too(package, key)
     return proc
+
+
+def _assert_verify_and_scan_refuse_too(package, key):
+    """One verdict: a package install refuses is one verify and the scan gate refuse as well."""
+    from nnseal.errors import Refused
+    from nnseal.scan import scan_paths
+    from nnseal.verify.report import verify_package
+
+    try:
+        assert not verify_package(package, [key]).ok
+    except Refused:  # a hostile zip structure is refused outright
+        pass
+    assert scan_paths([package], [key]).failed("unsigned")
 
 
 @pytest.mark.parametrize("attack", sorted(hostile_zips.ATTACKS))
@@ -165,6 +179,11 @@ def test_signed_plans_naming_foreign_class(package_entries, results, session_key
                       _replace(package_entries, f"{MODEL}/plans.json", json.dumps(plans).encode()),
                       session_key.private_path)
     _assert_refused_and_untouched(package, results, session_key.public_path, canary, "os.system")
+    # The same verdict from verify and the scan gate, each in one line naming the class.
+    verify = run_cli("verify", package, "--trusted-key", session_key.public_path)
+    assert_one_line_refusal(verify, "os.system")
+    scan = run_cli("scan", package, "--trusted-key", session_key.public_path)
+    assert scan.returncode == 1 and "package-content" in scan.stdout and "os.system" in scan.stdout
 
 
 def _safetensors_with_header(header: dict, data: bytes) -> bytes:

@@ -26,18 +26,15 @@ from nnseal.errors import (
     Refused,
     SignatureError,
     TamperedPackage,
-    UnsafeJson,
     WouldOverwrite,
     from_os_error,
 )
-from nnseal.format.layout import CARD_NAME, PackageEntry, classify_all
-from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_CARD_BYTES
+from nnseal.format.layout import EntryKind, PackageEntry
 from nnseal.fsutil import host_tag, left_by_dead_process, open_new, sha256_file
 from nnseal.progress import CountingWriter, byte_bar
 from nnseal.verify.receipt import RECEIPT_NAME, Provenance, write_receipt
 
 STAGING_PREFIX = ".nnseal-staging-"
-MAX_JSON_BYTES = 32 << 20  # the JSON sanitizer's own limit
 UNSIGNED_WARNING = "provenance NOT checked: this model was installed without a signature"
 
 
@@ -118,7 +115,7 @@ def _install_signed(archive, results: Path, report: InstallReport, *, trusted_ke
                     package_sha256: str | None, progress: bool) -> None:
     from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.format.trust import load_trusted_keys
-    from nnseal.verify.signature import verify_bundle
+    from nnseal.verify.verdict import judge_package
 
     signature = archive.get(SIGNATURE_NAME)
     if signature is None:
@@ -126,16 +123,15 @@ def _install_signed(archive, results: Path, report: InstallReport, *, trusted_ke
     keys = load_trusted_keys(list(trusted_keys), trust_folder)
     if not keys:
         raise SignatureError("no trusted key", hint=Hint.TRUSTED_KEY)
-    # One byte over the limit, so that the parser says "larger than" rather than the zip reader.
-    manifest = verify_bundle(archive.read(signature, max_size=MAX_BUNDLE_BYTES + 1), [k.key for k in keys])
+    # The same decision verify and scan make; install refuses on its first problem, unextracted.
+    verdict = judge_package(archive, [k.key for k in keys])
+    manifest = verdict.manifest
+    if verdict.problems or manifest is None:
+        first = verdict.problems[0] if verdict.problems else None
+        raise first.error if first and first.error else TamperedPackage("the signed manifest could not be read")
     report.signer_fingerprint = manifest.signer_fingerprint
-    names = [n for n in archive.names() if n != SIGNATURE_NAME]
-    compare_with_manifest(names, manifest.resources)
-    entries = classify_all(names)
-    for entry in entries:  # JSON is parsed whole: refuse a huge one before extracting it
-        if entry.kind in ("json", "card") and archive.entry(entry.name).size > MAX_JSON_BYTES:
-            raise TamperedPackage(f"entry '{entry.name}' is over {MAX_JSON_BYTES} bytes, too large for a JSON file")
-    card_model = _read_card(archive, manifest.resources)
+    entries = verdict.entries
+    card_model = verdict.card["model"] if verdict.card and isinstance(verdict.card.get("model"), dict) else None
     models = sorted({e.model for e in entries if e.model})
     destinations = _check_destinations(results, models, force)
     total = sum(archive.entry(e.name).size for e in entries)
@@ -146,60 +142,22 @@ def _install_signed(archive, results: Path, report: InstallReport, *, trusted_ke
             if digest != manifest.resources[entry.name]:
                 raise TamperedPackage(f"entry '{entry.name}' does not match the signed manifest")
         for model in models:
-            written = _finish_model(stage, model, [e for e in entries if e.model == model], report)
+            written = _finish_model(stage, model, [e for e in entries if e.model == model], verdict.json, report)
             _write_model_receipt(stage, model, report, package_sha256, card_model, known_digests=written)
         _move_into_place(stage, models, destinations, report, force)
 
 
-def compare_with_manifest(names: list[str], resources: dict[str, str]) -> None:
-    extra = sorted(set(names) - set(resources))
-    missing = sorted(set(resources) - set(names))
-    if extra or missing:
-        parts = []
-        if extra:
-            parts.append(f"entries not in the signed manifest: {', '.join(extra[:5])}")
-        if missing:
-            parts.append(f"signed entries missing: {', '.join(missing[:5])}")
-        raise TamperedPackage("; ".join(parts))
-
-
-def _read_card(archive, resources: dict[str, str]) -> dict | None:
-    """The card's model metadata, for the receipt; a card this nnseal cannot read is refused
-    here, before anything is extracted. Its bytes are hashed against the signed manifest first."""
-    import hashlib
-
-    from nnseal.format.card import parse_card
-
-    entry = archive.get(CARD_NAME)
-    if entry is None:
-        return None
-    data = archive.read(entry, max_size=MAX_CARD_BYTES + 1)
-    if hashlib.sha256(data).hexdigest() != resources[CARD_NAME]:
-        raise TamperedPackage(f"entry '{CARD_NAME}' does not match the signed manifest")
-    card = parse_card(data)
-    return card["model"] if isinstance(card.get("model"), dict) else None
-
-
-def _finish_model(stage: Staging, model: str, entries: list[PackageEntry], report: InstallReport) -> dict[Path, str]:
-    """Check the staged JSON and safetensors files, then rebuild nnU-Net checkpoints from them.
+def _finish_model(stage: Staging, model: str, entries: list[PackageEntry], json_entries: dict[str, Any],
+                  report: InstallReport) -> dict[Path, str]:
+    """Rebuild nnU-Net checkpoints from the staged safetensors files (their headers are checked
+    again as they are read). ``json_entries`` is the verdict's parsed JSON, by entry name.
 
     Returns the sha256 of each checkpoint written, hashed as it was written (the receipt needs it).
     """
-    from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
     from nnseal.verify.rebuild import rebuild_from_safetensors, write_checkpoint
 
     model_dir = stage.path(model)
-    parsed: dict[str, Any] = {}
-    for entry in entries:
-        if entry.kind == "json":
-            # Export writes JSON that is already clean; anything left to clean means it did not come from there.
-            cleaned = clean_json_file(KIND_BY_FILE_NAME[entry.filename or ""], stage.path(entry.name).read_bytes(),
-                                      name=entry.name)
-            if cleaned.findings:
-                finding = cleaned.findings[0]
-                raise UnsafeJson(f"entry '{entry.name}': {finding.path}: {finding.detail} (a package's JSON must "
-                                 "need no cleaning)")
-            parsed[entry.filename or ""] = cleaned.data
+    parsed = {entry.filename: json_entries[entry.name] for entry in entries if entry.kind is EntryKind.JSON}
     written: dict[Path, str] = {}
     for entry in entries:
         if entry.kind != "checkpoint":

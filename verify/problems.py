@@ -6,8 +6,10 @@ never on the message's wording.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+
+from nnseal.errors import NnsealError
 
 
 class ProblemKind(str, Enum):
@@ -21,6 +23,7 @@ class ProblemKind(str, Enum):
     EXTRA_ENTRY = "extra_entry"
     MISSING_ENTRY = "missing_entry"
     MODIFIED_ENTRY = "modified_entry"
+    CONTENT = "content"  # JSON or a checkpoint header that install would refuse (foreign classes, paths, ...)
     # An installed model folder against its receipt (check_installed)
     MODIFIED_FILE = "modified_file"
     MISSING_FILE = "missing_file"
@@ -35,6 +38,8 @@ class Problem:
     kind: ProblemKind
     message: str
     subject: str | None = None  # the entry or file it is about, when there is one
+    # The error the check raised: install raises it as it is (same type, same hint).
+    error: NnsealError | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return self.message

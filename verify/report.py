@@ -5,24 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from nnseal.errors import EnvironmentProblem, Refused, SignatureError, UntrustedSigner
+from nnseal.errors import EnvironmentProblem, Refused, SignatureError
 from nnseal.format.layout import CARD_NAME
 from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_CARD_BYTES
+from nnseal.format.oms import SIGNATURE_NAME
 from nnseal.verify.problems import Problem, ProblemKind
+from nnseal.verify.verdict import SignatureStatus
 
-
-class SignatureStatus(str, Enum):
-    VALID = "valid"  # verified by a trusted key
-    UNTRUSTED = "untrusted"  # signed by a key that is not trusted
-    INVALID = "invalid"  # the bundle or its signature is broken or altered
-    MISSING = "missing"  # no model.sig
-
-    def __str__(self) -> str:
-        return self.value
+__all__ = ["InspectReport", "SignatureStatus", "VerifyReport", "inspect_package", "verify_package"]
 
 
 @dataclass
@@ -77,12 +70,9 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
     modified entries, entries outside the layout). A structurally hostile zip raises
     ``HostileArchive`` instead: nothing in it can be read with confidence.
     """
-    from nnseal.format.card import parse_card
-    from nnseal.format.layout import classify, classify_all
-    from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.format.trust import load_trusted_keys
     from nnseal.safezip import Limits, open_zip
-    from nnseal.verify.signature import read_bundle_unverified, verify_bundle
+    from nnseal.verify.verdict import judge_package
 
     path = Path(zip_file)
     if not path.is_file():
@@ -92,54 +82,12 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
         names = [n for n in archive.names() if n != SIGNATURE_NAME]
         report.entries = len(names)
         report.bytes = sum(archive.entry(n).size for n in names)
-        signature = archive.get(SIGNATURE_NAME)
-        manifest = None
-        if signature is None:
-            report.add(ProblemKind.UNSIGNED, f"no {SIGNATURE_NAME}: the package is not signed")
-        else:
-            # One byte over the limit, so that the parser says "larger than" rather than the zip reader.
-            bundle = archive.read(signature, max_size=MAX_BUNDLE_BYTES + 1)
-            keys = [k.key for k in load_trusted_keys(list(trusted_keys), trust_folder)]
-            try:
-                manifest = verify_bundle(bundle, keys)
-                report.signature = SignatureStatus.VALID
-            except UntrustedSigner as err:
-                report.signature = SignatureStatus.UNTRUSTED
-                report.add(ProblemKind.UNTRUSTED_SIGNER, f"unknown signer: {err.reason}")
-            except SignatureError as err:
-                report.signature = SignatureStatus.INVALID
-                report.add(ProblemKind.BAD_SIGNATURE, f"bad signature: {err.reason}")
-            if manifest is None:
-                try:  # still compare hashes, so the report shows everything that is wrong
-                    manifest = read_bundle_unverified(bundle)
-                except SignatureError:
-                    manifest = None
-            if manifest is not None:
-                report.signer_fingerprint = manifest.signer_fingerprint
-        layout_ok = True
-        for name in names:
-            try:
-                classify(name)
-            except Refused as err:
-                report.add(ProblemKind.LAYOUT, err.reason, name)
-                layout_ok = False
-        if layout_ok:
-            try:
-                classify_all(names)  # one dataset, plans.json, dataset.json and a checkpoint per model folder
-            except Refused as err:
-                report.add(ProblemKind.LAYOUT, err.reason)
-        card = archive.get(CARD_NAME)
-        if card is not None:
-            try:
-                parse_card(archive.read(card, max_size=MAX_CARD_BYTES + 1))
-            except Refused as err:
-                report.add(ProblemKind.FORMAT, err.reason, CARD_NAME)
-        if manifest is not None:
-            resources = manifest.resources
-            for name in sorted(set(names) - set(resources)):
-                report.add(ProblemKind.EXTRA_ENTRY, f"extra entry not in the signed manifest: {name}", name)
-            for name in sorted(set(resources) - set(names)):
-                report.add(ProblemKind.MISSING_ENTRY, f"missing entry: {name}", name)
+        verdict = judge_package(archive, [k.key for k in load_trusted_keys(list(trusted_keys), trust_folder)])
+        report.signature = verdict.signature
+        report.problems = list(verdict.problems)
+        if verdict.manifest is not None:
+            report.signer_fingerprint = verdict.manifest.signer_fingerprint
+            resources = verdict.manifest.resources
             present = [archive.entry(n) for n in names if n in resources]
             digests = archive.sha256_all(present, workers=workers)
             for name in sorted(digests):
@@ -155,7 +103,6 @@ def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os
     ``signer_trusted`` is about the key files ``trusted_keys`` and (when given) ``trust_folder``'s keys."""
     from nnseal.format.card import parse_card
     from nnseal.format.layout import EntryKind, classify
-    from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.format.strict_json import load_strict_json
     from nnseal.format.trust import load_trusted_keys
     from nnseal.safezip import open_zip

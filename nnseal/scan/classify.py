@@ -23,7 +23,8 @@ NUMPY_MAGIC = b"\x93NUMPY"
 _PICKLE0_FIRST = frozenset(b"(c}])NIFLSVKJMGi" + b"U" + b"T" + b"X")
 # torch's legacy tar format holds these members (torch/serialization.py, _legacy_load).
 _TORCH_TAR_MEMBERS = (b"sys_info", b"pickle", b"storages", b"tensors")
-MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz", ".safetensors")
+# Names of files that hold models or packages: content that is none of the formats nnseal checks is a finding.
+MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz", ".safetensors", ".zip")
 
 _TORCH_RECORD = re.compile(r"^[^/]+/(data|constants)\.pkl$")
 

@@ -20,6 +20,7 @@ RULE_BY_KIND: dict[ProblemKind, str] = {
     ProblemKind.EXTRA_ENTRY: "tampered-package",
     ProblemKind.MISSING_ENTRY: "tampered-package",
     ProblemKind.MODIFIED_ENTRY: "tampered-package",
+    ProblemKind.CONTENT: "package-content",
 }
 
 

@@ -61,6 +61,9 @@ _TABLE = [
     Rule("tampered-package", "unsafe",
          "An nnseal package whose entries disagree with the signed manifest (modified, missing, extra) or "
          "lie outside the package layout."),
+    Rule("package-content", "unsafe",
+         "An nnseal package whose JSON or checkpoint headers install would refuse (an architecture class "
+         "outside the allowlist, absolute paths, malformed safetensors headers or nnseal metadata)."),
     Rule("unsigned-package", "unsigned", "An nnseal package without model.sig."),
     Rule("unknown-signer", "unsigned",
          "An nnseal package signed by a key that is neither among the trusted keys given to the scan "

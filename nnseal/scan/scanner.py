@@ -150,7 +150,10 @@ class Scanner:
                 self.add(torch_zip_findings(archive, path, where))
                 return
             if kind == "nnseal-package":
-                self.add(package_findings(path, where, self.trusted_keys, self.trust_folder))
+                try:
+                    self.add(package_findings(path, where, self.trusted_keys, self.trust_folder))
+                except HostileArchive as err:  # an entry's bytes disagree with its headers
+                    self.add([finding(where, "hostile-archive", err.reason)])
             elif kind == "nnunet-zip":
                 self.add([finding(where, "nnunet-export-zip", "nnU-Net's own export zip: unsigned, with pickle "
                                                               "checkpoints; every member is scanned")])
