@@ -506,8 +506,8 @@ class _Parser:
         for sig, what in _RECORD_SIGNATURES.items():
             # From byte 1: a signature may straddle the end record's last fields and the comment.
             if record.find(sig, 1) >= 0:
-                raise HostileArchive(f"archive comment holds a {what} signature (a second archive hidden "
-                                     "after the end record? readers would disagree on which one to open)")
+                raise HostileArchive(f"archive comment holds a zip signature ({what}): a second archive hidden "
+                                     "after the end record? readers would disagree on which one to open")
         if not self.limits.allow_comment:
             raise HostileArchive(f"archive comment of {len(comment)} bytes (torch.save and nnseal never "
                                  "write one; bytes outside every entry)")

@@ -348,16 +348,16 @@ def hide_archive_in_comment(outer: bytes, hidden: bytes, padding: bytes = b"\0")
 
 
 def hidden_entries(entries: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """What the hidden archive holds: the same names, the victim's bytes replaced by PAYLOAD."""
-    entries, (name, _) = _victim(entries)
-    return [(name, PAYLOAD)] + entries[1:]
+    """What the hidden archive holds (a comment holds at most 64 KiB): the victim's name, holding PAYLOAD."""
+    _, (name, _) = _victim(entries)
+    return [(name, PAYLOAD)]
 
 
 def make_hidden_archive_in_comment(path: Path, entries: list[tuple[str, bytes]], *,
                                    outer: bytes | None = None) -> Path:
     """The entries (or the archive ``outer``, e.g. a signed package), with a second complete archive plus one
-    byte of padding in the end record's comment; zipfile, torch and unzip read the second one, in which the
-    victim holds PAYLOAD."""
+    byte of padding in the end record's comment; zipfile, torch and unzip read the second one, whose only
+    entry is the victim's name holding PAYLOAD."""
     if outer is None:
         outer = write_honest_zip(path, entries).read_bytes()
     hidden = write_honest_zip(path, hidden_entries(entries)).read_bytes()
