@@ -726,6 +726,11 @@ class _Parser:
             # The local ZIP64 sizes count only when the header holds the marker (APPNOTE 4.5.3).
             # Otherwise the field may hold anything: miniz, hence torch, puts the header offset
             # there past 4 GiB. It is then ignored, as sentinel-driven readers ignore it.
+            if usize != csize:
+                # APPNOTE 4.5.3: a local ZIP64 field holds both sizes. With one marker, unzip takes the
+                # other size from the header, nnseal (and zipfile's writer) from the field.
+                raise HostileArchive(f"{where}: local header marks only one size as ZIP64 "
+                                     "(readers would disagree on the other)")
             blob = extra.get(EXTRA_ZIP64, b"")
             if len(blob) < 16:
                 raise HostileArchive(f"{where}: local header lacks the ZIP64 sizes it refers to")
