@@ -168,9 +168,7 @@ class Model:
 
 def parse(data: bytes) -> Model:
     """Parse a well-formed archive (a seed) into its parts."""
-    eocd = len(data) - 22
-    while data[eocd:eocd + 4] != b"PK\x05\x06":
-        eocd -= 1
+    eocd = data.rindex(b"PK\x05\x06")
     count, cd_size, cd_offset = struct.unpack_from("<HII", data, eocd + 10)
     zip64 = data[eocd - 20:eocd - 16] == b"PK\x06\x07"
     model = Model([], [], zip64, eocd=bytearray(data[eocd:eocd + 22]), comment=data[eocd + 22:])
@@ -202,13 +200,16 @@ def parse(data: bytes) -> Model:
     return model
 
 
-def write(model: Model) -> bytes:
-    """Serialize, fixing every length and offset so they describe the parts as they now are."""
+def write(model: Model, fields: list[tuple[int, int]] | None = None) -> bytes:
+    """Serialize, fixing every length and offset so they describe the parts as they now are; append the
+    (offset, width) of every header field written to ``fields``."""
+    fields = [] if fields is None else fields
     out = bytearray(model.prefix)
     positions = []
     for part in model.locals:
         out += part.gap_before
         positions.append(len(out))
+        fields += [(len(out) + o, w) for o, w in LOCAL_FIELDS]
         struct.pack_into("<HH", part.fixed, 26, len(part.name), len(part.extra))
         out += part.fixed + part.name + part.extra + part.body
     out += model.before_cd
@@ -217,41 +218,24 @@ def write(model: Model) -> bytes:
         struct.pack_into("<HHH", central.fixed, 28, len(central.name), len(central.extra), len(central.comment))
         if struct.unpack_from("<I", central.fixed, 42)[0] != 0xFFFFFFFF and central.local >= 0:
             struct.pack_into("<I", central.fixed, 42, positions[central.local])
+        fields += [(len(out) + o, w) for o, w in CENTRAL_FIELDS]
         out += central.fixed + central.name + central.extra + central.comment
     cd_size = len(out) - cd_offset
     if model.zip64:
         z_offset = len(out)
         struct.pack_into("<Q", model.eocd64, 4, 44 + len(model.eocd64_extension))
         struct.pack_into("<QQQQ", model.eocd64, 24, len(model.centrals), len(model.centrals), cd_size, cd_offset)
+        fields += [(len(out) + o, w) for o, w in EOCD64_FIELDS]
         out += model.eocd64 + model.eocd64_extension
         struct.pack_into("<Q", model.locator, 8, z_offset)
+        fields += [(len(out) + o, w) for o, w in LOCATOR_FIELDS]
         out += model.locator
     count = min(len(model.centrals), 0xFFFF)
     struct.pack_into("<HHII", model.eocd, 8, count, count, min(cd_size, 0xFFFFFFFF), min(cd_offset, 0xFFFFFFFF))
     struct.pack_into("<H", model.eocd, 20, len(model.comment))
+    fields += [(len(out) + o, w) for o, w in EOCD_FIELDS + [(20, 2)]]
     out += model.eocd + model.comment + model.suffix
     return bytes(out)
-
-
-def field_positions(data: bytes) -> list[tuple[int, int]]:
-    """(offset, width) of every header field of a freshly written archive, for lying edits after write()."""
-    model = parse(data)
-    out: list[tuple[int, int]] = []
-    eocd = len(data) - 22 - len(model.comment)
-    out += [(eocd + o, w) for o, w in EOCD_FIELDS + [(20, 2)]]
-    cd_offset = struct.unpack_from("<I", data, eocd + 16)[0]
-    if model.zip64:
-        out += [(eocd - 20 + o, w) for o, w in LOCATOR_FIELDS]
-        z_offset = struct.unpack_from("<Q", data, eocd - 12)[0]
-        out += [(z_offset + o, w) for o, w in EOCD64_FIELDS]
-        cd_offset = struct.unpack_from("<Q", data, z_offset + 48)[0]
-    pos = cd_offset
-    for central in model.centrals:
-        out += [(pos + o, w) for o, w in CENTRAL_FIELDS]
-        local = struct.unpack_from("<I", data, pos + 42)[0]
-        out += [(local + o, w) for o, w in LOCAL_FIELDS]
-        pos += 46 + len(central.name) + len(central.extra) + len(central.comment)
-    return [(o, w) for o, w in out if 0 <= o and o + w <= len(data)]
 
 
 def _blob(rng: random.Random) -> bytes:
@@ -323,9 +307,9 @@ def mutate(seed: bytes, rng: random.Random, *, hidden: bytes | None = None) -> b
             for fixed in (central.fixed, model.locals[central.local].fixed):
                 struct.pack_into("<H", fixed, 8 if fixed is central.fixed else 6,
                                  struct.unpack_from("<H", fixed, 8 if fixed is central.fixed else 6)[0] ^ bit)
-    data = bytearray(write(model))
+    positions: list[tuple[int, int]] = []
+    data = bytearray(write(model, positions))
     if rng.random() < 0.5:
-        positions = field_positions(bytes(data))
         for _ in range(rng.randrange(1, 3)):
             offset, width = rng.choice(positions)
             old = int.from_bytes(data[offset:offset + width], "little")
