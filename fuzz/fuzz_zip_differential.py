@@ -68,7 +68,7 @@ def main() -> int:
             if problems:
                 found += 1
                 crashes.mkdir(parents=True, exist_ok=True)
-                out = crashes / f"disagree-{hashlib.sha1(data).hexdigest()}.zip"
+                out = crashes / f"disagree-{hashlib.sha256(data).hexdigest()}.zip"
                 out.write_bytes(data)
                 print(f"{out}: {'; '.join(problems)}", flush=True)
     print(f"seed {seed}: {runs} inputs, {accepted} accepted by nnseal, {found} disagreements")

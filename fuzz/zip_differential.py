@@ -195,7 +195,7 @@ def parse(data: bytes) -> Model:
         model.locals.append(LocalPart(fixed, data[start + 30:start + 30 + name_len],
                                       data[start + 30 + name_len:start + 30 + name_len + extra_len],
                                       data[start + 30 + name_len + extra_len:end]))
-    for central, offset in zip(model.centrals, offsets):
+    for central, offset in zip(model.centrals, offsets, strict=True):
         central.local = starts.index(offset)
     return model
 
