@@ -64,6 +64,17 @@ _SIG_DESCRIPTOR = 0x08074B50
 _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFFFFFF
 _MAX_COMMENT = 0xFFFF
+# Signatures a reader may search for: any of them after the end record's own signature could be
+# taken for a record by a reader that scans backwards (miniz, hence torch; zipfile; unzip).
+_RECORD_SIGNATURES = {
+    struct.pack("<I", _SIG_EOCD): "end-of-central-directory",
+    struct.pack("<I", _SIG_EOCD64): "ZIP64 end record",
+    struct.pack("<I", _SIG_EOCD64_LOCATOR): "ZIP64 locator",
+    struct.pack("<I", _SIG_CENTRAL): "central-directory",
+    struct.pack("<I", _SIG_LOCAL): "local-header",
+}
+_EOCD64_RECORD_SIZE = _EOCD64.size - 12  # the size field counts what follows it
+_MAX_VERSION_NEEDED = 45  # 4.5: ZIP64. Info-ZIP unzip 6.0 skips entries that need more; zipfile reads them
 
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 
@@ -82,6 +93,11 @@ class Limits:
     # 1024-byte names of 500 folders each, 10,000 entries took minutes before a single byte was read.
     max_components: int = 32
     max_central_directory_size: int = 64 << 20
+    # torch.save, nnseal's writer and nnU-Net's zipfile-based export never write an archive or
+    # entry comment: refuse one, so no bytes sit outside every entry. A caller reading other
+    # people's zips (``git archive`` writes the commit id there) may allow one; a zip signature
+    # inside it is refused either way, since readers that search backwards would take it.
+    allow_comment: bool = False
 
 
 @dataclass(frozen=True)
@@ -383,7 +399,7 @@ class SafeZip:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnseal-hash") as pool:
             futures = [pool.submit(self.sha256, e) for e in chosen]
             try:
-                return {e.name: f.result() for e, f in zip(chosen, futures)}
+                return {e.name: f.result() for e, f in zip(chosen, futures, strict=True)}
             except BaseException:
                 for f in futures:
                     f.cancel()
@@ -449,19 +465,48 @@ class _Parser:
         tail = self.read_at(tail_start, self.file_size - tail_start, "end of archive")
         signature = struct.pack("<I", _SIG_EOCD)
         found = []
+        trailing = None  # bytes after the last whole end record that its comment does not cover
         pos = tail.rfind(signature)
         while pos >= 0:
             if pos + _EOCD.size <= len(tail):
                 comment_len = _EOCD.unpack_from(tail, pos)[7]
                 if pos + _EOCD.size + comment_len == len(tail):
                     found.append(tail_start + pos)
+                elif trailing is None and pos + _EOCD.size + comment_len < len(tail):
+                    trailing = len(tail) - (pos + _EOCD.size + comment_len)
             pos = tail.rfind(signature, 0, pos)
         if not found:
+            if trailing is not None:
+                # miniz (torch) and zipfile still open such a file, each finding its own end record.
+                raise HostileArchive(f"{trailing} bytes after the end-of-central-directory record "
+                                     "(data appended to the archive)")
             raise HostileArchive("not a zip archive (truncated or corrupt: no end-of-central-directory record)")
         if len(found) > 1:
             # A comment holding a second end record: readers that search differently see different archives.
             raise HostileArchive("ambiguous archive: more than one end-of-central-directory record")
-        return found[0]
+        eocd_pos = found[0]
+        self.check_archive_comment(tail[eocd_pos - tail_start:])
+        return eocd_pos
+
+    def check_archive_comment(self, record: bytes) -> None:
+        """The end record and its comment: no signature a backwards search could take, no comment unless allowed.
+
+        miniz (torch's reader) takes the last end-record signature with 22 bytes after it, zipfile
+        the last one anywhere, unzip the last one: an archive hidden in the comment behind a byte of
+        padding is what all three open, while the first end record is the one whose comment reaches
+        the end of the file. So the bytes after our end record's signature hold no zip signature.
+        """
+        comment = record[_EOCD.size:]
+        if not comment:
+            return
+        for sig, what in _RECORD_SIGNATURES.items():
+            # From byte 1: a signature may straddle the end record's last fields and the comment.
+            if record.find(sig, 1) >= 0:
+                raise HostileArchive(f"archive comment holds a zip signature ({what}): a second archive hidden "
+                                     "after the end record? readers would disagree on which one to open")
+        if not self.limits.allow_comment:
+            raise HostileArchive(f"archive comment of {len(comment)} bytes (torch.save and nnseal never "
+                                 "write one; bytes outside every entry)")
 
     def central_directory_bounds(self, eocd_pos: int) -> tuple[int, int, int, int]:
         """(entry count, cd offset, cd size, where the central directory must end)."""
@@ -482,6 +527,11 @@ class _Parser:
                  z_cd_offset) = record
                 if sig != _SIG_EOCD64 or z_offset + 12 + record_size != locator_pos:
                     raise HostileArchive("corrupt ZIP64 end record")
+                if record_size != _EOCD64_RECORD_SIZE:
+                    # zipfile reads the record 56 bytes before the locator, miniz where the locator
+                    # points: an extensible data sector makes them read different bytes.
+                    raise HostileArchive("ZIP64 end record carries an extensible data sector "
+                                         "(readers would disagree on where it starts)")
                 if z_this_disk != 0 or z_cd_disk != 0 or z_count_disk != z_count:
                     raise HostileArchive("multi-disk (split) archives are not supported")
                 # The 32-bit fields must be the ZIP64 marker or agree: otherwise readers disagree.
@@ -530,7 +580,7 @@ class _Parser:
     def central_entry(self, directory: bytes, pos: int, index: int) -> tuple[_Raw, int]:
         if pos + _CENTRAL.size > len(directory):
             raise HostileArchive("central directory is truncated")
-        (sig, _, create_system, _, flags, method, _, _, crc, csize, usize, name_len, extra_len,
+        (sig, _, create_system, version_needed, flags, method, _, _, crc, csize, usize, name_len, extra_len,
          comment_len, disk, _, external_attr, header_offset) = _CENTRAL.unpack_from(directory, pos)
         if sig != _SIG_CENTRAL:
             raise HostileArchive(f"central directory entry {index} has a bad signature")
@@ -544,6 +594,14 @@ class _Parser:
         is_dir = name.endswith("/")
         check_entry_name(name[:-1] if is_dir else name, self.limits)
         self.check_flags_and_method(flags, method, where)
+        self.check_version_needed(version_needed, where)
+        if comment_len:
+            comment = directory[end - comment_len: end]
+            if any(sig in comment for sig in _RECORD_SIGNATURES):
+                raise HostileArchive(f"{where}: entry comment holds a zip signature (hidden record?)")
+            if not self.limits.allow_comment:
+                raise HostileArchive(f"{where}: entry comment of {comment_len} bytes (torch.save and nnseal "
+                                     "never write one)")
 
         extra = _parse_extra(directory[pos + _CENTRAL.size + name_len: pos + _CENTRAL.size + name_len + extra_len],
                              where)
@@ -595,6 +653,13 @@ class _Parser:
                                  "(only stored and deflate)")
 
     @staticmethod
+    def check_version_needed(version_needed: int, where: str) -> None:
+        # The low byte is the version; the high byte (a host system) is ignored by every reader.
+        if version_needed & 0xFF > _MAX_VERSION_NEEDED:
+            raise HostileArchive(f"{where}: needs zip version {(version_needed & 0xFF) / 10:.1f} to extract "
+                                 "(unzip skips such an entry while other readers extract it)")
+
+    @staticmethod
     def check_file_type(create_system: int, external_attr: int, is_dir: bool, where: str) -> None:
         # The Unix mode sits in the high 16 bits. Checked whatever create_system says, because some
         # extractors honour it regardless; a zero mode (DOS/Windows writers, torch) means "regular".
@@ -643,7 +708,8 @@ class _Parser:
         """The local header must say what the central directory says: streaming extractors read only it."""
         entry = raw.entry
         where = f"entry {show(entry.name)}"
-        (_, _, flags, method, _, _, crc, csize, usize, name_len, _) = raw.local_fixed
+        (_, version_needed, flags, method, _, _, crc, csize, usize, name_len, _) = raw.local_fixed
+        self.check_version_needed(version_needed, f"{where} (local header)")
         local_name = raw.local_variable[:name_len]
         if local_name != raw.name_bytes:
             raise HostileArchive(f"{where}: local header names it {show(local_name)} "
@@ -656,12 +722,17 @@ class _Parser:
             # The local ZIP64 sizes count only when the header holds the marker (APPNOTE 4.5.3).
             # Otherwise the field may hold anything: miniz, hence torch, puts the header offset
             # there past 4 GiB. It is then ignored, as sentinel-driven readers ignore it.
+            if usize != csize:
+                # APPNOTE 4.5.3: a local ZIP64 field holds both sizes. With one marker, unzip takes the
+                # other size from the header, nnseal (and zipfile's writer) from the field.
+                raise HostileArchive(f"{where}: local header marks only one size as ZIP64 "
+                                     "(readers would disagree on the other)")
             blob = extra.get(EXTRA_ZIP64, b"")
             if len(blob) < 16:
                 raise HostileArchive(f"{where}: local header lacks the ZIP64 sizes it refers to")
             local_sizes = list(struct.unpack_from("<QQ", blob))
         deferred = bool(flags & FLAG_DATA_DESCRIPTOR)
-        for local, central in zip(local_sizes, [entry.size, entry.compressed_size]):
+        for local, central in zip(local_sizes, [entry.size, entry.compressed_size], strict=True):
             # With a data descriptor the local header may leave sizes and CRC as zero.
             if local != central and not (deferred and local == 0):
                 raise HostileArchive(f"{where}: local header sizes differ from the central directory")

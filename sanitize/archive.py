@@ -8,6 +8,7 @@ Anything else is refused with one line that names the file and every problem fou
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -78,6 +79,10 @@ class ArchiveInfo:
     protocol: int
     storages: dict[str, StorageRecord] = field(default_factory=dict)
     entries: list[str] = field(default_factory=list)
+    # Entry name -> (data offset, size) as nnseal's reader found them, and the sha256 of the data.pkl
+    # it scanned: what torch's own reader must see before torch.load may run (checkpoint.py).
+    records: dict[str, tuple[int, int]] = field(default_factory=dict)
+    data_pkl_sha256: str = ""
 
 
 def _refuse(path: Path, reason: str) -> UnsafeCheckpoint:
@@ -212,8 +217,10 @@ def inspect_checkpoint(path: str | os.PathLike) -> ArchiveInfo:
             if entry.name.startswith(f"{prefix}/data/") and entry.method != METHOD_STORED:
                 raise _refuse(path, f"storage {entry.name} is compressed: torch.save stores storages uncompressed")
         storages = _storage_records(path, prefix, scan.persistent_ids, sizes)
+        records = {entry.name: (entry.data_offset, entry.size) for entry in archive.entries}
     return ArchiveInfo(path=str(path), file_size=file_size, prefix=prefix, globals=scan.globals,
-                       protocol=scan.protocol, storages=storages, entries=names)
+                       protocol=scan.protocol, storages=storages, entries=names, records=records,
+                       data_pkl_sha256=hashlib.sha256(data).hexdigest())
 
 
 # --- collecting twins of the checks above, for `nnseal scan` (which reports every problem) ---

@@ -305,6 +305,99 @@ def make_truncated_zip(directory: Path, canary: Path) -> Path:
     return path
 
 
+# --- more than one reading of the archive (issue 11) -------------------------------------
+# The decoy is a real torch.save checkpoint; what torch's reader (miniz) opens instead is hidden
+# in or around it. Built with tests/hostile_zips.py's relocation helpers.
+
+
+def hostile_checkpoint_bytes(canary: Path) -> bytes:
+    """A torch-zip checkpoint whose data.pkl runs ``touch canary`` through a REDUCE when loaded."""
+    return pickle.dumps(checkpoint_with(Reduce(os.system, touch(canary))), protocol=2)
+
+
+def _torch_zip_bytes(directory: Path, data_pkl: bytes) -> bytes:
+    scratch = directory / ".scratch.zip"
+    data = write_torch_zip(scratch, data_pkl).read_bytes()
+    scratch.unlink()
+    return data
+
+
+def other_weights_checkpoint_bytes() -> bytes:
+    """A valid checkpoint like the decoy, but with other weights (all 666.0)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"network_weights": {"w": torch.full((16,), 666.0)}, "trainer_name": "nnUNetTrainer",
+                "init_args": {"configuration": "2d", "fold": 0}}, buf)
+    return buf.getvalue()
+
+
+def make_hidden_archive_checkpoint(directory: Path, canary: Path) -> Path:
+    """A benign torch.save checkpoint whose end-record comment holds a second, complete torch zip (plus one
+    byte of padding) whose data.pkl runs code: nnseal used to check the decoy, torch.load opens the other."""
+    from hostile_zips import hide_archive_in_comment
+
+    hidden = _torch_zip_bytes(directory, hostile_checkpoint_bytes(canary))
+    path = directory / "hidden_archive.pth"
+    path.write_bytes(hide_archive_in_comment(benign_checkpoint_bytes(), hidden))
+    return path
+
+
+def make_hidden_weights_checkpoint(directory: Path, canary: Path) -> Path:
+    """The same trick with a harmless hidden checkpoint: every static check passes on the decoy while
+    torch.load(weights_only=True) would load the hidden weights (666.0) without complaint."""
+    from hostile_zips import hide_archive_in_comment
+
+    path = directory / "hidden_weights.pth"
+    path.write_bytes(hide_archive_in_comment(benign_checkpoint_bytes(), other_weights_checkpoint_bytes()))
+    return path
+
+
+def make_signature_in_checkpoint_comment(directory: Path, canary: Path) -> Path:
+    """The benign checkpoint whose comment is an end-record signature and 18 zero bytes."""
+    from hostile_zips import with_comment
+
+    path = directory / "signature_in_comment.pth"
+    path.write_bytes(with_comment(benign_checkpoint_bytes(), b"PK\x05\x06" + bytes(18)))
+    return path
+
+
+def make_checkpoint_comment(directory: Path, canary: Path) -> Path:
+    """The benign checkpoint with a plain text comment (torch.save never writes one)."""
+    from hostile_zips import with_comment
+
+    path = directory / "comment.pth"
+    path.write_bytes(with_comment(benign_checkpoint_bytes(), b"made by hand"))
+    return path
+
+
+def make_appended_data_checkpoint(directory: Path, canary: Path) -> Path:
+    """The benign checkpoint followed by the hostile one: torch's backwards search finds the appended archive's
+    end record (its offsets made absolute); nnseal's finds no end record whose comment ends the file."""
+    from hostile_zips import relocate_zip
+
+    decoy = benign_checkpoint_bytes()
+    hidden = relocate_zip(_torch_zip_bytes(directory, hostile_checkpoint_bytes(canary)), len(decoy))
+    path = directory / "appended_archive.pth"
+    path.write_bytes(decoy + hidden)
+    return path
+
+
+def make_prepended_data_checkpoint(directory: Path, canary: Path) -> Path:
+    """The hostile checkpoint after the benign one, the hostile one's offsets left relative to its own start:
+    zipfile (and unzip) shift every offset by the prepended bytes and read the hostile archive."""
+    decoy = benign_checkpoint_bytes()
+    path = directory / "prepended_archive.pth"
+    path.write_bytes(decoy + _torch_zip_bytes(directory, hostile_checkpoint_bytes(canary)))
+    return path
+
+
+# Attacks on the archive's single reading; each a (directory, canary) -> path generator.
+AMBIGUITY_ATTACKS = (make_hidden_archive_checkpoint, make_hidden_weights_checkpoint,
+                     make_signature_in_checkpoint_comment, make_checkpoint_comment, make_appended_data_checkpoint,
+                     make_prepended_data_checkpoint)
+
+
 def run_unpickler_on(path: Path) -> subprocess.CompletedProcess:
     """Control experiment: what plain pickle.load does with a payload (proves the canary works)."""
     code = "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))"

@@ -301,6 +301,111 @@ def make_not_a_zip(path: Path, entries: list[tuple[str, bytes]]) -> Path:
     return path
 
 
+# --- more than one reading: what a reader that searches backwards finds -------------------
+#
+# miniz (torch's reader), zipfile and unzip all look for the end record from the end of the file
+# and take the last signature they find; nnseal took the record whose comment reaches the end of
+# the file. An archive hidden in the comment, behind a byte of padding, is what the others open.
+
+
+def relocate_zip(data: bytes, base: int) -> bytes:
+    """The archive ``data`` (no comment) with every offset shifted by ``base``: as it reads when it
+    starts ``base`` bytes into a file. Handles torch.save's ZIP64 end records; entries below 4 GiB."""
+    out = bytearray(data)
+    eocd = len(out) - 22
+    assert out[eocd:eocd + 4] == b"PK\x05\x06" and out[-2:] == b"\0\0", "needs an archive without comment"
+    count, cd_size, cd_offset = struct.unpack_from("<HII", out, eocd + 10)
+    locator = eocd - 20
+    if locator >= 0 and out[locator:locator + 4] == b"PK\x06\x07":
+        (z_offset,) = struct.unpack_from("<Q", out, locator + 8)
+        struct.pack_into("<Q", out, locator + 8, z_offset + base)
+        count, cd_size, cd_offset = struct.unpack_from("<QQQ", out, z_offset + 32)
+        struct.pack_into("<Q", out, z_offset + 48, cd_offset + base)
+    if struct.unpack_from("<I", out, eocd + 16)[0] != 0xFFFFFFFF:
+        struct.pack_into("<I", out, eocd + 16, cd_offset + base)
+    pos = cd_offset
+    for _ in range(count):
+        assert out[pos:pos + 4] == b"PK\x01\x02"
+        name_len, extra_len, comment_len = struct.unpack_from("<HHH", out, pos + 28)
+        (offset,) = struct.unpack_from("<I", out, pos + 42)
+        assert offset != 0xFFFFFFFF, "ZIP64 header offsets are not relocated"
+        struct.pack_into("<I", out, pos + 42, offset + base)
+        pos += 46 + name_len + extra_len + comment_len
+    return bytes(out)
+
+
+def with_comment(archive: bytes, comment: bytes) -> bytes:
+    """``archive`` (which has no comment) with ``comment`` as its end record's comment."""
+    assert archive[-22:-18] == b"PK\x05\x06" and archive[-2:] == b"\0\0"
+    return archive[:-2] + struct.pack("<H", len(comment)) + comment
+
+
+def hide_archive_in_comment(outer: bytes, hidden: bytes, padding: bytes = b"\0") -> bytes:
+    """``outer`` whose comment holds ``hidden`` (offsets made absolute) plus ``padding``: the padding keeps
+    the hidden end record's comment (empty) from reaching the end of the file, so a reader that wants the
+    end record whose comment ends the file finds the outer one, and a backwards search finds the hidden one."""
+    return with_comment(outer, relocate_zip(hidden, len(outer)) + padding)
+
+
+def hidden_entries(entries: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """What the hidden archive holds (a comment holds at most 64 KiB): the victim's name, holding PAYLOAD."""
+    _, (name, _) = _victim(entries)
+    return [(name, PAYLOAD)]
+
+
+def make_hidden_archive_in_comment(path: Path, entries: list[tuple[str, bytes]], *,
+                                   outer: bytes | None = None) -> Path:
+    """The entries (or the archive ``outer``, e.g. a signed package), with a second complete archive plus one
+    byte of padding in the end record's comment; zipfile, torch and unzip read the second one, whose only
+    entry is the victim's name holding PAYLOAD."""
+    if outer is None:
+        outer = write_honest_zip(path, entries).read_bytes()
+    hidden = write_honest_zip(path, hidden_entries(entries)).read_bytes()
+    path.write_bytes(hide_archive_in_comment(outer, hidden))
+    return path
+
+
+def make_signature_in_comment(path: Path, entries: list[tuple[str, bytes]]) -> Path:
+    """The honest archive whose comment is only an end-record signature plus 18 zero bytes: readers that take
+    the last signature see a second, empty archive; nnseal's old rule (comment reaches the end) saw one."""
+    data = write_honest_zip(path, entries).read_bytes()
+    path.write_bytes(with_comment(data, b"PK\x05\x06" + bytes(18)))
+    return path
+
+
+def make_archive_comment(path: Path, entries: list[tuple[str, bytes]]) -> Path:
+    """The honest archive with a harmless text comment: no second reading, but bytes outside every entry
+    that neither torch.save nor nnseal writes."""
+    data = write_honest_zip(path, entries).read_bytes()
+    path.write_bytes(with_comment(data, b"made by hand"))
+    return path
+
+
+def make_appended_data(path: Path, entries: list[tuple[str, bytes]]) -> Path:
+    """One byte after the end record: miniz and zipfile open it anyway, each by its own search."""
+    data = write_honest_zip(path, entries).read_bytes()
+    path.write_bytes(data + b"\0")
+    return path
+
+
+def make_version_needed_63(path: Path, entries: list[tuple[str, bytes]]) -> Path:
+    """The victim 'needs' zip 6.3 in both headers: unzip skips it (exit 81) while zipfile extracts it."""
+    entries, _ = _victim(entries)
+    data = bytearray(write_honest_zip(path, entries).read_bytes())
+    struct.pack_into("<H", data, 4, 63)  # the victim's local header is first
+    (central,) = struct.unpack_from("<I", data, len(data) - 6)  # the end record's directory offset
+    struct.pack_into("<H", data, central + 6, 63)
+    path.write_bytes(bytes(data))
+    return path
+
+
+# Attacks on the archive's single reading (issue 11); name -> generator, like ATTACKS.
+AMBIGUITY_ATTACKS = {fn.__name__[len("make_"):]: fn for fn in (
+    make_hidden_archive_in_comment, make_signature_in_comment, make_archive_comment, make_appended_data,
+    make_version_needed_63, make_prepended_data,
+)}
+
+
 class WriteOnlyStream:
     """Write-only output (a pipe, a socket): zipfile then writes data descriptors after each entry."""
 
