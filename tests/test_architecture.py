@@ -120,5 +120,7 @@ def test_checkout_has_the_installed_layout():
 def test_ci_runs_readme_commands():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
-    for command in re.findall(r"^(python3 -m venv .*|\.venv/bin/ruff check .*)$", readme, re.M)[:2]:
+    commands = re.findall(r"(python3 -m venv .*|\.venv/bin/ruff check .*)$", readme, re.M)
+    assert len(commands) == 2
+    for command in commands:
         assert command in ci
