@@ -8,7 +8,7 @@ import sys
 import zipfile
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 from nnseal import toy_model
 
@@ -40,7 +40,7 @@ def installed(tmp_path_factory, toy_package_session, session_key):
     results = tmp_path_factory.mktemp("e2e") / "nnUNet_results"
     proc = run_cli("install", toy_package_session, "--results", results, "--trusted-key", session_key.public_path,
                    "--quiet")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     return results / MODEL
 
 
@@ -93,7 +93,7 @@ def test_legacy_zip_from_nnunets_own_exporter(tmp_path, toy_results_session, toy
 
     results = tmp_path / "results"
     proc = run_cli("install", legacy, "--results", results, "--unsigned", "--quiet")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert "provenance NOT checked" in proc.stderr
 
     from nnseal.nnunet_check import predict_both
@@ -106,7 +106,7 @@ def test_legacy_zip_from_nnunets_own_exporter(tmp_path, toy_results_session, toy
 
 def test_demo_runs_every_stage():
     proc = run_cli("demo")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.exit_code == 0, proc.stdout + proc.stderr
     for needle in ("sanitize", "keygen", "export", "verify", "refused as expected", "fails the gate", "install",
                    "identical segmentations", "demo finished"):
         assert needle in proc.stdout, needle

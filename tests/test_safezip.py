@@ -17,7 +17,7 @@ from pathlib import Path
 
 import hostile_zips as hz
 import pytest
-from conftest import tree_listing
+from helpers import tree_listing
 
 from nnseal.errors import EXIT_REFUSED, EnvironmentProblem, HostileArchive
 from nnseal.safezip import Limits, check_entry_name, open_zip

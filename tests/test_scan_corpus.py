@@ -11,7 +11,7 @@ import sys
 
 import hostile_checkpoints as hostile
 import pytest
-from conftest import tree_listing
+from helpers import tree_listing
 from scan_helpers import scan_json
 
 # Every generator in the corpus, found by name: a new attack is covered without editing this file.
