@@ -58,7 +58,7 @@ def test_cli_flags_hostile_checkpoint_unsafe(make, tmp_path, canary):
 
     proc, report = scan_json(target, cwd=tmp_path)
 
-    assert proc.returncode == 1, proc.stdout
+    assert proc.exit_code == 1, proc.stdout
     mine = [f for f in report["findings"] if f["path"] == str(target)]
     assert {f["level"] for f in mine} >= {"unsafe"}
     assert EXPECTED_RULES[make.__name__] <= {f["rule"] for f in mine}, mine
