@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -47,19 +48,32 @@ def run_cli(*args, env: dict[str, str | None] | None = None, cwd: Path | str | N
 
     # Like run_cli_process: a developer's NNSEAL_DEBUG must not turn one-line errors into tracebacks.
     runner = CliRunner(env={"NNSEAL_DEBUG": None, **(env or {})})
-    chdir = contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext()
-    with chdir, warnings.catch_warnings(record=True) as caught:
+    with _working_folder(cwd), warnings.catch_warnings(record=True) as caught:
         # A real process prints the warnings its default filters let through to stderr; do the same.
         warnings.resetwarnings()
         for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
             warnings.simplefilter("ignore", category)
         # catch_exceptions=False: an exception that escapes the command (a bug) fails the test
         # with its traceback, as it would have printed one in a real process.
-        result = runner.invoke(main, [os.fspath(a) for a in args], input=input, prog_name="nnseal",
+        result = runner.invoke(main, [str(a) for a in args], input=input, prog_name="nnseal",
                                catch_exceptions=False)
     stderr = result.stderr + "".join(
         warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in caught)
     return CliResult(result.exit_code, result.stdout, stderr)
+
+
+@contextlib.contextmanager
+def _working_folder(cwd: Path | str | None):
+    """contextlib.chdir, which Python 3.10 lacks; None stays where we are."""
+    if cwd is None:
+        yield
+        return
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def run_cli_process(*args, env: dict[str, str | None] | None = None, cwd: Path | str | None = None,
@@ -107,3 +121,23 @@ def tree_listing(root: Path) -> dict[str, tuple[int, str]]:
             else:
                 out[rel + "/"] = (0, "dir")
     return out
+
+
+def nnunet_export_zip(monkeypatch, results: Path, output: Path, **kwargs) -> None:
+    """Write ``output`` with nnU-Net's own exporter (nnUNetv2_export_model_to_zip), reading ``results``.
+
+    nnunetv2.paths reads the nnUNet_* variables once, at import, and its users copy the values into
+    their own globals, so every copy the exporter reads is set (a missed one fails the export, it
+    never passes). In this interpreter: no child process importing torch and nnU-Net again.
+    """
+    from nnunetv2.model_sharing import model_export
+    from nnunetv2.utilities import dataset_name_id_conversion, file_path_utilities
+
+    from nnseal import toy_model
+
+    for module in (model_export, file_path_utilities, dataset_name_id_conversion):
+        monkeypatch.setattr(module, "nnUNet_results", str(results))
+    monkeypatch.setattr(dataset_name_id_conversion, "nnUNet_raw", str(output.parent))
+    monkeypatch.setattr(dataset_name_id_conversion, "nnUNet_preprocessed", str(output.parent))
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+        model_export.export_pretrained_model(toy_model.DATASET, str(output), **kwargs)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import zipfile
-from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import nnunet_export_zip, run_cli
 
 from nnseal import toy_model
 
@@ -77,26 +74,10 @@ def test_installed_checkpoint_works_for_pretrained_weights_fine_tuning(installed
             assert torch.equal(tensor, expected[name]), name
 
 
-def _point_nnunet_at(monkeypatch, results: Path, raw: Path, preprocessed: Path) -> None:
-    """nnunetv2.paths reads the nnUNet_* variables once, at import, and its users copy the values into
-    their own globals: set every copy the exporter reads (a missed one fails the export, it never passes)."""
-    from nnunetv2.model_sharing import model_export
-    from nnunetv2.utilities import dataset_name_id_conversion, file_path_utilities
-
-    for module in (model_export, file_path_utilities, dataset_name_id_conversion):
-        monkeypatch.setattr(module, "nnUNet_results", str(results))
-    monkeypatch.setattr(dataset_name_id_conversion, "nnUNet_raw", str(raw))
-    monkeypatch.setattr(dataset_name_id_conversion, "nnUNet_preprocessed", str(preprocessed))
-
-
 def test_legacy_zip_from_nnunets_own_exporter(tmp_path, toy_results_session, toy_model_folder, monkeypatch):
-    from nnunetv2.model_sharing.model_export import export_pretrained_model
-
     legacy = tmp_path / "nnunet_export.zip"
-    _point_nnunet_at(monkeypatch, toy_results_session, tmp_path, tmp_path)
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
-        export_pretrained_model(toy_model.DATASET, str(legacy), configurations=("2d",), folds=(0, 1),
-                                save_checkpoints=("checkpoint_final.pth", "checkpoint_best.pth"))
+    nnunet_export_zip(monkeypatch, toy_results_session, legacy, configurations=("2d",), folds=(0, 1),
+                      save_checkpoints=("checkpoint_final.pth", "checkpoint_best.pth"))
     with zipfile.ZipFile(legacy) as z:
         names = z.namelist()
     assert f"{MODEL}/fold_0/checkpoint_final.pth" in names and f"{MODEL}/fold_0/debug.json" in names
