@@ -70,7 +70,9 @@ class TestServer:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(self.ca_file, key_file)
             self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        # shutdown() waits up to one poll interval, at the end of every test that uses a server.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.005},
+                                        daemon=True)
 
     @property
     def port(self) -> int:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
-from conftest import run_cli
+from helpers import CliResult, run_cli
 
 
-def scan_json(*paths, extra=(), cwd=None) -> tuple[subprocess.CompletedProcess, dict]:
+def scan_json(*paths, extra=(), cwd=None) -> tuple[CliResult, dict]:
     proc = run_cli("scan", *paths, "--format", "json", *extra, cwd=cwd)
-    assert proc.returncode in (0, 1), (proc.returncode, proc.stderr)
+    assert proc.exit_code in (0, 1), (proc.exit_code, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc, json.loads(proc.stdout)
 

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, tree_listing
+from helpers import NNSEAL_EXE, run_cli, tree_listing
 from http_server import Route, running_server
 
 from nnseal.errors import EnvironmentProblem, Hint, NetworkError, TamperedPackage, WouldOverwrite
@@ -413,7 +413,7 @@ def test_cli_404_is_one_line_exit_3_and_results_untouched(server, target):
     url = server.route("/model.zip", Route(status=404))
     before = tree_listing(target)
     proc = run_cli("download", url, "-o", target, "--retries", "0", "--quiet")
-    assert proc.returncode == 3, proc.stderr
+    assert proc.exit_code == 3, proc.stderr
     assert proc.stderr.strip().splitlines() == [f"nnseal: error: HTTP 404 Not Found for {url}"]
     assert tree_listing(target) == before
 
@@ -422,7 +422,7 @@ def test_cli_failure_does_not_leave_a_results_folder_it_created(server, tmp_path
     url = server.route("/model.zip", Route(status=410))
     results = tmp_path / "new-results"
     proc = run_cli("download", url, "-o", results, "--quiet")
-    assert proc.returncode == 3 and "HTTP 410 Gone" in proc.stderr
+    assert proc.exit_code == 3 and "HTTP 410 Gone" in proc.stderr
     assert not results.exists()
 
 
@@ -430,7 +430,7 @@ def test_cli_sha256_mismatch_is_refused_before_install(server, target):
     url = server.route("/model.zip", Route(body=BODY))
     before = tree_listing(target)
     proc = run_cli("download", url, "-o", target, "--sha256", "ab" * 32, "--quiet")
-    assert proc.returncode == 1, proc.stderr
+    assert proc.exit_code == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nnseal: refused: ") and BODY_SHA256 in lines[0]
     assert tree_listing(target) == before
@@ -439,7 +439,7 @@ def test_cli_sha256_mismatch_is_refused_before_install(server, target):
 def test_cli_rejects_a_malformed_sha256_before_downloading(server, target):
     url = server.route("/model.zip", Route(body=BODY))
     proc = run_cli("download", url, "-o", target, "--sha256", "abc")
-    assert proc.returncode == 2 and "sha256" in proc.stderr
+    assert proc.exit_code == 2 and "sha256" in proc.stderr
     assert server.requests_to("/model.zip") == []
 
 
@@ -448,31 +448,28 @@ def test_cli_existing_keep_file_is_refused_before_downloading(server, target, tm
     keep = tmp_path / "kept.zip"
     keep.write_bytes(b"mine")
     proc = run_cli("download", url, "-o", target, "--keep", keep)
-    assert proc.returncode == 1 and "kept.zip" in proc.stderr and "--force" in proc.stderr
+    assert proc.exit_code == 1 and "kept.zip" in proc.stderr and "--force" in proc.stderr
     assert keep.read_bytes() == b"mine" and server.requests_to("/model.zip") == []
 
 
 def test_cli_needs_a_results_folder(server, tmp_path):
     url = server.route("/model.zip", Route(body=BODY))
-    env = {k: v for k, v in os.environ.items() if k != "nnUNet_results"}
-    exe = Path(sys.executable).with_name("nnseal")
-    proc = subprocess.run([str(exe), "download", url], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=60)
-    assert proc.returncode == 3 and "nnUNet_results" in proc.stderr
+    proc = run_cli("download", url, env={"nnUNet_results": None}, cwd=tmp_path)
+    assert proc.exit_code == 3 and "nnUNet_results" in proc.stderr
     assert server.requests_to("/model.zip") == []
 
 
 def test_cli_max_size_accepts_units(server, target):
     url = server.route("/model.zip", Route(body=BODY))
     proc = run_cli("download", url, "-o", target, "--max-size", "200K", "--quiet")
-    assert proc.returncode == 3 and f"exceeds the limit of {200 << 10} bytes" in proc.stderr
+    assert proc.exit_code == 3 and f"exceeds the limit of {200 << 10} bytes" in proc.stderr
 
 
 def test_cli_ctrl_c_removes_the_temporary_file(server, target):
     url = server.route("/model.zip", Route(body=BODY, chunk=1000, delay=0.2))
     before = tree_listing(target)
-    exe = Path(sys.executable).with_name("nnseal")
-    proc = subprocess.Popen([str(exe), "download", url, "-o", str(target), "--quiet"],
+    # Ctrl-C needs a real process: SIGINT goes to the process, not to a function call.
+    proc = subprocess.Popen([str(NNSEAL_EXE), "download", url, "-o", str(target), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30

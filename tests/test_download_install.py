@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_refusal, run_cli, tree_listing
+from helpers import assert_one_line_refusal, run_cli, tree_listing
 from http_server import Route, running_server
 
 from nnseal import toy_model
@@ -99,7 +99,7 @@ def test_cli_download_with_sha256_pin_and_keep(server, package_bytes, session_ke
     keep.parent.mkdir()
     proc = run_cli("download", url, "-o", results, "--trusted-key", session_key.public_path, "--sha256", digest,
                    "--keep", keep, "--json", *FAST_CLI)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["models"] == installed(results) and report["provenance"] == "signed"
     assert report["download"]["sha256"] == digest and report["download"]["bytes"] == len(package_bytes)
@@ -147,7 +147,7 @@ def test_truncated_download_is_not_installed(server, package_bytes, session_key,
                                                     ranges=False))
     before = tree_listing(results)
     proc = run_cli("download", url, "-o", results, "--trusted-key", session_key.public_path, *FAST_CLI)
-    assert proc.returncode == 3, proc.stderr
+    assert proc.exit_code == 3, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "body ended after" in lines[0] and "resume attempts failed" in lines[0]
     assert tree_listing(results) == before
@@ -173,7 +173,7 @@ def test_legacy_nnunet_zip_installs_with_unsigned_and_sha256(server, toy_results
     url = server.route("/legacy.zip", Route(body=data))
     proc = run_cli("download", url, "-o", results, "--unsigned", "--sha256", hashlib.sha256(data).hexdigest(),
                    "--json", *FAST_CLI)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["provenance"] == "unsigned" and report["models"] == installed(results)
     assert_installed(results)
@@ -192,5 +192,5 @@ def test_destination_defaults_to_nnunet_results(server, package_bytes, session_k
     url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
     proc = run_cli("download", url, "--trusted-key", session_key.public_path, *FAST_CLI,
                    env={"nnUNet_results": str(results)})
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert_installed(results)

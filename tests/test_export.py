@@ -7,7 +7,7 @@ import shutil
 import zipfile
 
 import pytest
-from conftest import assert_one_line_refusal, run_cli
+from helpers import assert_one_line_refusal, run_cli
 
 from nnseal import toy_model
 
@@ -89,7 +89,7 @@ def test_export_is_reproducible(toy_model_folder, session_key, tmp_path):
     a, b = tmp_path / "a.zip", tmp_path / "b.zip"
     for out in (a, b):
         proc = run_cli("export", "-i", toy_model_folder, "-o", out, "--key", session_key.private_path, "--quiet")
-        assert proc.returncode == 0, proc.stderr
+        assert proc.exit_code == 0, proc.stderr
     assert a.read_bytes() == b.read_bytes()
 
 
@@ -97,7 +97,7 @@ def test_json_summary_and_fold_selection(toy_model_folder, session_key, tmp_path
     out = tmp_path / "f0.zip"
     proc = run_cli("export", "-i", toy_model_folder, "-o", out, "--key", session_key.private_path, "-f", "0",
                    "--checkpoints", "final", "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["signer_fingerprint"] == session_key.fingerprint
     assert {n for n in summary["entries"] if n.endswith(".safetensors")} == {
@@ -111,7 +111,7 @@ def test_nnunet_selection_flags_and_metadata_override(toy_results_session, sessi
     proc = run_cli("export", "-d", "42", "-c", "2d", "-tr", "nnUNetTrainer", "-p", "nnUNetPlans", "-o", out,
                    "--key", session_key.private_path, "--name", "Renamed", "--quiet",
                    env={"nnUNet_results": str(toy_results_session)})
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     with zipfile.ZipFile(out) as z:
         card = json.loads(z.read("nnseal-card.json"))
     assert card["model"]["name"] == "Renamed" and card["model"]["release"] == "1.0"
@@ -121,14 +121,14 @@ def test_key_from_environment(toy_model_folder, session_key, tmp_path):
     out = tmp_path / "env.zip"
     proc = run_cli("export", "-i", toy_model_folder, "-o", out, "-f", "0", "--quiet",
                    env={"NNSEAL_SIGNING_KEY": str(session_key.private_path)})
-    assert proc.returncode == 0, proc.stderr and out.is_file()
+    assert proc.exit_code == 0, proc.stderr and out.is_file()
 
 
 def test_include_progress(toy_model_folder, session_key, tmp_path):
     out = tmp_path / "png.zip"
     proc = run_cli("export", "-i", toy_model_folder, "-o", out, "--key", session_key.private_path, "-f", "0",
                    "--include-progress", "--quiet")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert f"{MODEL}/fold_0/progress.png" in _names(out)
 
 
@@ -155,7 +155,7 @@ def test_existing_output_needs_force(toy_model_folder, session_key, tmp_path):
     assert out.read_bytes() == b"keep me"
     proc = run_cli("export", "-i", toy_model_folder, "-o", out, "--key", session_key.private_path, "-f", "0",
                    "--force", "--quiet")
-    assert proc.returncode == 0 and zipfile.is_zipfile(out)
+    assert proc.exit_code == 0 and zipfile.is_zipfile(out)
 
 
 def test_refused_checkpoint_leaves_no_output(toy_results_session, session_key, tmp_path, canary):
@@ -201,7 +201,7 @@ def test_wrong_passphrase_refused(toy_model_folder, tmp_path):
     assert "passphrase" in proc.stderr.lower() and not out.exists()
     proc = run_cli("export", "-i", toy_model_folder, "-o", out, "--key", keys.private_path, "-f", "0", "--quiet",
                    env={"NNSEAL_KEY_PASSPHRASE": "right"})
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
 
 
 def test_non_ecdsa_key_refused(toy_model_folder, tmp_path):
@@ -218,13 +218,13 @@ def test_non_ecdsa_key_refused(toy_model_folder, tmp_path):
 
 
 def test_usage_errors_exit_2(tmp_path):
-    assert run_cli("export", "-o", tmp_path / "x.zip").returncode == 2
-    assert run_cli("export", "-d", "42", "-o", tmp_path / "x.zip").returncode == 2
+    assert run_cli("export", "-o", tmp_path / "x.zip").exit_code == 2
+    assert run_cli("export", "-d", "42", "-o", tmp_path / "x.zip").exit_code == 2
 
 
 def test_missing_model_folder_is_environment_error(tmp_path, session_key):
     proc = run_cli("export", "-i", tmp_path / "nope", "-o", tmp_path / "x.zip", "--key", session_key.private_path)
-    assert proc.returncode == 3 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.exit_code == 3 and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_python_api_matches_nnunet_doc(toy_model_folder, session_key, tmp_path):
@@ -237,7 +237,7 @@ def test_python_api_matches_nnunet_doc(toy_model_folder, session_key, tmp_path):
 
 def test_no_signing_key_is_a_usage_error(toy_model_folder, tmp_path):
     proc = run_cli("export", "-i", toy_model_folder, "-o", tmp_path / "x.zip", env={"NNSEAL_SIGNING_KEY": ""})
-    assert proc.returncode == 2 and "--key" in proc.stderr
+    assert proc.exit_code == 2 and "--key" in proc.stderr
     assert not (tmp_path / "x.zip").exists()
 
 
@@ -245,5 +245,5 @@ def test_no_signing_key_is_a_usage_error(toy_model_folder, tmp_path):
 def test_impossible_fold_or_checkpoint_name_is_a_usage_error(args, toy_model_folder, session_key, tmp_path):
     proc = run_cli("export", "-i", toy_model_folder, "-o", tmp_path / "x.zip", "--key", session_key.private_path,
                    *args)
-    assert proc.returncode == 2, proc.stderr
+    assert proc.exit_code == 2, proc.stderr
     assert not (tmp_path / "x.zip").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import hostile_zips as hz
 import pytest
-from conftest import tree_listing
+from helpers import tree_listing
 from hostile_checkpoints import write_torch_zip
 
 from nnseal.errors import HostileArchive, InvalidSafetensors, ModelLayoutError, UnsafeCheckpoint

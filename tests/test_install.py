@@ -7,7 +7,7 @@ import shutil
 import zipfile
 
 import pytest
-from conftest import assert_one_line_refusal, run_cli, tree_listing
+from helpers import assert_one_line_refusal, run_cli, tree_listing
 
 from nnseal import toy_model
 
@@ -26,7 +26,7 @@ def test_install_rebuilds_checkpoints_that_load_without_allowlist(toy_package_se
 
     results = tmp_path / "results"
     proc = _install(toy_package_session, results, key=session_key.public_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     model = results / MODEL
     files = sorted(str(p.relative_to(model)) for p in model.rglob("*") if p.is_file())
     assert files == ["dataset.json", "dataset_fingerprint.json",
@@ -70,14 +70,14 @@ def test_untrusted_signer_refused(toy_package_session, tmp_path):
 
 
 def test_trust_folder_is_used(toy_package_session, session_key, tmp_path):
-    assert run_cli("trust", "add", session_key.public_path, "--name", "lab").returncode == 0
+    assert run_cli("trust", "add", session_key.public_path, "--name", "lab").exit_code == 0
     proc = _install(toy_package_session, tmp_path / "results")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
 
 
 def test_existing_model_refused_then_replaced_with_force(toy_package_session, session_key, tmp_path):
     results = tmp_path / "results"
-    assert _install(toy_package_session, results, key=session_key.public_path).returncode == 0
+    assert _install(toy_package_session, results, key=session_key.public_path).exit_code == 0
     marker = results / MODEL / "old-file.txt"
     marker.write_text("from the old install")
     before = tree_listing(results)
@@ -85,7 +85,7 @@ def test_existing_model_refused_then_replaced_with_force(toy_package_session, se
     assert_one_line_refusal(proc, "--force")
     assert tree_listing(results) == before
     proc = _install(toy_package_session, results, "--force", key=session_key.public_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert not marker.exists()  # replaced whole: no mix of old and new files
     assert (results / MODEL / "fold_0" / "checkpoint_final.pth").is_file()
     assert not list(results.glob(".nnseal-staging-*"))
@@ -93,7 +93,7 @@ def test_existing_model_refused_then_replaced_with_force(toy_package_session, se
 
 def test_verify_package_ok_and_tampered(toy_package_session, session_key, tmp_path):
     proc = run_cli("verify", toy_package_session, "--trusted-key", session_key.public_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert "OK" in proc.stdout
     proc = run_cli("verify", toy_package_session, "--trusted-key", session_key.public_path, "--json")
     report = json.loads(proc.stdout)
@@ -108,7 +108,7 @@ def test_verify_package_ok_and_tampered(toy_package_session, session_key, tmp_pa
                 data = data[:-1] + bytes([data[-1] ^ 1])
             dst.writestr(info, data)
     proc = run_cli("verify", tampered, "--trusted-key", session_key.public_path)
-    assert proc.returncode == 1
+    assert proc.exit_code == 1
     assert "modified entry" in proc.stderr and "fold_0/checkpoint_final.safetensors" in proc.stderr
 
 
@@ -127,7 +127,7 @@ def test_verify_reports_every_problem(toy_package_session, tmp_path):
             dst.writestr(info, data)
         dst.writestr(f"{MODEL}/fold_0/checkpoint_latest.safetensors", b"x")  # extra, off-layout
     proc = run_cli("verify", broken, "--trusted-key", other.public_path, "--json")
-    assert proc.returncode == 1
+    assert proc.exit_code == 1
     report = json.loads(proc.stdout)
     text = "\n".join(report["problems"])
     assert report["signature"] == "untrusted"
@@ -137,24 +137,24 @@ def test_verify_reports_every_problem(toy_package_session, tmp_path):
 
 def test_verify_installed_folder_reports_drift(toy_package_session, session_key, tmp_path):
     results = tmp_path / "results"
-    assert _install(toy_package_session, results, key=session_key.public_path).returncode == 0
+    assert _install(toy_package_session, results, key=session_key.public_path).exit_code == 0
     model = results / MODEL
     proc = run_cli("verify", model)
-    assert proc.returncode == 0 and "OK" in proc.stdout
+    assert proc.exit_code == 0 and "OK" in proc.stdout
     with open(model / "fold_0" / "checkpoint_best.pth", "r+b") as handle:
         handle.seek(100)
         handle.write(b"\x00")
     (model / "fold_1" / "checkpoint_best.pth").unlink()
     (model / "extra.txt").write_text("x")
     proc = run_cli("verify", model)
-    assert proc.returncode == 1
+    assert proc.exit_code == 1
     for needle in ("modified: fold_0/checkpoint_best.pth", "missing: fold_1/checkpoint_best.pth", "extra: extra.txt"):
         assert needle in proc.stderr
 
 
 def test_inspect_trusts_nothing(toy_package_session, session_key):
     proc = run_cli("inspect", toy_package_session, "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["verified"] is False and info["signer_trusted"] is False
     assert info["signer_fingerprint"] == session_key.fingerprint
@@ -191,11 +191,11 @@ def test_install_defaults_to_nnunet_results(toy_package_session, session_key, tm
     results = tmp_path / "env_results"
     proc = run_cli("install", toy_package_session, "--trusted-key", session_key.public_path,
                    env={"nnUNet_results": str(results)})
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert (results / MODEL / "plans.json").is_file()
     proc = run_cli("install", toy_package_session, "--trusted-key", session_key.public_path,
                    env={"nnUNet_results": ""})
-    assert proc.returncode == 3 and "nnUNet_results" in proc.stderr
+    assert proc.exit_code == 3 and "nnUNet_results" in proc.stderr
 
 
 def test_symlink_already_in_destination_refused(toy_package_session, session_key, tmp_path):
@@ -220,12 +220,12 @@ def test_sha256_pin(toy_package_session, session_key, tmp_path):
     assert tree_listing(results) == {}
     proc = _install(toy_package_session, results, "--sha256", sha256_file(toy_package_session),
                     key=session_key.public_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
 
 
 def test_missing_package_is_environment_error(tmp_path):
     proc = run_cli("install", tmp_path / "nope.zip", "--results", tmp_path / "r", "--trusted-key", tmp_path / "k")
-    assert proc.returncode == 3
+    assert proc.exit_code == 3
 
 
 def test_legacy_nnunet_zip_needs_unsigned_and_is_cleaned(toy_results_session, tmp_path):
@@ -239,7 +239,7 @@ def test_legacy_nnunet_zip_needs_unsigned_and_is_cleaned(toy_results_session, tm
     proc = _install(legacy, results)
     assert_one_line_refusal(proc, "--unsigned")
     proc = run_cli("install", legacy, "--results", results, "--unsigned", "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["provenance"] == "unsigned"
     assert any("provenance NOT checked" in w for w in report["warnings"])
@@ -273,5 +273,5 @@ def test_results_copy_is_untouched_by_failed_installs(toy_package_session, sessi
     data[len(data) // 2] ^= 0xFF
     damaged.write_bytes(bytes(data))
     proc = _install(damaged, results, key=session_key.public_path)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.exit_code == 1, proc.stderr
     assert tree_listing(results) == before

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import hostile_zips
 import pytest
-from conftest import assert_one_line_refusal, run_cli, tree_listing
+from helpers import assert_one_line_refusal, run_cli, tree_listing
 
 from nnseal import toy_model
 
@@ -107,7 +107,7 @@ def test_builder_alone_gives_an_installable_package(package_entries, session_key
     """Guards every test below: the refusals come from the attack, not from _signed()."""
     package = _signed(tmp_path / "ok.zip", package_entries, session_key.private_path)
     proc = run_cli("install", package, "--results", tmp_path / "r", "--trusted-key", session_key.public_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
 
 
 def test_entry_not_in_manifest(package_entries, results, session_key, canary, tmp_path):
@@ -183,7 +183,7 @@ def test_signed_plans_naming_foreign_class(package_entries, results, session_key
     verify = run_cli("verify", package, "--trusted-key", session_key.public_path)
     assert_one_line_refusal(verify, "os.system")
     scan = run_cli("scan", package, "--trusted-key", session_key.public_path)
-    assert scan.returncode == 1 and "package-content" in scan.stdout and "os.system" in scan.stdout
+    assert scan.exit_code == 1 and "package-content" in scan.stdout and "os.system" in scan.stdout
 
 
 def _safetensors_with_header(header: dict, data: bytes) -> bytes:
@@ -223,7 +223,7 @@ def test_inspect_shows_a_hostile_card_on_one_line_each(package_entries, session_
     package = _signed(tmp_path / "card.zip", _replace(package_entries, "nnseal-card.json", json.dumps(card).encode()),
                       session_key.private_path)
     proc = run_cli("inspect", package)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert [line for line in proc.stdout.splitlines() if line.startswith("signer:")] == [
         f"signer:    {session_key.fingerprint} (NOT trusted; signature not checked here)"]
     assert "\x1b" not in proc.stdout
@@ -234,7 +234,7 @@ def test_inspect_survives_a_card_of_the_wrong_shape(card, package_entries, sessi
     package = _signed(tmp_path / "card.zip", _replace(package_entries, "nnseal-card.json", card),
                       session_key.private_path)
     proc = run_cli("inspect", package)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr
 
 
@@ -242,7 +242,7 @@ def test_verify_refuses_a_signed_package_without_plans(package_entries, session_
     kept = [(n, d) for n, d in package_entries if not n.endswith("/plans.json")]
     package = _signed(tmp_path / "noplans.zip", kept, session_key.private_path)
     proc = run_cli("verify", package, "--trusted-key", session_key.public_path)
-    assert proc.returncode == 1 and "plans.json" in proc.stderr
+    assert proc.exit_code == 1 and "plans.json" in proc.stderr
 
 
 def test_oversized_json_entry_refused_before_extraction(package_entries, results, session_key, canary, tmp_path):
@@ -260,5 +260,5 @@ def test_oversized_json_entry_refused_before_extraction(package_entries, results
 def test_malformed_sha256_pin_is_a_usage_error(pin, toy_package_session, session_key, tmp_path):
     proc = run_cli("install", toy_package_session, "--results", tmp_path / "r", "--trusted-key",
                    session_key.public_path, "--sha256", pin)
-    assert proc.returncode == 2
+    assert proc.exit_code == 2
     assert not (tmp_path / "r").exists()

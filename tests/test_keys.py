@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_refusal, run_cli
 from cryptography.hazmat.primitives.asymmetric import ec
+from helpers import assert_one_line_refusal, run_cli, run_cli_process
 
 from nnseal.errors import EXIT_ENVIRONMENT, EXIT_REFUSED, BadKey, EnvironmentProblem, Hint, WouldOverwrite
 from nnseal.format import keys
@@ -219,7 +217,7 @@ def test_signing_key_from_env_and_passphrase_from_env(tmp_path, monkeypatch):
 
 def test_keygen_cli_prints_fingerprint_and_never_overwrites(tmp_path):
     proc = run_cli("keygen", "-o", tmp_path / "me")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     public = keys.load_public_key(tmp_path / "me.pub")
     assert keys.fingerprint(public) in proc.stdout
     assert str(tmp_path / "me.pem") in proc.stdout
@@ -233,21 +231,20 @@ def test_keygen_cli_prints_fingerprint_and_never_overwrites(tmp_path):
 def test_keygen_cli_passphrase_from_env(tmp_path):
     proc = run_cli("keygen", "-o", tmp_path / "ci", "--passphrase-env", "MY_PW", "--json",
                    env={"MY_PW": "from-env"})
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert '"encrypted": true' in proc.stdout
     key = keys.load_private_key(tmp_path / "ci.pem", b"from-env")
     assert keys.fingerprint(key.public_key()) in proc.stdout
     unset = run_cli("keygen", "-o", tmp_path / "x", "--passphrase-env", "NNSEAL_TEST_UNSET_VAR")
-    assert unset.returncode == 2 and not (tmp_path / "x.pem").exists()
+    assert unset.exit_code == 2 and not (tmp_path / "x.pem").exists()
 
 
 def test_keygen_cli_passphrase_prompt(tmp_path):
-    # A new session has no controlling terminal, so the hidden prompt reads stdin.
-    exe = Path(sys.executable).with_name("nnseal")
-    env = {k: v for k, v in os.environ.items() if k != "NNSEAL_DEBUG"}
-    proc = subprocess.run([str(exe), "keygen", "-o", str(tmp_path / "p"), "--passphrase"], input="typed\ntyped\n",
-                          capture_output=True, text=True, env=env, timeout=120, start_new_session=True)
-    assert proc.returncode == 0, proc.stderr
+    # A real process in a new session: no controlling terminal, so the hidden prompt (getpass)
+    # falls back to stdin. CliRunner would replace the prompt and prove nothing about that.
+    proc = run_cli_process("keygen", "-o", tmp_path / "p", "--passphrase", input="typed\ntyped\n", timeout=120,
+                           start_new_session=True)
+    assert proc.exit_code == 0, proc.stderr
     with pytest.raises(BadKey, match="wrong passphrase"):
         keys.load_private_key(tmp_path / "p.pem", b"typo")
     keys.load_private_key(tmp_path / "p.pem", b"typed")

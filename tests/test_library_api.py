@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_refusal, run_cli
+from helpers import assert_one_line_refusal, run_cli
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from nnseal.commands._common import HINT_TEXT, error_line
@@ -70,7 +70,7 @@ def test_cli_words_the_hint_as_its_flag(tmp_path):
     folder = tmp_path / "trusted"
     other = keys.generate_key_pair(tmp_path / "other")
     env = {"NNSEAL_TRUSTED_KEYS": str(folder)}
-    assert run_cli("trust", "add", files.public_path, "--name", "lab", env=env).returncode == 0
+    assert run_cli("trust", "add", files.public_path, "--name", "lab", env=env).exit_code == 0
     proc = run_cli("trust", "add", other.public_path, "--name", "lab", env=env)
     assert_one_line_refusal(proc, "already trusted under the name 'lab'; choose another --name")
 
@@ -130,7 +130,7 @@ def test_bad_arguments_raise_family_errors(tmp_path, session_key, toy_package_se
 
 def test_cli_still_treats_a_malformed_pin_as_a_usage_error(toy_package_session, tmp_path):
     proc = run_cli("install", toy_package_session, "--results", tmp_path / "r", "--sha256", "xyz")
-    assert proc.returncode == 2 and "64 hex digits" in proc.stderr
+    assert proc.exit_code == 2 and "64 hex digits" in proc.stderr
 
 
 # --- trusted_keys are exactly those keys; the trust folder only when given ----------------------

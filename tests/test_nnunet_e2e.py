@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import zipfile
 
 import pytest
-from conftest import run_cli
+from helpers import nnunet_export_zip, run_cli
 
 from nnseal import toy_model
 
@@ -40,7 +37,7 @@ def installed(tmp_path_factory, toy_package_session, session_key):
     results = tmp_path_factory.mktemp("e2e") / "nnUNet_results"
     proc = run_cli("install", toy_package_session, "--results", results, "--trusted-key", session_key.public_path,
                    "--quiet")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     return results / MODEL
 
 
@@ -77,23 +74,17 @@ def test_installed_checkpoint_works_for_pretrained_weights_fine_tuning(installed
             assert torch.equal(tensor, expected[name]), name
 
 
-def test_legacy_zip_from_nnunets_own_exporter(tmp_path, toy_results_session, toy_model_folder):
+def test_legacy_zip_from_nnunets_own_exporter(tmp_path, toy_results_session, toy_model_folder, monkeypatch):
     legacy = tmp_path / "nnunet_export.zip"
-    # nnunetv2.paths reads nnUNet_results at import time: run the exporter in its own process.
-    code = ("from nnunetv2.model_sharing.model_export import export_pretrained_model\n"
-            f"export_pretrained_model({toy_model.DATASET!r}, {str(legacy)!r}, configurations=('2d',), "
-            "folds=(0, 1), save_checkpoints=('checkpoint_final.pth', 'checkpoint_best.pth'))\n")
-    env = dict(os.environ, nnUNet_results=str(toy_results_session), nnUNet_raw=str(tmp_path),
-               nnUNet_preprocessed=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    nnunet_export_zip(monkeypatch, toy_results_session, legacy, configurations=("2d",), folds=(0, 1),
+                      save_checkpoints=("checkpoint_final.pth", "checkpoint_best.pth"))
     with zipfile.ZipFile(legacy) as z:
         names = z.namelist()
     assert f"{MODEL}/fold_0/checkpoint_final.pth" in names and f"{MODEL}/fold_0/debug.json" in names
 
     results = tmp_path / "results"
     proc = run_cli("install", legacy, "--results", results, "--unsigned", "--quiet")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert "provenance NOT checked" in proc.stderr
 
     from nnseal.nnunet_check import predict_both
@@ -106,7 +97,7 @@ def test_legacy_zip_from_nnunets_own_exporter(tmp_path, toy_results_session, toy
 
 def test_demo_runs_every_stage():
     proc = run_cli("demo")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.exit_code == 0, proc.stdout + proc.stderr
     for needle in ("sanitize", "keygen", "export", "verify", "refused as expected", "fails the gate", "install",
                    "identical segmentations", "demo finished"):
         assert needle in proc.stdout, needle

@@ -7,20 +7,21 @@ import os
 import pty
 import struct
 import subprocess
-import sys
 import termios
-from pathlib import Path
+
+from helpers import NNSEAL_EXE
 
 
 def _run_on_terminal(args, env_extra=None) -> str:
-    """Run nnseal with stderr on a pseudo-terminal; return what the terminal received."""
+    """Run nnseal as a real process with stderr on a pseudo-terminal; return what the terminal received.
+
+    A real process: the bar is drawn only when stderr is a terminal, which CliRunner cannot give."""
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     env.update(env_extra or {})
     main_fd, child_fd = pty.openpty()
     # A fresh pty is 0 columns wide, and tqdm draws nothing in 0 columns: give it a real size.
     fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    exe = Path(sys.executable).with_name("nnseal")
-    proc = subprocess.Popen([str(exe), *map(str, args)], stdout=subprocess.DEVNULL, stderr=child_fd, env=env)
+    proc = subprocess.Popen([str(NNSEAL_EXE), *map(str, args)], stdout=subprocess.DEVNULL, stderr=child_fd, env=env)
     os.close(child_fd)
     chunks = []
     while True:

@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from conftest import REPO, run_cli
+from helpers import REPO, process_env, run_cli, run_cli_process
 
 
 def test_wheel_installs_only_nnseal_into_a_fresh_venv(tmp_path):
@@ -39,7 +39,8 @@ def test_wheel_installs_only_nnseal_into_a_fresh_venv(tmp_path):
     assert {a for a in added if not a.endswith(".dist-info") and a != "bin"} == {"nnseal"}
     proc = subprocess.run([str(python), "-c", "import nnseal, nnseal.sanitize, nnseal.package, nnseal.verify, sys; "
                            "print(nnseal.sanitize.__file__); assert 'torch' not in sys.modules"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env=process_env({"PYTHONPATH": None}))  # the fresh venv alone, not a checkout
     assert proc.returncode == 0, proc.stderr
     assert str(site / "nnseal" / "sanitize" / "__init__.py") in proc.stdout
     for name in ("package", "verify", "sanitize"):
@@ -47,16 +48,17 @@ def test_wheel_installs_only_nnseal_into_a_fresh_venv(tmp_path):
 
 
 def test_help_lists_every_command():
-    proc = run_cli("--help")
-    assert proc.returncode == 0
+    # The installed console script itself, as a real process: it exists and reaches nnseal.cli.
+    proc = run_cli_process("--help")
+    assert proc.exit_code == 0
     for name in ("demo", "sanitize", "keygen", "export", "verify", "inspect", "install", "trust", "download", "scan"):
         assert f"  {name}" in proc.stdout
 
 
 def test_usage_error_is_exit_2():
-    assert run_cli("no-such-command").returncode == 2
-    assert run_cli("sanitize").returncode == 2
-    assert run_cli("install").returncode == 2
+    assert run_cli("no-such-command").exit_code == 2
+    assert run_cli("sanitize").exit_code == 2
+    assert run_cli("install").exit_code == 2
 
 
 def test_missing_input_is_exit_3_one_line(tmp_path):
@@ -64,7 +66,7 @@ def test_missing_input_is_exit_3_one_line(tmp_path):
                  ("verify", tmp_path / "nope.zip"),
                  ("inspect", tmp_path / "nope.zip")):
         proc = run_cli(*args)
-        assert proc.returncode == 3, (args, proc.stderr)
+        assert proc.exit_code == 3, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import hostile_zips as hz
 import pytest
-from conftest import tree_listing
+from helpers import nnunet_export_zip, tree_listing
 
 from nnseal.errors import EXIT_REFUSED, EnvironmentProblem, HostileArchive
 from nnseal.safezip import Limits, check_entry_name, open_zip
@@ -577,19 +577,10 @@ def test_safezip_imports_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_nnunet_export_zip_opens(tmp_path, toy_results_session):
+def test_nnunet_export_zip_opens(tmp_path, toy_results_session, monkeypatch):
     """nnU-Net's own nnUNetv2_export_model_to_zip output (ZIP_DEFLATED, whole .pth files) reads exactly."""
-    import subprocess
-    import sys
-
-    from nnseal import toy_model
-
     out = tmp_path / "export.zip"
-    code = ("from nnunetv2.model_sharing.model_export import export_pretrained_model as e; "
-            f"e({toy_model.DATASET!r}, {str(out)!r}, configurations=('2d',), folds=(0, 1))")
-    env = dict(os.environ, nnUNet_results=str(toy_results_session), nnUNet_raw=str(tmp_path),
-               nnUNet_preprocessed=str(tmp_path))
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, timeout=300)
+    nnunet_export_zip(monkeypatch, toy_results_session, out, configurations=("2d",), folds=(0, 1))
     _assert_matches_zipfile(out)
     with open_zip(out) as archive:
         assert f"{MODEL}/fold_1/checkpoint_final.pth" in archive.names()

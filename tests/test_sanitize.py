@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_one_line_refusal, run_cli
+from helpers import assert_one_line_refusal, run_cli
 from hostile_checkpoints import rewrite_zip
 from safetensors.torch import load_file
 
@@ -117,10 +117,10 @@ def test_report_lists_what_was_dropped_and_saved(tmp_path, toy_pth):
 def test_cli_human_and_json(tmp_path, toy_pth):
     out = tmp_path / "w.safetensors"
     proc = run_cli("sanitize", toy_pth, "-o", out)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert "optimizer_state" in proc.stdout and "saved" in proc.stdout
     proc = run_cli("sanitize", toy_pth, "-o", out, "--force", "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["dropped_keys"] == DROPPED
     assert report["names"] == 136 and report["output_bytes"] == out.stat().st_size

@@ -6,7 +6,7 @@ import os
 
 import hostile_checkpoints as hostile
 import pytest
-from conftest import assert_one_line_refusal, run_cli, tree_listing
+from helpers import assert_one_line_refusal, run_cli, tree_listing
 
 # attack generator -> words its one-line refusal must contain
 ATTACKS = {

@@ -10,7 +10,7 @@ from pathlib import Path
 import hostile_checkpoints as hostile
 import hostile_scan_inputs as inputs
 import pytest
-from conftest import run_cli, tree_listing
+from helpers import run_cli, tree_listing
 from scan_helpers import levels_for, rules_for, scan_json
 
 # --- benign inputs pass -------------------------------------------------------------------
@@ -18,7 +18,7 @@ from scan_helpers import levels_for, rules_for, scan_json
 
 def test_toy_results_folder_has_no_finding(toy_results_session):
     proc, report = scan_json(toy_results_session, extra=["--fail-on", "any"])
-    assert proc.returncode == 0
+    assert proc.exit_code == 0
     assert report["findings"] == []
     # the checkpoints were really looked at, not skipped as "other"
     assert report["summary"]["kinds"]["torch-zip"] == 4
@@ -31,13 +31,13 @@ def test_toy_checkpoint_with_numpy_logs_passes_every_check(toy_model_folder):
     checkpoint = toy_model_folder / "fold_0" / "checkpoint_final.pth"
     assert "numpy._core.multiarray.scalar" in inspect_checkpoint(checkpoint).globals
     proc, report = scan_json(checkpoint, extra=["--fail-on", "any"])
-    assert (proc.returncode, report["findings"]) == (0, [])
+    assert (proc.exit_code, report["findings"]) == (0, [])
 
 
 def test_signed_package_with_trusted_key_has_no_finding(toy_package_session, session_key):
     proc, report = scan_json(toy_package_session, extra=["--trusted-key", session_key.public_path,
                                                          "--fail-on", "any"])
-    assert proc.returncode == 0, report["findings"]
+    assert proc.exit_code == 0, report["findings"]
     assert report["findings"] == []
     assert report["summary"]["kinds"]["nnseal-package"] == 1
     assert report["summary"]["kinds"]["safetensors"] >= 1  # members were checked too
@@ -47,7 +47,7 @@ def test_package_signed_by_key_in_trust_folder_is_trusted(toy_package_session, s
     isolated_trust.mkdir()
     shutil.copy(session_key.public_path, isolated_trust / "signer.pub")
     proc, report = scan_json(toy_package_session, extra=["--fail-on", "unsigned"])
-    assert (proc.returncode, report["findings"]) == (0, [])
+    assert (proc.exit_code, report["findings"]) == (0, [])
 
 
 # --- packages: unsigned level -------------------------------------------------------------
@@ -55,26 +55,26 @@ def test_package_signed_by_key_in_trust_folder_is_trusted(toy_package_session, s
 
 def test_untrusted_signer_is_unsigned_level(toy_package_session, session_key):
     proc, report = scan_json(toy_package_session)
-    assert proc.returncode == 0
+    assert proc.exit_code == 0
     assert [(f["rule"], f["level"]) for f in report["findings"]] == [("unknown-signer", "unsigned")]
     assert session_key.fingerprint in report["findings"][0]["message"]
 
     proc, report = scan_json(toy_package_session, extra=["--fail-on", "unsigned"])
-    assert proc.returncode == 1 and report["failed"] is True
+    assert proc.exit_code == 1 and report["failed"] is True
 
 
 def test_unsigned_package(toy_package_session, tmp_path, session_key):
     package = inputs.make_unsigned_package(toy_package_session, tmp_path)
     proc, report = scan_json(package, extra=["--trusted-key", session_key.public_path])
-    assert proc.returncode == 0
+    assert proc.exit_code == 0
     assert rules_for(report) == {"unsigned-package"}
-    assert run_cli("scan", package, "--fail-on", "unsigned").returncode == 1
+    assert run_cli("scan", package, "--fail-on", "unsigned").exit_code == 1
 
 
 def test_tampered_package_is_unsafe(toy_package_session, tmp_path, session_key):
     package = inputs.make_tampered_package(toy_package_session, tmp_path)
     proc, report = scan_json(package, extra=["--trusted-key", session_key.public_path])
-    assert proc.returncode == 1
+    assert proc.exit_code == 1
     tampered = [f for f in report["findings"] if f["rule"] == "tampered-package"]
     assert tampered and all(f["level"] == "unsafe" for f in tampered)
     assert any("plans.json" in f["message"] for f in tampered)
@@ -83,7 +83,7 @@ def test_tampered_package_is_unsafe(toy_package_session, tmp_path, session_key):
 def test_pickle_smuggled_into_package_is_found_by_content(toy_package_session, tmp_path, session_key, canary):
     package = inputs.make_package_with_pickle_member(toy_package_session, tmp_path, canary)
     proc, report = scan_json(package, extra=["--trusted-key", session_key.public_path])
-    assert proc.returncode == 1
+    assert proc.exit_code == 1
     smuggled = [f for f in report["findings"] if f["member"] and f["member"].endswith("checkpoint_final.safetensors")]
     assert {"dangerous-global"} <= {f["rule"] for f in smuggled}
     assert "tampered-package" in rules_for(report)
@@ -106,7 +106,7 @@ def test_nnunet_zip_with_hostile_checkpoint_names_the_member(toy_model_folder, t
 
     proc, report = scan_json(archive)
 
-    assert proc.returncode == 1
+    assert proc.exit_code == 1
     bad_member = f"{prefix}/fold_0/checkpoint_final.pth"
     assert rules_for(report, archive, bad_member) == {"dangerous-global"}
     assert any("posix.system" in f["message"] for f in report["findings"] if f["member"] == bad_member)
@@ -125,9 +125,9 @@ def test_clean_nnunet_zip_is_only_a_note(toy_model_folder, tmp_path):
         f"{prefix}/fold_0/checkpoint_final.pth": (toy_model_folder / "fold_0" / "checkpoint_final.pth").read_bytes(),
     })
     proc, report = scan_json(archive)
-    assert proc.returncode == 0
+    assert proc.exit_code == 0
     assert [(f["rule"], f["level"]) for f in report["findings"]] == [("nnunet-export-zip", "note")]
-    assert run_cli("scan", archive, "--fail-on", "any").returncode == 1
+    assert run_cli("scan", archive, "--fail-on", "any").exit_code == 1
 
 
 def test_zip_inside_zip_inside_zip_is_scanned(tmp_path, canary):
@@ -149,7 +149,7 @@ def test_zip_inside_zip_inside_zip_is_scanned(tmp_path, canary):
 def test_hostile_safetensors_header_is_unsafe(make, tmp_path):
     target = make(tmp_path)
     proc, report = scan_json(target)
-    assert proc.returncode == 1
+    assert proc.exit_code == 1
     assert rules_for(report, target) == {"safetensors-header"}
     assert levels_for(report, target) == {"unsafe"}
 
@@ -157,14 +157,14 @@ def test_hostile_safetensors_header_is_unsafe(make, tmp_path):
 def test_valid_safetensors_passes(tmp_path):
     target = inputs.make_safetensors_ok(tmp_path)
     proc, report = scan_json(target, extra=["--fail-on", "any"])
-    assert (proc.returncode, report["findings"], report["summary"]["kinds"]) == (0, [], {"safetensors": 1})
+    assert (proc.exit_code, report["findings"], report["summary"]["kinds"]) == (0, [], {"safetensors": 1})
 
 
 @pytest.mark.parametrize("make", [inputs.make_npy_object_array, inputs.make_npy_structured_object_field])
 def test_numpy_object_array_is_unsafe(make, tmp_path, canary):
     target = make(tmp_path, canary)
     proc, report = scan_json(target)
-    assert proc.returncode == 1
+    assert proc.exit_code == 1
     assert {"numpy-object-array", "dangerous-global"} <= rules_for(report, target)
     assert not canary.exists()
 
@@ -173,13 +173,13 @@ def test_numpy_numeric_array_passes(tmp_path):
     target = tmp_path / "weights.npy"
     target.write_bytes(inputs.npy_float_bytes())
     proc, report = scan_json(target, extra=["--fail-on", "any"])
-    assert (proc.returncode, report["findings"], report["summary"]["kinds"]) == (0, [], {"npy": 1})
+    assert (proc.exit_code, report["findings"], report["summary"]["kinds"]) == (0, [], {"npy": 1})
 
 
 def test_npz_object_member_is_named(tmp_path, canary):
     target = inputs.make_npz_with_object_member(tmp_path, canary)
     proc, report = scan_json(target)
-    assert proc.returncode == 1
+    assert proc.exit_code == 1
     assert "numpy-object-array" in rules_for(report, target, "payload.npy")
     assert rules_for(report, target, "weights.npy") == set()
     assert report["summary"]["kinds"]["npz"] == 1
@@ -225,7 +225,7 @@ def test_text_files_are_not_mistaken_for_pickles(tmp_path):
     (tmp_path / "Makefile").write_text("(all): build\n")
     (tmp_path / "empty.py").write_bytes(b"")
     proc, report = scan_json(tmp_path, extra=["--fail-on", "any"])
-    assert (proc.returncode, report["findings"]) == (0, [])
+    assert (proc.exit_code, report["findings"]) == (0, [])
     assert report["summary"]["kinds"] == {"empty": 1, "other": 2}
 
 
@@ -240,7 +240,7 @@ def test_walk_skips_git_and_reports_symlinks_without_following(tmp_path, canary)
     target = hostile.make_reduce_os_system(outside, canary)
     (tmp_path / "link.pth").symlink_to(target)
     proc, report = scan_json(tmp_path)
-    assert proc.returncode == 0
+    assert proc.exit_code == 0
     assert [(Path(f["path"]).name, f["rule"], f["level"]) for f in report["findings"]] == \
         [("link.pth", "symlink", "note")]
     assert report["summary"]["files"] == 0
@@ -281,13 +281,13 @@ def test_unreadable_file_is_unsafe_not_skipped(tmp_path, monkeypatch):
 
 def test_missing_path_is_exit_3_one_line(tmp_path):
     proc = run_cli("scan", tmp_path / "nope")
-    assert proc.returncode == 3
+    assert proc.exit_code == 3
     assert len(proc.stderr.strip().splitlines()) == 1 and "nope" in proc.stderr
     assert proc.stdout == ""
 
 
 def test_no_path_is_usage_error():
-    assert run_cli("scan").returncode == 2
+    assert run_cli("scan").exit_code == 2
 
 
 def test_text_format_is_one_line_per_finding_then_summary(tmp_path, canary):
@@ -295,7 +295,7 @@ def test_text_format_is_one_line_per_finding_then_summary(tmp_path, canary):
     hostile.make_stride0_expansion(tmp_path, canary)
     (tmp_path / "readme.txt").write_text("hello\n")
     proc = run_cli("scan", tmp_path)
-    assert proc.returncode == 1
+    assert proc.exit_code == 1
     lines = proc.stdout.splitlines()
     assert lines[-1] == "3 files scanned, 2 findings (2 unsafe, 0 unsigned)"
     assert lines[0].startswith(f"UNSAFE {tmp_path / 'eval.pth'}: dangerous-global: ")
@@ -310,7 +310,7 @@ def test_output_file_gets_the_report_and_stdout_the_summary(tmp_path, canary):
     out = tmp_path / "report.json"
     out.write_text("stale")
     proc = run_cli("scan", models, "--format", "json", "--output", out)
-    assert proc.returncode == 1
+    assert proc.exit_code == 1
     assert proc.stdout.strip() == "1 files scanned, 1 findings (1 unsafe, 0 unsigned)"
     import json
 
@@ -321,7 +321,7 @@ def test_bad_trusted_key_is_refused_before_scanning(tmp_path):
     key = tmp_path / "key.pub"
     key.write_text("not a key")
     proc = run_cli("scan", tmp_path, "--trusted-key", key)
-    assert proc.returncode == 1
+    assert proc.exit_code == 1
     assert len(proc.stderr.strip().splitlines()) == 1 and "key.pub" in proc.stderr
     assert proc.stdout == ""
 

@@ -11,7 +11,7 @@ import sys
 
 import hostile_checkpoints as hostile
 import pytest
-from conftest import tree_listing
+from helpers import tree_listing
 from scan_helpers import scan_json
 
 # Every generator in the corpus, found by name: a new attack is covered without editing this file.
@@ -65,7 +65,7 @@ def test_cli_flags_hostile_checkpoint_unsafe(make, tmp_path, canary):
 
     proc, report = scan_json(target, cwd=tmp_path)
 
-    assert proc.returncode == 1, proc.stdout
+    assert proc.exit_code == 1, proc.stdout
     mine = [f for f in report["findings"] if f["path"] == str(target)]
     assert {f["level"] for f in mine} >= {"unsafe"}
     assert EXPECTED_RULES[make.__name__] <= {f["rule"] for f in mine}, mine

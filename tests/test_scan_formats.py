@@ -9,7 +9,7 @@ import hostile_checkpoints as hostile
 import hostile_scan_inputs as inputs
 import jsonschema
 import pytest
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 SARIF_SCHEMA = json.loads((REPO / "tests" / "sarif" / "sarif-schema-2.1.0.json").read_text())
 REPORT_SCHEMA = json.loads((REPO / "docs" / "scan-report.schema.json").read_text())
@@ -32,7 +32,7 @@ def mixed_folder(tmp_path, canary, toy_package_session, toy_model_folder):
 
 def test_sarif_validates_against_the_official_schema(mixed_folder):
     proc = run_cli("scan", "models", "--format", "sarif", cwd=mixed_folder)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.exit_code == 1, proc.stderr
     sarif = json.loads(proc.stdout)
     jsonschema.Draft4Validator(SARIF_SCHEMA, format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER).validate(sarif)
 
@@ -57,7 +57,7 @@ def test_sarif_validates_against_the_official_schema(mixed_folder):
 
 def test_sarif_of_a_clean_scan_is_valid_and_empty(toy_results_session):
     proc = run_cli("scan", toy_results_session, "--format", "sarif")
-    assert proc.returncode == 0
+    assert proc.exit_code == 0
     sarif = json.loads(proc.stdout)
     jsonschema.Draft4Validator(SARIF_SCHEMA).validate(sarif)
     assert sarif["runs"][0]["results"] == []

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_refusal, run_cli
+from helpers import assert_one_line_refusal, run_cli
 
 from nnseal.commands._common import TRUST_FOLDER_ENV, trust_folder_from_environment
 from nnseal.errors import BadKey, EnvironmentProblem, InvalidArgument, UntrustedSigner, WouldOverwrite
@@ -31,15 +31,15 @@ def test_cli_round_trip_add_list_remove(tmp_path, trust_dir):
     bob = keys.generate_key_pair(tmp_path / "bob")
 
     empty = cli(trust_dir, "trust", "list")
-    assert empty.returncode == 0 and "no trusted keys" in empty.stdout
+    assert empty.exit_code == 0 and "no trusted keys" in empty.stdout
 
     added = cli(trust_dir, "trust", "add", alice.public_path, "--name", "alice-lab")
-    assert added.returncode == 0, added.stderr
+    assert added.exit_code == 0, added.stderr
     assert alice.fingerprint in added.stdout and "alice-lab" in added.stdout
-    assert cli(trust_dir, "trust", "add", bob.public_path).returncode == 0  # named after the file: bob
+    assert cli(trust_dir, "trust", "add", bob.public_path).exit_code == 0  # named after the file: bob
 
     listed = cli(trust_dir, "trust", "list")
-    assert listed.returncode == 0
+    assert listed.exit_code == 0
     assert listed.stdout.splitlines() == [f"alice-lab  {alice.fingerprint}", f"bob        {bob.fingerprint}"]
 
     as_json = json.loads(cli(trust_dir, "trust", "list", "--json").stdout)
@@ -48,14 +48,14 @@ def test_cli_round_trip_add_list_remove(tmp_path, trust_dir):
         ("alice-lab", alice.fingerprint), ("bob", bob.fingerprint)}
 
     removed = cli(trust_dir, "trust", "remove", bob.fingerprint[:12])
-    assert removed.returncode == 0 and bob.fingerprint in removed.stdout
-    assert cli(trust_dir, "trust", "remove", "alice-lab").returncode == 0
+    assert removed.exit_code == 0 and bob.fingerprint in removed.stdout
+    assert cli(trust_dir, "trust", "remove", "alice-lab").exit_code == 0
     assert json.loads(cli(trust_dir, "trust", "list", "--json").stdout)["keys"] == []
 
 
 def test_cli_refusals_are_one_line(tmp_path, trust_dir):
     alice = keys.generate_key_pair(tmp_path / "alice")
-    assert cli(trust_dir, "trust", "add", alice.public_path).returncode == 0
+    assert cli(trust_dir, "trust", "add", alice.public_path).exit_code == 0
     assert_one_line_refusal(cli(trust_dir, "trust", "add", alice.public_path, "--name", "again"),
                             "already trusted", alice.fingerprint, "'alice'")
     other = keys.generate_key_pair(tmp_path / "other")
@@ -63,9 +63,9 @@ def test_cli_refusals_are_one_line(tmp_path, trust_dir):
                             "already trusted under the name 'alice'")
     assert_one_line_refusal(cli(trust_dir, "trust", "add", other.private_path), "is a private key")
     bad_name = cli(trust_dir, "trust", "add", other.public_path, "--name", "../escape")
-    assert bad_name.returncode == 2
+    assert bad_name.exit_code == 2
     missing = cli(trust_dir, "trust", "remove", "nobody")
-    assert missing.returncode == 3 and "no trusted key" in missing.stderr
+    assert missing.exit_code == 3 and "no trusted key" in missing.stderr
     assert sorted(p.name for p in trust_dir.iterdir()) == ["alice.pub"]
 
 
@@ -147,7 +147,7 @@ def test_default_folder_follows_xdg_then_home(tmp_path, monkeypatch):
 def test_cli_uses_xdg_config_home_when_no_override(tmp_path):
     files = keys.generate_key_pair(tmp_path / "k")
     env = {"XDG_CONFIG_HOME": str(tmp_path / "cfg"), TRUST_FOLDER_ENV: ""}
-    assert run_cli("trust", "add", files.public_path, env=env).returncode == 0
+    assert run_cli("trust", "add", files.public_path, env=env).exit_code == 0
     assert (tmp_path / "cfg" / "nnseal" / "trusted_keys" / "k.pub").is_file()
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import hostile_checkpoints as hc
 import hostile_zips as hz
 import pytest
-from conftest import assert_one_line_refusal, run_cli, tree_listing
+from helpers import assert_one_line_refusal, run_cli, tree_listing
 
 from nnseal.errors import HostileArchive, UnsafeCheckpoint
 from nnseal.safezip import Limits, open_zip
@@ -121,7 +121,7 @@ def test_scan_flags_ambiguous_checkpoint_unsafe(make, tmp_path, canary):
 
     proc = run_cli("scan", checkpoint, cwd=tmp_path)
 
-    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert proc.exit_code == 1, (proc.stdout, proc.stderr)
     findings = [line for line in proc.stdout.splitlines() if line.startswith(("UNSAFE", "UNSIGNED", "WARNING"))]
     assert len(findings) == 1 and findings[0].startswith("UNSAFE"), proc.stdout
     assert CHECKPOINT_ATTACKS[make] in findings[0]
@@ -148,7 +148,7 @@ def test_rebuilt_package_without_the_attack_verifies(toy_package_session, sessio
     """Guards the tests below: the entries rebuilt by hostile_zips verify, so each refusal is the attack's."""
     honest = hz.write_honest_zip(tmp_path / "honest.zip", _entries(toy_package_session))
     proc = run_cli("verify", honest, "--trusted-key", session_key.public_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
 
 
 @pytest.mark.parametrize("attack", sorted(PACKAGE_ATTACKS))
@@ -169,7 +169,7 @@ def test_package_commands_refuse_ambiguous_package(command, attack, toy_package_
         proc = run_cli(command, package, "--trusted-key", session_key.public_path, cwd=work)
 
     if command == "scan":
-        assert proc.returncode == 1, (proc.stdout, proc.stderr)
+        assert proc.exit_code == 1, (proc.stdout, proc.stderr)
         findings = [line for line in proc.stdout.splitlines() if line.startswith(("UNSAFE", "UNSIGNED"))]
         assert len(findings) == 1 and findings[0].startswith("UNSAFE"), proc.stdout
         # The prepended blob starts like a pickle, and scan classifies a file by its first bytes.
