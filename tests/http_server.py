@@ -168,7 +168,7 @@ def _make_handler(server: TestServer):
             pass
 
         def do_GET(self):
-            route = server._next_route(self.path, {k: v for k, v in self.headers.items()})
+            route = server._next_route(self.path, dict(self.headers.items()))
             try:
                 if route is None:
                     self._send_status(404, b"not found\n")

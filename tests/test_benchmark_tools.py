@@ -18,7 +18,8 @@ import measure  # noqa: E402
 
 from nnseal.toy_model import ToySpec  # noqa: E402
 
-ALLOCATE = "import sys, time; block = bytearray(int(sys.argv[1]) * 1_000_000); block[::4096] = b'x' * len(block[::4096])"
+ALLOCATE = ("import sys, time; block = bytearray(int(sys.argv[1]) * 1_000_000); "
+            "block[::4096] = b'x' * len(block[::4096])")
 
 
 def test_peak_rss_is_the_childs_own():
@@ -37,7 +38,8 @@ def test_peak_rss_is_the_childs_own():
 
 def test_measure_skips_the_warmup_and_reports_the_median(tmp_path):
     counter = tmp_path / "runs"
-    script = f"import pathlib; p = pathlib.Path({str(counter)!r}); p.write_text(str(int(p.read_text() or 0) + 1) if p.exists() else '1')"
+    script = (f"import pathlib; p = pathlib.Path({str(counter)!r}); "
+              "p.write_text(str(int(p.read_text() or 0) + 1) if p.exists() else '1')")
     result = measure.measure("count", [sys.executable, "-c", script], repeats=3, warmup=True)
     assert counter.read_text() == "4"
     assert len(result.runs) == 3

@@ -170,9 +170,9 @@ def test_verify_and_inspect_do_not_import_torch(command, toy_package_session, se
     import sys
 
     code = ("import sys\nfrom nnseal.cli import main\n"
-            "try:\n    main([%r, %r, '--trusted-key', %r])\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\nprint('no torch')"
-            % (command, str(toy_package_session), str(session_key.public_path)))
+            f"try:\n    main([{command!r}, {str(toy_package_session)!r}, '--trusted-key', "
+            f"{str(session_key.public_path)!r}])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\nprint('no torch')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and "no torch" in proc.stdout, proc.stderr
 

@@ -400,7 +400,8 @@ def test_checking_plans_imports_no_torch_nnunet_or_architectures():
 
 @pytest.mark.parametrize("make, pointer", [
     (lambda: plans_with_config_value("preprocessor_name", "load_pickle"), f"/configurations/{CFG}/preprocessor_name"),
-    (lambda: plans_with_config_value("resampling_fn_data", "write_pickle"), f"/configurations/{CFG}/resampling_fn_data"),
+    (lambda: plans_with_config_value("resampling_fn_data", "write_pickle"),
+     f"/configurations/{CFG}/resampling_fn_data"),
     (lambda: plans_with_config_value("resampling_fn_seg", "os.system"), f"/configurations/{CFG}/resampling_fn_seg"),
     (lambda: plans_with_config_value("resampling_fn_probabilities", "__class__"),
      f"/configurations/{CFG}/resampling_fn_probabilities"),

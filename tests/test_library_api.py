@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_refusal, run_cli
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from helpers import assert_one_line_refusal, run_cli
 
 from nnseal.commands._common import HINT_TEXT, error_line
 from nnseal.errors import (

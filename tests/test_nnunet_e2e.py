@@ -13,10 +13,11 @@ pytestmark = pytest.mark.nnunet
 MODEL = f"{toy_model.DATASET}/{toy_model.model_folder_name('2d')}"
 
 
-def _nnunet_network(spec=toy_model.ToySpec()):
+def _nnunet_network(spec: toy_model.ToySpec | None = None):
     """The network exactly as nnU-Net builds it from plans.json."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+    spec = spec or toy_model.ToySpec()
     arch = toy_model.plans_json(spec)["configurations"][spec.configuration]["architecture"]
     return get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"],
                                   spec.input_channels, len(toy_model.LABELS), allow_init=True,

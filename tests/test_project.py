@@ -20,7 +20,8 @@ def test_wheel_installs_only_nnseal_into_a_fresh_venv(tmp_path):
     tops = {name.split("/")[0] for name in names}
     assert tops == {"nnseal", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
     # Every module of the source tree is in the wheel, under nnseal/.
-    mapping = {"nnseal": "nnseal", "sanitize": "nnseal/sanitize", "package": "nnseal/package", "verify": "nnseal/verify"}
+    mapping = {"nnseal": "nnseal", "sanitize": "nnseal/sanitize", "package": "nnseal/package",
+               "verify": "nnseal/verify"}
     for folder, installed in mapping.items():
         for source in (REPO / folder).rglob("*.py"):
             relative = source.relative_to(REPO / folder).as_posix()
@@ -29,13 +30,13 @@ def test_wheel_installs_only_nnseal_into_a_fresh_venv(tmp_path):
     venv = tmp_path / "fresh"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                        text=True).strip())
-    before = set(p.name for p in site.iterdir())
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(subprocess.check_output([str(python), "-c", purelib], text=True).strip())
+    before = {p.name for p in site.iterdir()}
     # pip from this environment installs into the fresh one; --no-deps: the stages import without torch.
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=300)
-    added = set(p.name for p in site.iterdir()) - before
+    added = {p.name for p in site.iterdir()} - before
     assert {a for a in added if not a.endswith(".dist-info") and a != "bin"} == {"nnseal"}
     proc = subprocess.run([str(python), "-c", "import nnseal, nnseal.sanitize, nnseal.package, nnseal.verify, sys; "
                            "print(nnseal.sanitize.__file__); assert 'torch' not in sys.modules"],

@@ -445,7 +445,7 @@ def test_scan_follows_persistent_storage_ids(toy_pth):
     assert first[0] == "storage" and first[1] == GlobalRef("torch.FloatStorage") and first[3] == "cpu"
     with zipfile.ZipFile(toy_pth) as zf:
         sizes = {n: zf.getinfo(n).file_size for n in zf.namelist()}
-    for _, kind, key, _, numel in scan.persistent_ids:
+    for _, _kind, key, _, numel in scan.persistent_ids:
         assert sizes[f"checkpoint_final/data/{key}"] == numel * 4
 
 

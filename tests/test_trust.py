@@ -152,8 +152,8 @@ def test_cli_uses_xdg_config_home_when_no_override(tmp_path):
 
 
 def test_key_and_signature_code_does_not_import_torch():
-    code = ("import sys; import nnseal.format.keys, nnseal.format.oms, nnseal.package.signing, nnseal.verify.signature, "
-            "nnseal.format.trust, nnseal.commands.keygen, nnseal.commands.trust; "
+    code = ("import sys; import nnseal.format.keys, nnseal.format.oms, nnseal.package.signing, "
+            "nnseal.verify.signature, nnseal.format.trust, nnseal.commands.keygen, nnseal.commands.trust; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "False"
