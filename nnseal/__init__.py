@@ -4,4 +4,4 @@ Stages, each importable on its own: ``nnseal.sanitize`` -> ``nnseal.package`` ->
 Importing this package imports nothing heavy (no torch).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
