@@ -220,6 +220,13 @@ class PickleWalker:
         self.add_global(*_split_pair(arg))
         self.stack.append(OPAQUE)
 
+    def _op_EXT1(self, op, arg, pos):
+        # copyreg's extension registry maps the code to a global at load time: unknowable
+        # statically, so it is reported as a global no allowlist holds.
+        self.stack.append(self.add_global("copyreg._extension_registry", f"code_{int(arg)}"))
+
+    _op_EXT2 = _op_EXT4 = _op_EXT1
+
     def _op_PUT(self, op, arg, pos):
         if not self.stack:
             raise self.fail(f"{op.name} on an empty stack at byte {pos}")

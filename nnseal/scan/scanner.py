@@ -11,7 +11,8 @@ from typing import BinaryIO, cast
 from nnseal.errors import EnvironmentProblem, HostileArchive
 from nnseal.safezip import Entry, SafeZip, open_zip
 from nnseal.scan.checkpoint_check import legacy_findings, torch_zip_findings
-from nnseal.scan.classify import HEAD_BYTES, looks_like_model_name, sniff, zip_kind
+from nnseal.scan.classify import (HEAD_BYTES, in_model_folder, is_model_name, looks_like_model_name, readings,
+                                  sniff, zip_kind)
 from nnseal.scan.findings import Finding, Location, finding
 from nnseal.scan.member_io import MemberReader
 from nnseal.scan.numpy_check import npy_findings
@@ -31,6 +32,14 @@ PARALLEL_MIN_FILES = 64
 PARALLEL_MIN_BYTES = 16 << 20
 
 Opener = Callable[[], BinaryIO]
+
+# What a model file may be: what nnseal can vouch for without running anything.
+_VOUCHED_KINDS = frozenset({"torch-zip", "safetensors", "nnseal-package"})
+# What torch.load falls back to when a file is not a zip: both run pickles.
+_TORCH_LOAD_FALLBACKS = frozenset({"pickle", "torch-legacy", "torch-legacy-tar", "polyglot"})
+_KIND_WORDS = {"pickle": "a raw pickle", "torch-legacy": "a legacy torch.save stream",
+               "torch-legacy-tar": "a legacy torch.save tar", "polyglot": "a file with several readings",
+               "npy": "a numpy array", "npz": "a numpy archive", "zip": "a zip", "nnunet-zip": "an nnU-Net zip"}
 
 
 def _member_opener(archive: SafeZip, entry: Entry) -> Opener:
@@ -92,7 +101,7 @@ class Scanner:
                      disk_path: Path | None = None) -> None:
         kind = sniff(head, size)
         if kind == "zip":
-            self.scan_zip_content(opener, where, depth, disk_path, size)
+            self.scan_zip_content(opener, where, depth, disk_path, size, name)
             return
         self.saw(where, kind)
         if kind in ("empty", "other"):
@@ -100,6 +109,11 @@ class Scanner:
                 what = "an empty file" if kind == "empty" else "no format nnseal recognises"
                 self.add([finding(where, "unrecognized-model-file",
                                   f"named like a model file but holds {what}: not checked")])
+            return
+        self.check_model_format(where, name, kind)
+        if kind == "polyglot":
+            self.add([finding(where, "polyglot", f"reads validly as {' and as '.join(readings(head, size))}: "
+                                                 "loaders would disagree on what it holds")])
             return
         if kind == "torch-legacy-tar":
             self.add([finding(where, "not-checked", "legacy tar torch.save format: not checked statically; "
@@ -116,10 +130,27 @@ class Scanner:
                 data = handle.read(MAX_PICKLE_BYTES + 1)
                 self.add(pickle_findings(where, data, "pickle", torch_pickle=False))
 
+    def check_model_format(self, where: Location, name: str, kind: str) -> None:
+        """A model file that is not a torch.save zip, safetensors or an nnseal package is refused.
+
+        By name (what torch.load is pointed at), or by place: in an nnU-Net fold folder,
+        anything torch.load would read as a legacy tar or a pickle.
+        """
+        if kind in _VOUCHED_KINDS:
+            return
+        if is_model_name(name):
+            why = "named like a model file"
+        elif kind in _TORCH_LOAD_FALLBACKS and in_model_folder(str(where)):
+            why = "in an nnU-Net fold folder"
+        else:
+            return
+        self.add([finding(where, "model-format", f"{why} but holds {_KIND_WORDS.get(kind, kind)}, not a torch.save "
+                                                 "zip, safetensors or an nnseal package")])
+
     # --- zips ------------------------------------------------------------------------
 
     def scan_zip_content(self, opener: Opener, where: Location, depth: int, disk_path: Path | None,
-                         size: int) -> None:
+                         size: int, name: str = "") -> None:
         if depth >= MAX_ZIP_DEPTH:
             self.saw(where, "zip")
             self.add([finding(where, "not-checked", f"zip nested more than {MAX_ZIP_DEPTH} levels deep: not opened")])
@@ -131,11 +162,11 @@ class Scanner:
                                                         f"{MAX_NESTED_ZIP_BYTES}-byte limit for nested zips: not opened")])
                 return
             with self.spooled(opener) as spooled:
-                self.scan_zip_file(spooled, where, depth)
+                self.scan_zip_file(spooled, where, depth, name)
         else:
-            self.scan_zip_file(disk_path, where, depth)
+            self.scan_zip_file(disk_path, where, depth, name)
 
-    def scan_zip_file(self, path: Path, where: Location, depth: int) -> None:
+    def scan_zip_file(self, path: Path, where: Location, depth: int, name: str = "") -> None:
         try:
             archive = open_zip(path)
         except HostileArchive as err:
@@ -145,6 +176,7 @@ class Scanner:
         with archive:
             kind = zip_kind(archive.names())
             self.saw(where, kind)
+            self.check_model_format(where, name, kind)
             if kind == "torch-zip":
                 self.add(torch_zip_findings(archive, path, where))
                 return
