@@ -105,13 +105,16 @@ def readings(head: bytes, size: int) -> list[str]:
     zip | torch-legacy-tar | torch-legacy | pickle | npy | safetensors
     """
     found: list[str] = []
-    if head.startswith(TORCH_ZIP_MAGIC) or head.startswith(EMPTY_ZIP_MAGIC):
+    is_zip = head.startswith(TORCH_ZIP_MAGIC) or head.startswith(EMPTY_ZIP_MAGIC)
+    if is_zip:
         found.append("zip")
     if is_tar_header(head):
         found.append("torch-legacy-tar")
     if head.startswith(LEGACY_MAGIC):
         found.append("torch-legacy")
-    elif head[:1] != b"\x93" and pickle_reading(head, size):  # 0x93 (numpy's magic) is STACK_GLOBAL
+    # A zip starts with PERSID ('P'), which plain pickle refuses at once; 0x93 (numpy's magic)
+    # is STACK_GLOBAL on an empty stack: neither can be a pickle that gets anywhere.
+    elif not is_zip and head[:1] != b"\x93" and pickle_reading(head, size):
         found.append("pickle")
     if head.startswith(NUMPY_MAGIC):
         found.append("npy")

@@ -257,15 +257,26 @@ def _scan_batch(paths: list[str], trusted_keys: list[str]) -> list[ScanReport]:
     return reports
 
 
+def _forkable() -> bool:
+    import sys
+    import threading
+    from multiprocessing import get_all_start_methods
+
+    return "fork" in get_all_start_methods() and threading.active_count() == 1 and "torch" not in sys.modules
+
+
 def _scan_files_in_parallel(files: list[WalkItem], trusted_keys: list[str], workers: int) -> list[ScanReport]:
-    # The walk over data.pkl is pure Python: processes, not threads. "spawn" starts clean
-    # interpreters (the caller may hold threads, or torch), and results come back in order.
+    # The walk over data.pkl is pure Python: processes, not threads. A single-threaded caller
+    # without torch (the CLI) forks, which starts workers in milliseconds; any other caller
+    # gets "spawn", clean interpreters (forking a process that holds threads or torch is
+    # unsafe). Results come back in order.
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
+    can_fork = _forkable()
     batch = max(8, len(files) // (workers * 8))
     batches = [[str(item.path) for item in files[i:i + batch]] for i in range(0, len(files), batch)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork" if can_fork else "spawn")) as pool:
         results = pool.map(_scan_batch, batches, [trusted_keys] * len(batches))
         return [report for reports in results for report in reports]
 
@@ -290,7 +301,8 @@ def scan_paths(paths: Sequence[str | os.PathLike], trusted_keys: Sequence[str | 
     files = [item for item in items if item.status == "file"]
     scanner = Scanner(trusted_keys)
     try:
-        if workers > 1 and len(files) >= PARALLEL_MIN_FILES and _total_size(files) >= PARALLEL_MIN_BYTES:
+        if workers > 1 and len(files) >= PARALLEL_MIN_FILES and (
+                _forkable() or _total_size(files) >= PARALLEL_MIN_BYTES):
             per_file = iter(_scan_files_in_parallel(files, [str(k) for k in trusted_keys], workers))
             for item in items:
                 if item.status == "file":
