@@ -12,7 +12,9 @@ untrusted files before anything heavier is imported.
 from __future__ import annotations
 
 import _compat_pickle
+import io
 import pickletools
+import struct
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -134,6 +136,51 @@ def freeze(value: Any) -> Any:
     return value
 
 
+_CODE2OP: dict[int, pickletools.OpcodeInfo] = {ord(op.code): op for op in pickletools.opcodes}
+# Opcodes whose argument has a fixed size: (size, struct unpacker or None for no argument).
+_FIXED_ARGS = {
+    "uint1": (1, struct.Struct("<B").unpack_from),
+    "uint2": (2, struct.Struct("<H").unpack_from),
+    "int4": (4, struct.Struct("<i").unpack_from),
+    "uint4": (4, struct.Struct("<I").unpack_from),
+    "uint8": (8, struct.Struct("<Q").unpack_from),
+    "float8": (8, struct.Struct(">d").unpack_from),
+}
+_FAST_ARGS: dict[int, tuple[int, Any]] = {
+    code: (0, None) if op.arg is None else _FIXED_ARGS[op.arg.name]
+    for code, op in _CODE2OP.items()
+    if op.arg is None or op.arg.name in _FIXED_ARGS
+}
+
+
+def _slow_arg(op: pickletools.OpcodeInfo, data: bytes, start: int, end: int, stream: io.BytesIO) -> tuple[Any, int]:
+    """A variable-size argument: counted strings by slicing, anything else by pickletools' own reader."""
+    name = op.arg.name
+    if name in ("unicodestring1", "unicodestring4", "bytes1", "bytes4", "string1", "long1"):
+        width = 1 if name.endswith("1") else 4
+        if start + width > end:
+            raise ValueError(f"not enough data in stream to read {name}")
+        length = int.from_bytes(data[start:start + width], "little")
+        begin = start + width
+        if begin + length > end:
+            raise ValueError(f"expected {length} bytes in a {name}, but only {end - begin} remain")
+        raw = data[begin:begin + length]
+        if name.startswith("unicode"):
+            return raw.decode("utf-8", "surrogatepass"), begin + length
+        if name == "string1":
+            return raw.decode("latin-1"), begin + length
+        if name == "long1":
+            return int.from_bytes(raw, "little", signed=True), begin + length
+        return raw, begin + length
+    stream.seek(start)
+    arg = op.arg.reader(stream)
+    return arg, stream.tell()
+
+
+# (walker class, opcode) -> handler function: resolved once per process, bound once per walk.
+_UNBOUND_HANDLERS: dict[tuple[type, pickletools.OpcodeInfo], Any] = {}
+
+
 class PickleWalker:
     """Follows the stack effect of every opcode; one handler per opcode, looked up once per kind.
 
@@ -184,12 +231,15 @@ class PickleWalker:
         handler(op, arg, pos)
 
     def _handler_for(self, op: pickletools.OpcodeInfo):
-        specific = getattr(self, f"_op_{op.name}", None)
-        if specific is not None:
-            return specific
-        if not op.stack_before and len(op.stack_after) == 1:
-            return self._push_constant
-        return self._generic
+        key = (type(self), op)
+        unbound = _UNBOUND_HANDLERS.get(key)
+        if unbound is None:
+            unbound = getattr(type(self), f"_op_{op.name}", None)
+            if unbound is None:
+                constant = not op.stack_before and len(op.stack_after) == 1
+                unbound = type(self)._push_constant if constant else type(self)._generic
+            _UNBOUND_HANDLERS[key] = unbound
+        return unbound.__get__(self)
 
     # --- handlers ------------------------------------------------------------------
 
@@ -308,20 +358,52 @@ class PickleWalker:
     def run(self) -> PickleScan:
         stop_pos: int | None = None
         max_ops = self.max_ops
-        step = self.step
+        handlers = self._handlers
+        data = self.data
+        end = len(data)
+        stream = io.BytesIO(data)
+        pos = 0
+        ops = 0
         try:
-            for op, arg, pos in pickletools.genops(self.data):
-                self.ops += 1
-                if self.ops > max_ops:
+            # pickletools.genops, inlined: the same opcode table and argument readers, with the
+            # fixed-size arguments torch.save writes read by struct instead of through a stream.
+            while True:
+                if pos >= end:
+                    raise ValueError("pickle exhausted before seeing STOP")
+                code = data[pos]
+                op = _CODE2OP.get(code)
+                if op is None:
+                    raise ValueError(f"at position {pos}, opcode {bytes([code])!r} unknown")
+                start = pos + 1
+                fast = _FAST_ARGS.get(code)
+                if fast is not None:
+                    size, unpack = fast
+                    if start + size > end:
+                        raise ValueError(f"not enough data in stream to read {op.name}'s argument")
+                    arg = unpack(data, start)[0] if unpack is not None else None
+                    after = start + size
+                elif op.arg is None:
+                    arg, after = None, start
+                else:
+                    arg, after = _slow_arg(op, data, start, end, stream)
+                ops += 1
+                if ops > max_ops:
+                    self.ops = ops
                     raise self.fail(f"more than {max_ops} pickle opcodes: refusing to scan further")
-                step(op, arg, cast(int, pos))  # genops gives positions for bytes input
-                if op.code == ".":  # STOP
+                handler = handlers.get(op)
+                if handler is None:
+                    handler = handlers[op] = self._handler_for(op)
+                handler(op, arg, pos)
+                if code == 0x2E:  # STOP
                     stop_pos = pos
+                    break
+                pos = after
         except MalformedPickle:
             raise
-        except (ValueError, UnicodeDecodeError) as err:
-            # genops raises ValueError for unknown opcodes and for data that ends too early.
+        except (ValueError, UnicodeDecodeError, struct.error) as err:
+            # unknown opcodes and data that ends too early, as genops reports them
             raise self.fail(f"not a well-formed pickle ({err})") from None
+        self.ops = ops
         if stop_pos is None:
             raise self.fail("pickle ends without STOP (truncated)")
         trailing = len(self.data) - (stop_pos + 1)
