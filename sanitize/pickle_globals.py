@@ -16,7 +16,7 @@ import io
 import pickletools
 import struct
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from nnseal.errors import MalformedPickle
 

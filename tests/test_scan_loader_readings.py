@@ -102,3 +102,10 @@ def test_text_files_are_not_pickles(tmp_path):
     (folder / "debug.json").write_text('{"a": 1}')
     proc, lines = _scan_text(folder, tmp_path)
     assert (proc.returncode, lines) == (0, [])
+
+
+def test_signature_name_spelled_out_in_classify_matches_the_format():
+    from nnseal.format.oms import SIGNATURE_NAME
+    from nnseal.scan import classify
+
+    assert classify.SIGNATURE_NAME == SIGNATURE_NAME

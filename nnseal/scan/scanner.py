@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from nnseal.errors import EnvironmentProblem, HostileArchive
 from nnseal.safezip import Entry, SafeZip, open_zip
 from nnseal.scan.checkpoint_check import legacy_findings, torch_zip_findings
-from nnseal.scan.classify import (HEAD_BYTES, in_model_folder, is_model_name, looks_like_model_name, readings,
-                                  sniff, zip_kind)
+from nnseal.scan.classify import (
+    HEAD_BYTES,
+    in_model_folder,
+    is_model_name,
+    looks_like_model_name,
+    readings,
+    sniff,
+    zip_kind,
+)
 from nnseal.scan.findings import Finding, Location, finding
 from nnseal.scan.member_io import MemberReader
 from nnseal.scan.numpy_check import npy_findings
-from nnseal.scan.package_check import package_findings
 from nnseal.scan.pickle_check import MAX_PICKLE_BYTES, pickle_findings
 from nnseal.scan.report import Scanned, ScanReport
 from nnseal.scan.safetensors_check import safetensors_findings
 from nnseal.scan.walk import WalkItem, walk
+
+if TYPE_CHECKING:
+    from tempfile import TemporaryDirectory
 
 # A zip inside a zip inside a zip is scanned; one level more is reported, not followed.
 MAX_ZIP_DEPTH = 3
@@ -51,7 +59,7 @@ class Scanner:
     def __init__(self, trusted_keys: Sequence[str | os.PathLike] = ()):
         self.trusted_keys = [Path(k) for k in trusted_keys]
         self.report = ScanReport()
-        self._spool: tempfile.TemporaryDirectory | None = None
+        self._spool: TemporaryDirectory | None = None
 
     # --- results -----------------------------------------------------------------
 
@@ -181,6 +189,8 @@ class Scanner:
                 self.add(torch_zip_findings(archive, path, where))
                 return
             if kind == "nnseal-package":
+                from nnseal.scan.package_check import package_findings  # the signing stack, only when needed
+
                 self.add(package_findings(path, where, self.trusted_keys))
             elif kind == "nnunet-zip":
                 self.add([finding(where, "nnunet-export-zip", "nnU-Net's own export zip: unsigned, with pickle "
@@ -203,6 +213,8 @@ class Scanner:
     # --- temporary copies of nested zips ------------------------------------------------
 
     def spooled(self, opener: Opener):
+        import tempfile
+
         if self._spool is None:
             self._spool = tempfile.TemporaryDirectory(prefix="nnseal-scan-")
         return _SpooledCopy(Path(self._spool.name), opener)
@@ -222,6 +234,8 @@ class _SpooledCopy:
         self.path: Path | None = None
 
     def __enter__(self) -> Path:
+        import tempfile
+
         fd, name = tempfile.mkstemp(dir=self.folder, suffix=".zip")
         self.path = Path(name)
         with os.fdopen(fd, "wb") as out, self.opener() as source:
