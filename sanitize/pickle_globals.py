@@ -155,7 +155,9 @@ _FAST_ARGS: dict[int, tuple[int, Any]] = {
 
 def _slow_arg(op: pickletools.OpcodeInfo, data: bytes, start: int, end: int, stream: io.BytesIO) -> tuple[Any, int]:
     """A variable-size argument: counted strings by slicing, anything else by pickletools' own reader."""
-    name = op.arg.name
+    descriptor = op.arg
+    assert descriptor is not None  # opcodes without an argument never get here
+    name = descriptor.name
     if name in ("unicodestring1", "unicodestring4", "bytes1", "bytes4", "string1", "long1"):
         width = 1 if name.endswith("1") else 4
         if start + width > end:
@@ -173,7 +175,7 @@ def _slow_arg(op: pickletools.OpcodeInfo, data: bytes, start: int, end: int, str
             return int.from_bytes(raw, "little", signed=True), begin + length
         return raw, begin + length
     stream.seek(start)
-    arg = op.arg.reader(stream)
+    arg = descriptor.reader(stream)
     return arg, stream.tell()
 
 
