@@ -129,6 +129,10 @@ def _build_tuple(items: list[Any]) -> Any:
 
 def freeze(value: Any) -> Any:
     """Replace stack-only sentinels so callers only see constants, GlobalRef and OPAQUE."""
+    if isinstance(value, _Tuple):
+        # Built by the walker from popped items: pop() refuses a MARK and pop_to_mark() stops
+        # at one, so it holds no sentinel, nor do the tuples inside it.
+        return value
     if isinstance(value, tuple):
         return tuple(freeze(v) for v in value)
     if value is _MARK:
@@ -341,6 +345,13 @@ class PickleWalker:
     def _push_constant(self, op, arg, pos):
         self.stack.append(_constant(op, arg))
 
+    def _push_arg(self, op, arg, pos):
+        self.stack.append(arg)
+
+    # The constants torch.save writes most, pushed as their argument without _constant's checks.
+    _op_BININT = _op_BININT1 = _op_BININT2 = _op_BINUNICODE = _op_SHORT_BINUNICODE = _op_BINFLOAT = _push_arg
+    _op_LONG1 = _op_SHORT_BINSTRING = _op_SHORT_BINBYTES = _op_BINBYTES = _push_arg
+
     def _generic(self, op: pickletools.OpcodeInfo, arg: Any, pos: int) -> None:
         """Any other opcode: consume and produce placeholders per pickletools' stack effect."""
         before = op.stack_before
@@ -361,6 +372,8 @@ class PickleWalker:
         stop_pos: int | None = None
         max_ops = self.max_ops
         handlers = self._handlers
+        # byte -> (opcode, bound handler, fixed argument size or -1, unpacker): one lookup per opcode
+        table: dict[int, tuple[pickletools.OpcodeInfo, Any, int, Any]] = {}
         data = self.data
         end = len(data)
         stream = io.BytesIO(data)
@@ -373,28 +386,26 @@ class PickleWalker:
                 if pos >= end:
                     raise ValueError("pickle exhausted before seeing STOP")
                 code = data[pos]
-                op = _CODE2OP.get(code)
-                if op is None:
-                    raise ValueError(f"at position {pos}, opcode {bytes([code])!r} unknown")
+                known = table.get(code)
+                if known is None:
+                    op = _CODE2OP.get(code)
+                    if op is None:
+                        raise ValueError(f"at position {pos}, opcode {bytes([code])!r} unknown")
+                    handler = handlers[op] = self._handler_for(op)
+                    known = table[code] = (op, handler, *_FAST_ARGS.get(code, (-1, None)))
+                op, handler, size, unpack = known
                 start = pos + 1
-                fast = _FAST_ARGS.get(code)
-                if fast is not None:
-                    size, unpack = fast
-                    if start + size > end:
+                if size >= 0:
+                    after = start + size
+                    if after > end:
                         raise ValueError(f"not enough data in stream to read {op.name}'s argument")
                     arg = unpack(data, start)[0] if unpack is not None else None
-                    after = start + size
-                elif op.arg is None:
-                    arg, after = None, start
                 else:
                     arg, after = _slow_arg(op, data, start, end, stream)
                 ops += 1
                 if ops > max_ops:
                     self.ops = ops
                     raise self.fail(f"more than {max_ops} pickle opcodes: refusing to scan further")
-                handler = handlers.get(op)
-                if handler is None:
-                    handler = handlers[op] = self._handler_for(op)
                 handler(op, arg, pos)
                 if code == 0x2E:  # STOP
                     stop_pos = pos
