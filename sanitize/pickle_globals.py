@@ -160,7 +160,8 @@ _FAST_ARGS: dict[int, tuple[int, Any]] = {
 def _slow_arg(op: pickletools.OpcodeInfo, data: bytes, start: int, end: int, stream: io.BytesIO) -> tuple[Any, int]:
     """A variable-size argument: counted strings by slicing, anything else by pickletools' own reader."""
     descriptor = op.arg
-    assert descriptor is not None  # opcodes without an argument never get here
+    if descriptor is None:  # opcodes without an argument never get here
+        return None, start
     name = descriptor.name
     if name in ("unicodestring1", "unicodestring4", "bytes1", "bytes4", "string1", "long1"):
         width = 1 if name.endswith("1") else 4
