@@ -315,8 +315,7 @@ def scan_paths(paths: Sequence[str | os.PathLike], trusted_keys: Sequence[str | 
     files = [item for item in items if item.status == "file"]
     scanner = Scanner(trusted_keys)
     try:
-        if workers > 1 and len(files) >= PARALLEL_MIN_FILES and (
-                _forkable() or _total_size(files) >= PARALLEL_MIN_BYTES):
+        if workers > 1 and len(files) >= PARALLEL_MIN_FILES and _total_size(files) >= PARALLEL_MIN_BYTES:
             per_file = iter(_scan_files_in_parallel(files, [str(k) for k in trusted_keys], workers))
             for item in items:
                 if item.status == "file":
