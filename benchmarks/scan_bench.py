@@ -6,7 +6,8 @@ Two folders, built once and cached under benchmarks/out/:
   tiny: torch.save of a dict with one 4-element tensor (per-file overhead);
   toy:  nnU-Net-shaped checkpoints of the toy model, optimizer state and numpy logs
         included (benchmarks/fixtures.py; about 8,000 pickle opcodes each).
-Every command runs as a child process, warm cache, one unmeasured warm-up run each:
+Every command runs as a child process, warm cache, one unmeasured warm-up run each, the
+commands taking turns round by round (so that they share the machine's load):
 `nnseal scan` with its default processes, `nnseal scan --jobs 1`, and picklescan.
 Prints files per second and nnseal's speed as a multiple of picklescan's.
 """
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from measure import flush_dirty_pages, measure, warm_files  # noqa: E402
+from measure import Measurement, flush_dirty_pages, measure, warm_files  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -69,7 +71,11 @@ def bench_folder(label: str, folder: Path, repeats: int) -> None:
     picklescan_exe = shutil.which("picklescan", path=str(BIN)) or shutil.which("picklescan")
     if picklescan_exe:
         commands["picklescan"] = [picklescan_exe, "--path", str(folder)]
-    results = {name: measure(name, argv, repeats=repeats, warmup=True, before_each=reset)
+    # Round robin, one run of each command per round: on a shared machine the load drifts, and
+    # commands measured in the same round see the same load (the per-round ratio is printed too).
+    rounds = [{name: measure(name, argv, repeats=1, warmup=index == 0, before_each=reset)
+               for name, argv in commands.items()} for index in range(repeats)]
+    results = {name: Measurement(name, argv, [run for one in rounds for run in one[name].runs])
                for name, argv in commands.items()}
 
     size = sum(p.stat().st_size for p in files)
@@ -80,8 +86,9 @@ def bench_folder(label: str, folder: Path, repeats: int) -> None:
               f"peak RSS {m.peak_rss_bytes / 2**20:6.1f} MiB")
     if "picklescan" in results:
         for name in ("nnseal scan", "nnseal scan --jobs 1"):
+            per_round = statistics.median(one["picklescan"].seconds / one[name].seconds for one in rounds)
             print(f"  {name} is {results['picklescan'].seconds / results[name].seconds:.2f}x picklescan's speed "
-                  "(>1: faster)")
+                  f"(>1: faster; median of per-round ratios {per_round:.2f}x)")
     else:
         print("  picklescan not installed: no comparison")
 

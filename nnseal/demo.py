@@ -76,10 +76,16 @@ def run_demo(workdir: Path | None = None, echo: Callable[[str], None] = print) -
         with step("scan: the CI gate over the original results folder, the package and the tampered copy"):
             from nnseal.scan.scanner import scan_paths
 
-            clean = scan_paths([model.parent.parent, package], [keys.public_path])
+            clean = scan_paths([package], [keys.public_path])
             if clean.failed("any"):
-                raise NnsealError(f"demo: scan flagged the clean inputs: {clean.to_text()}")
+                raise NnsealError(f"demo: scan flagged the clean package: {clean.to_text()}")
             step.result(clean.summary_line())
+            # nnU-Net's own postprocessing.pkl is a pickle nnU-Net loads with pickle.load: the one
+            # finding a clean results folder has.
+            original = scan_paths([model.parent.parent], [keys.public_path])
+            if {(Path(f.path).name, f.rule) for f in original.findings} != {("postprocessing.pkl", "model-format")}:
+                raise NnsealError(f"demo: unexpected scan of the results folder: {original.to_text()}")
+            step.result(f"results folder: only nnU-Net's postprocessing.pkl fails the gate ({original.summary_line()})")
             gate = scan_paths([tampered], [keys.public_path])
             if not gate.failed("unsafe"):
                 raise NnsealError("demo: scan passed a tampered package")

@@ -12,9 +12,11 @@ untrusted files before anything heavier is imported.
 from __future__ import annotations
 
 import _compat_pickle
+import io
 import pickletools
+import struct
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from nnseal.errors import MalformedPickle
 
@@ -127,11 +129,63 @@ def _build_tuple(items: list[Any]) -> Any:
 
 def freeze(value: Any) -> Any:
     """Replace stack-only sentinels so callers only see constants, GlobalRef and OPAQUE."""
+    if isinstance(value, _Tuple):
+        # Built by the walker from popped items: pop() refuses a MARK and pop_to_mark() stops
+        # at one, so it holds no sentinel, nor do the tuples inside it.
+        return value
     if isinstance(value, tuple):
         return tuple(freeze(v) for v in value)
     if value is _MARK:
         return OPAQUE
     return value
+
+
+_CODE2OP: dict[int, pickletools.OpcodeInfo] = {ord(op.code): op for op in pickletools.opcodes}
+# Opcodes whose argument has a fixed size: (size, struct unpacker or None for no argument).
+_FIXED_ARGS = {
+    "uint1": (1, struct.Struct("<B").unpack_from),
+    "uint2": (2, struct.Struct("<H").unpack_from),
+    "int4": (4, struct.Struct("<i").unpack_from),
+    "uint4": (4, struct.Struct("<I").unpack_from),
+    "uint8": (8, struct.Struct("<Q").unpack_from),
+    "float8": (8, struct.Struct(">d").unpack_from),
+}
+_FAST_ARGS: dict[int, tuple[int, Any]] = {
+    code: (0, None) if op.arg is None else _FIXED_ARGS[op.arg.name]
+    for code, op in _CODE2OP.items()
+    if op.arg is None or op.arg.name in _FIXED_ARGS
+}
+
+
+def _slow_arg(op: pickletools.OpcodeInfo, data: bytes, start: int, end: int, stream: io.BytesIO) -> tuple[Any, int]:
+    """A variable-size argument: counted strings by slicing, anything else by pickletools' own reader."""
+    descriptor = op.arg
+    if descriptor is None:  # opcodes without an argument never get here
+        return None, start
+    name = descriptor.name
+    if name in ("unicodestring1", "unicodestring4", "bytes1", "bytes4", "string1", "long1"):
+        width = 1 if name.endswith("1") else 4
+        if start + width > end:
+            raise ValueError(f"not enough data in stream to read {name}")
+        length = int.from_bytes(data[start:start + width], "little")
+        begin = start + width
+        if begin + length > end:
+            raise ValueError(f"expected {length} bytes in a {name}, but only {end - begin} remain")
+        raw = data[begin:begin + length]
+        if name.startswith("unicode"):
+            return raw.decode("utf-8", "surrogatepass"), begin + length
+        if name == "string1":
+            return raw.decode("latin-1"), begin + length
+        if name == "long1":
+            return int.from_bytes(raw, "little", signed=True), begin + length
+        return raw, begin + length
+    stream.seek(start)
+    arg = descriptor.reader(stream)
+    return arg, stream.tell()
+
+
+# (walker class, opcode) -> handler function: resolved once per process, bound once per walk.
+_UNBOUND_HANDLERS: dict[tuple[type, pickletools.OpcodeInfo], Any] = {}
 
 
 class PickleWalker:
@@ -184,12 +238,15 @@ class PickleWalker:
         handler(op, arg, pos)
 
     def _handler_for(self, op: pickletools.OpcodeInfo):
-        specific = getattr(self, f"_op_{op.name}", None)
-        if specific is not None:
-            return specific
-        if not op.stack_before and len(op.stack_after) == 1:
-            return self._push_constant
-        return self._generic
+        key = (type(self), op)
+        unbound = _UNBOUND_HANDLERS.get(key)
+        if unbound is None:
+            unbound = getattr(type(self), f"_op_{op.name}", None)
+            if unbound is None:
+                constant = not op.stack_before and len(op.stack_after) == 1
+                unbound = type(self)._push_constant if constant else type(self)._generic
+            _UNBOUND_HANDLERS[key] = unbound
+        return unbound.__get__(self)
 
     # --- handlers ------------------------------------------------------------------
 
@@ -219,6 +276,13 @@ class PickleWalker:
         self.pop_to_mark(pos)
         self.add_global(*_split_pair(arg))
         self.stack.append(OPAQUE)
+
+    def _op_EXT1(self, op, arg, pos):
+        # copyreg's extension registry maps the code to a global at load time: unknowable
+        # statically, so it is reported as a global no allowlist holds.
+        self.stack.append(self.add_global("copyreg._extension_registry", f"code_{int(arg)}"))
+
+    _op_EXT2 = _op_EXT4 = _op_EXT1
 
     def _op_PUT(self, op, arg, pos):
         if not self.stack:
@@ -282,6 +346,13 @@ class PickleWalker:
     def _push_constant(self, op, arg, pos):
         self.stack.append(_constant(op, arg))
 
+    def _push_arg(self, op, arg, pos):
+        self.stack.append(arg)
+
+    # The constants torch.save writes most, pushed as their argument without _constant's checks.
+    _op_BININT = _op_BININT1 = _op_BININT2 = _op_BINUNICODE = _op_SHORT_BINUNICODE = _op_BINFLOAT = _push_arg
+    _op_LONG1 = _op_SHORT_BINSTRING = _op_SHORT_BINBYTES = _op_BINBYTES = _push_arg
+
     def _generic(self, op: pickletools.OpcodeInfo, arg: Any, pos: int) -> None:
         """Any other opcode: consume and produce placeholders per pickletools' stack effect."""
         before = op.stack_before
@@ -301,20 +372,52 @@ class PickleWalker:
     def run(self) -> PickleScan:
         stop_pos: int | None = None
         max_ops = self.max_ops
-        step = self.step
+        handlers = self._handlers
+        # byte -> (opcode, bound handler, fixed argument size or -1, unpacker): one lookup per opcode
+        table: dict[int, tuple[pickletools.OpcodeInfo, Any, int, Any]] = {}
+        data = self.data
+        end = len(data)
+        stream = io.BytesIO(data)
+        pos = 0
+        ops = 0
         try:
-            for op, arg, pos in pickletools.genops(self.data):
-                self.ops += 1
-                if self.ops > max_ops:
+            # pickletools.genops, inlined: the same opcode table and argument readers, with the
+            # fixed-size arguments torch.save writes read by struct instead of through a stream.
+            while True:
+                if pos >= end:
+                    raise ValueError("pickle exhausted before seeing STOP")
+                code = data[pos]
+                known = table.get(code)
+                if known is None:
+                    op = _CODE2OP.get(code)
+                    if op is None:
+                        raise ValueError(f"at position {pos}, opcode {bytes([code])!r} unknown")
+                    handler = handlers[op] = self._handler_for(op)
+                    known = table[code] = (op, handler, *_FAST_ARGS.get(code, (-1, None)))
+                op, handler, size, unpack = known
+                start = pos + 1
+                if size >= 0:
+                    after = start + size
+                    if after > end:
+                        raise ValueError(f"not enough data in stream to read {op.name}'s argument")
+                    arg = unpack(data, start)[0] if unpack is not None else None
+                else:
+                    arg, after = _slow_arg(op, data, start, end, stream)
+                ops += 1
+                if ops > max_ops:
+                    self.ops = ops
                     raise self.fail(f"more than {max_ops} pickle opcodes: refusing to scan further")
-                step(op, arg, cast(int, pos))  # genops gives positions for bytes input
-                if op.code == ".":  # STOP
+                handler(op, arg, pos)
+                if code == 0x2E:  # STOP
                     stop_pos = pos
+                    break
+                pos = after
         except MalformedPickle:
             raise
-        except (ValueError, UnicodeDecodeError) as err:
-            # genops raises ValueError for unknown opcodes and for data that ends too early.
+        except (ValueError, UnicodeDecodeError, struct.error) as err:
+            # unknown opcodes and data that ends too early, as genops reports them
             raise self.fail(f"not a well-formed pickle ({err})") from None
+        self.ops = ops
         if stop_pos is None:
             raise self.fail("pickle ends without STOP (truncated)")
         trailing = len(self.data) - (stop_pos + 1)

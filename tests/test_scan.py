@@ -16,10 +16,12 @@ from scan_helpers import levels_for, rules_for, scan_json
 # --- benign inputs pass -------------------------------------------------------------------
 
 
-def test_toy_results_folder_has_no_finding(toy_results_session):
+def test_toy_results_folder_flags_only_the_postprocessing_pickle(toy_results_session):
+    """nnU-Net loads postprocessing.pkl with pickle.load: a model-named pickle is refused, globals or not."""
     proc, report = scan_json(toy_results_session, extra=["--fail-on", "any"])
-    assert proc.exit_code == 0
-    assert report["findings"] == []
+    assert proc.exit_code == 1
+    assert [(Path(f["path"]).name, f["rule"], f["level"]) for f in report["findings"]] == [
+        ("postprocessing.pkl", "model-format", "unsafe")]
     # the checkpoints were really looked at, not skipped as "other"
     assert report["summary"]["kinds"]["torch-zip"] == 4
     assert report["summary"]["kinds"]["pickle"] == 1  # postprocessing.pkl, which holds no globals

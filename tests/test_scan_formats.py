@@ -56,7 +56,8 @@ def test_sarif_validates_against_the_official_schema(mixed_folder):
 
 
 def test_sarif_of_a_clean_scan_is_valid_and_empty(toy_results_session):
-    proc = run_cli("scan", toy_results_session, "--format", "sarif")
+    fold = toy_results_session / "Dataset042_Toy" / "nnUNetTrainer__nnUNetPlans__2d" / "fold_0"
+    proc = run_cli("scan", fold, "--format", "sarif")
     assert proc.exit_code == 0
     sarif = json.loads(proc.stdout)
     jsonschema.Draft4Validator(SARIF_SCHEMA).validate(sarif)

@@ -1,6 +1,8 @@
 """`nnseal scan`: a static, torch-free CI gate over checkpoints, pickles, numpy files, safetensors and packages.
 
-Files are classified by their content, never by their name, and checked without
+Files are classified by every reading their content admits for the loaders that might
+open them (a file with two readings is refused; a model-named file must be a torch.save
+zip, safetensors or an nnseal package), and checked without
 executing, unpickling or loading anything: pickles are read opcode by opcode, zips
 through ``nnseal.safezip``, safetensors and numpy headers as bounded text. The rules,
 their levels and the report formats are documented in docs/SCAN.md.

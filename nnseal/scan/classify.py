@@ -1,8 +1,16 @@
-"""What a file is, from its first bytes (and, for zips, from its entry names): never from its file name.
+"""What a file is, read the way each loader that might open it would read it: never from magic bytes alone.
 
-The one exception is the verdict on content nnseal does not recognise: a file *named*
-like a model file but holding no recognisable format is reported, because a gate must
-not pass what it could not check (see ``looks_like_model_name``).
+torch.load opens a file as a zip when it starts with a local-file header
+(``torch.serialization._is_zipfile``); otherwise it tries the legacy tar format
+(``tarfile.open``, which accepts any 512-byte header whose checksum matches, ``ustar``
+magic or not), and then falls back to a raw pickle stream. pickle.load reads opcodes from
+byte 0 whatever they are; numpy.load reads a ``\\x93NUMPY`` header; the safetensors loader
+reads an 8-byte length and a JSON object. ``readings`` lists every one of those readings
+that the file's first bytes admit: more than one is a polyglot, which the scan refuses
+because two programs would see two different files.
+
+The file name matters only for the verdict on content that is not a model format nnseal
+can vouch for (see ``looks_like_model_name`` and ``in_model_folder``).
 """
 
 from __future__ import annotations
@@ -12,65 +20,131 @@ import pickletools
 import re
 
 from nnseal.format.layout import CARD_NAME, DATASET_RE
-from nnseal.format.oms import SIGNATURE_NAME
-from nnseal.sanitize.archive import LEGACY_MAGIC, TAR_MAGIC_OFFSET, ZIP_MAGIC
+from nnseal.sanitize.archive import LEGACY_MAGIC
 
 # How much of a file the sniffer looks at.
 HEAD_BYTES = 64 << 10
 
 NUMPY_MAGIC = b"\x93NUMPY"
-# Opcodes a protocol-0/1 pickle can start with (protocol 2+ start with PROTO, 0x80).
-_PICKLE0_FIRST = frozenset(b"(c}])NIFLSVKJMGi" + b"U" + b"T" + b"X")
-# torch's legacy tar format holds these members (torch/serialization.py, _legacy_load).
-_TORCH_TAR_MEMBERS = (b"sys_info", b"pickle", b"storages", b"tensors")
-# Names of files that hold models or packages: content that is none of the formats nnseal checks is a finding.
-MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz", ".safetensors", ".zip")
+# torch.serialization._is_zipfile: exactly these four bytes at offset 0.
+TORCH_ZIP_MAGIC = b"PK\x03\x04"
+# An empty zip (end record only): not torch's zip reading, but zipfile's.
+EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+TAR_BLOCK = 512
+# nnseal.format.oms.SIGNATURE_NAME, spelled out so that classifying a file does not import
+# the signing stack (a test checks that the two agree).
+SIGNATURE_NAME = "model.sig"
+# What tarfile's nti() can parse in the checksum field: octal digits, spaces and NULs, or a
+# base-256 number (first byte 0x80 or 0xff).
+_OCTAL_FIELD = frozenset(b"01234567 \0")
+# How a pickle reaches code: it imports (GLOBAL, INST, STACK_GLOBAL), then calls (REDUCE, BUILD,
+# OBJ, NEWOBJ, NEWOBJ_EX, INST); the copyreg extension opcodes import by number.
+_IMPORTS = frozenset("ci\x93")
+_CALLS = frozenset("Rbo\x81\x92i")
+_EXTENSIONS = frozenset("\x82\x83\x84")
+_IDENTIFIER_PAIR = re.compile(r"^[A-Za-z_][\w.]* [A-Za-z_][\w.]*$")
+
+# Names torch.load (or pickle.load) is pointed at in practice.
+MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar", ".pkl", ".pickle", ".joblib")
+# Content formats with their own suffixes: unrecognisable content under these is reported too.
+DATA_SUFFIXES = (".npy", ".npz", ".safetensors", ".zip")
+# nnU-Net's fold folders: nnUNetv2_predict loads fold_X/<checkpoint name> with torch.load.
+_FOLD_DIR = re.compile(r"^fold_(\d+|all)$")
 
 _TORCH_RECORD = re.compile(r"^[^/]+/(data|constants)\.pkl$")
 
 
-def _is_pickle0(head: bytes, size: int) -> bool:
-    """A protocol-0/1 pickle: the head parses as pickle opcodes up to STOP, or up to the end of
-    the bytes read when the file goes on (so padding cannot push a payload past the sniffer).
+def is_tar_header(head: bytes) -> bool:
+    """Whether ``tarfile.open(mode="r:")`` accepts the first block: its checksum and numeric fields.
 
-    Text files starting with a letter that happens to be an opcode fail within a line or two.
+    ``TarInfo.frombuf`` only parses the 512 bytes (no member is read or extracted).
     """
-    if not head or head[0] not in _PICKLE0_FIRST:
+    if len(head) < TAR_BLOCK:
+        return False
+    checksum = head[148:156]
+    if checksum[0] not in (0x80, 0xFF) and not _OCTAL_FIELD.issuperset(checksum):
+        return False  # tarfile could not even read the checksum: the common case, decided without it
+    import tarfile
+
+    try:
+        tarfile.TarInfo.frombuf(head[:TAR_BLOCK], "utf-8", "surrogateescape")
+    except (tarfile.HeaderError, ValueError, OverflowError, UnicodeError):
+        return False
+    return True
+
+
+def pickle_reading(head: bytes, size: int) -> bool:
+    """Whether pickle.load would get anywhere from byte 0, whatever the first opcode.
+
+    Yes when the opcodes parse up to STOP; when they parse up to the end of the bytes read
+    and the file goes on (padding cannot push a payload past the sniffer); and when they
+    import a global and call something before they break, because pickle runs those before
+    it notices the damage. Text rarely parses that far: a line or two, then a byte that is
+    no opcode.
+    """
+    if not head:
         return False
     stream = io.BytesIO(head)
+    imported = called = False
     try:
-        for op, _, _ in pickletools.genops(stream):
-            if op.name == "STOP":
+        for op, arg, _ in pickletools.genops(stream):
+            code = op.code
+            if code == ".":
                 return True
-    except (ValueError, UnicodeDecodeError):
-        pass
-    return size > len(head) and stream.tell() >= len(head)
+            if code in _IMPORTS and (code == "\x93" or _IDENTIFIER_PAIR.match(arg or "")):
+                imported = True
+                called = called or code == "i"  # INST imports and calls at once
+            elif code in _CALLS and imported:
+                called = True
+            elif code in _EXTENSIONS:
+                imported = called = True
+    except (ValueError, UnicodeDecodeError, OverflowError):
+        return called or (size > len(head) and stream.tell() >= len(head))
+    return size > len(head) or called
+
+
+def safetensors_reading(head: bytes, size: int) -> bool:
+    """An 8-byte little-endian header length, then a JSON object (a lying length is the header check's to report)."""
+    return len(head) >= 10 and head[8:9] == b"{" and head[9:10] in b'"} \t\r\n'
+
+
+def readings(head: bytes, size: int) -> list[str]:
+    """Every way a loader could read a file whose first bytes are ``head``, in torch.load's order.
+
+    zip | torch-legacy-tar | torch-legacy | pickle | npy | safetensors
+    """
+    found: list[str] = []
+    is_zip = head.startswith(TORCH_ZIP_MAGIC) or head.startswith(EMPTY_ZIP_MAGIC)
+    if is_zip:
+        found.append("zip")
+    if is_tar_header(head):
+        found.append("torch-legacy-tar")
+    if head.startswith(LEGACY_MAGIC):
+        found.append("torch-legacy")
+    # A zip starts with PERSID ('P'), which plain pickle refuses at once; 0x93 (numpy's magic)
+    # is STACK_GLOBAL on an empty stack: neither can be a pickle that gets anywhere.
+    elif not is_zip and head[:1] != b"\x93" and pickle_reading(head, size):
+        found.append("pickle")
+    if head.startswith(NUMPY_MAGIC):
+        found.append("npy")
+    if safetensors_reading(head, size):
+        found.append("safetensors")
+    return found
 
 
 def sniff(head: bytes, size: int) -> str:
     """The kind of a file from its first bytes.
 
-    zip | torch-legacy | torch-legacy-tar | npy | safetensors | pickle | empty | other
+    zip | torch-legacy | torch-legacy-tar | npy | safetensors | pickle | polyglot | empty | other
     """
     if size == 0:
         return "empty"
-    if head.startswith(ZIP_MAGIC):
-        return "zip"
-    if head.startswith(LEGACY_MAGIC):
-        return "torch-legacy"
-    if head.startswith(NUMPY_MAGIC):
-        return "npy"
-    if len(head) > TAR_MAGIC_OFFSET + 5 and head[TAR_MAGIC_OFFSET:TAR_MAGIC_OFFSET + 5] == b"ustar":
-        first_member = head[:100].split(b"\0", 1)[0]
-        return "torch-legacy-tar" if first_member in _TORCH_TAR_MEMBERS else "other"
-    # safetensors: 8-byte little-endian header length, then a JSON object.
-    if len(head) >= 10 and head[8:9] == b"{" and head[9:10] in b'"} \t\r\n':
-        return "safetensors"
-    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
-        return "pickle"
-    if _is_pickle0(head, size):
-        return "pickle"
-    return "other"
+    kinds = readings(head, size)
+    if not kinds:
+        return "other"
+    if len(kinds) > 1:
+        return "polyglot"
+    return kinds[0]
 
 
 def zip_kind(names: list[str]) -> str:
@@ -87,4 +161,16 @@ def zip_kind(names: list[str]) -> str:
 
 
 def looks_like_model_name(name: str) -> bool:
+    """A name torch.load or pickle.load is pointed at, or a data format's own suffix."""
+    return name.lower().endswith(MODEL_SUFFIXES + DATA_SUFFIXES)
+
+
+def is_model_name(name: str) -> bool:
+    """A name torch.load or pickle.load is pointed at (``.pth .pt .ckpt .bin .tar .pkl``, ...)."""
     return name.lower().endswith(MODEL_SUFFIXES)
+
+
+def in_model_folder(path: str) -> bool:
+    """Whether ``path`` (``/`` or ``!`` separated) lies in an nnU-Net fold folder (``fold_0/``, ``fold_all/``)."""
+    parts = re.split(r"[/\\!]", path)
+    return any(_FOLD_DIR.match(part) for part in parts[:-1])

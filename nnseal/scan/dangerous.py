@@ -86,6 +86,21 @@ DANGEROUS_MODULES: dict[str, str] = {
     "torch._inductor": "compiles and runs code",
     "torch.hub": "downloads and runs code",
     "torch.utils.cpp_extension": "compiles and loads native code",
+    "torch.fx.experimental.symbolic_shapes": "evaluates guard expressions (code strings)",
+    "torch.utils.bottleneck": "runs code under a profiler",
+    "torch.utils.collect_env": "runs commands",
+    "torch.utils._config_module": "loads another pickle",
+    "torch.utils.data.datapipes.utils.decoder": "loads another pickle",
+    "aiohttp": "opens network connections",
+    "uuid": "runs commands (uuid._get_command_stdout)",
+    "test": "spawns Python processes (test.support)",
+    "imaplib": "runs commands (IMAP4_stream)",
+    "lib2to3": "loads another pickle (grammar files)",
+    "idlelib": "runs code strings",
+    "_osx_support": "runs commands",
+    "_aix_support": "runs commands",
+    "_pyrepl": "runs commands (pager)",
+    "copyreg._extension_registry": "an extension code (EXT1/EXT2/EXT4) whose global is only known at load time",
 }
 
 # Single names in modules that are otherwise harmless or needed.

@@ -9,6 +9,7 @@ only when it is a pickle (object arrays), to name what it imports.
 from __future__ import annotations
 
 import ast
+import re
 import struct
 from typing import Any, BinaryIO
 
@@ -24,18 +25,42 @@ class _BadHeader(ValueError):
     pass
 
 
-def _has_object(descr: Any) -> bool:
-    """Whether a dtype description (``'<f4'``, ``'|O'``, or a list of fields) involves Python objects."""
+# dtype strings numpy.save writes for arrays without Python objects (dtype.str, plus the one-letter
+# and named spellings numpy.dtype also accepts). Anything else ('O', 'object', 'object_', 'O8',
+# '|O', typos, ...) is not resolved here: numpy may read it as an object dtype, so it is refused.
+_PLAIN_DTYPE = re.compile(
+    r"^[<>|=]?(?:b1|[iu][1248]|f2|f4|f8|f16|f12|c8|c16|c32|c24|[SUVa]\d*|[mM]8(?:\[\d*\w+\])?"
+    r"|[?bBhHiIlLqQpPefdgFDG]"
+    r"|bool|int(?:8|16|32|64)|uint(?:8|16|32|64)|float(?:16|32|64)|complex(?:64|128))$")
+_MAX_DESCR_DEPTH = 32
+
+
+def _descr_verdict(descr: Any, depth: int = 0) -> str | None:
+    """None when ``descr`` resolves to a dtype without Python objects, else why not.
+
+    Mirrors numpy.lib.format.descr_to_dtype: a string is a dtype spelling, a tuple is
+    (base, shape), a list is structured fields (name, descr[, shape]); nothing is passed to
+    numpy.dtype, so no spelling can reach code.
+    """
+    if depth > _MAX_DESCR_DEPTH:
+        return "dtype nested too deeply"
     if isinstance(descr, str):
-        return descr.lstrip("<>|=!").startswith("O")
+        if _PLAIN_DTYPE.match(descr):
+            return None
+        if descr.lstrip("<>|=!").lower().startswith("o"):
+            return f"object dtype {descr!r:.40}"
+        return f"dtype spelling {descr!r:.40} that nnseal does not resolve"
+    if isinstance(descr, tuple) and len(descr) == 2:
+        return _descr_verdict(descr[0], depth + 1)
     if isinstance(descr, list):
         for field in descr:
-            if not isinstance(field, tuple) or len(field) < 2:
-                raise _BadHeader(f"structured dtype field {show(field, 60)} is malformed")
-            if _has_object(field[1]):
-                return True
-        return False
-    raise _BadHeader(f"'descr' is {type(descr).__name__}, not a dtype description")
+            if not isinstance(field, tuple) or len(field) not in (2, 3):
+                return f"structured dtype field {show(field, 60)} that nnseal does not resolve"
+            verdict = _descr_verdict(field[1], depth + 1)
+            if verdict is not None:
+                return f"structured dtype with field {show(field[0], 40)} of {verdict}"
+        return None
+    return f"'descr' of type {type(descr).__name__} that nnseal does not resolve"
 
 
 def read_npy_header(handle: BinaryIO) -> dict:
@@ -77,14 +102,16 @@ def read_npy_header(handle: BinaryIO) -> dict:
 def npy_findings(handle: BinaryIO, where: Location, label: str = "array") -> list[Finding]:
     try:
         header = read_npy_header(handle)
-        has_object = _has_object(header["descr"])
     except _BadHeader as err:
         return [finding(where, "numpy-header", f"{label}: {err}")]
-    if not has_object:
+    verdict = _descr_verdict(header["descr"])
+    if verdict is None:
         return []
+    if not verdict.startswith("object") and "object dtype" not in verdict:
+        return [finding(where, "numpy-dtype", f"{label} declares a {verdict}: numpy may read it as objects")]
     found = [finding(where, "numpy-object-array",
-                     f"{label} holds Python objects (dtype {show(header['descr'], 60)}): numpy.load needs "
-                     "allow_pickle=True, which unpickles it")]
+                     f"{label} holds Python objects ({verdict}): numpy.load needs allow_pickle=True, which "
+                     "unpickles it")]
     payload = handle.read(MAX_PICKLE_BYTES + 1)
     if payload:
         found += pickle_findings(where, payload, f"{label}'s pickled data", torch_pickle=False)

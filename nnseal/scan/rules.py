@@ -71,6 +71,17 @@ _TABLE = [
     Rule("nnunet-export-zip", "note",
          "nnU-Net's own export zip (unsigned, pickle checkpoints); its members are scanned. "
          "Share models with `nnseal export` instead."),
+    # what loaders would read
+    Rule("polyglot", "unsafe",
+         "A file with more than one valid reading (e.g. safetensors or .npy and at once a legacy torch tar, or "
+         "a pickle): the loader that opens it may see other content than the one checked."),
+    Rule("model-format", "unsafe",
+         "A file named like a model file (.pth, .pt, .ckpt, .bin, .tar, .pkl, .pickle, .joblib), or a pickle or "
+         "legacy torch file in an nnU-Net fold folder, that is not a torch.save zip, safetensors or an nnseal "
+         "package: torch.load would fall back to a legacy tar or a raw pickle."),
+    Rule("numpy-dtype", "unsafe",
+         "A .npy header whose dtype spelling nnseal does not resolve to a plain numeric, boolean, bytes or "
+         "unicode type: numpy may read it as an object dtype, which unpickles."),
     # what could not be checked
     Rule("unrecognized-model-file", "unsafe",
          "A file named like a model file (.pth, .pt, .ckpt, .pkl, .npy, .npz, .safetensors, ...) whose content "

@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from nnseal.errors import EnvironmentProblem, HostileArchive
 from nnseal.safezip import Entry, SafeZip, open_zip
 from nnseal.scan.checkpoint_check import legacy_findings, torch_zip_findings
-from nnseal.scan.classify import HEAD_BYTES, looks_like_model_name, sniff, zip_kind
+from nnseal.scan.classify import (
+    HEAD_BYTES,
+    in_model_folder,
+    is_model_name,
+    looks_like_model_name,
+    readings,
+    sniff,
+    zip_kind,
+)
 from nnseal.scan.findings import Finding, Location, finding
 from nnseal.scan.member_io import MemberReader
 from nnseal.scan.numpy_check import npy_findings
-from nnseal.scan.package_check import package_findings
 from nnseal.scan.pickle_check import MAX_PICKLE_BYTES, pickle_findings
 from nnseal.scan.report import Scanned, ScanReport
 from nnseal.scan.safetensors_check import safetensors_findings
 from nnseal.scan.walk import WalkItem, walk
+
+if TYPE_CHECKING:
+    from tempfile import TemporaryDirectory
 
 # A zip inside a zip inside a zip is scanned; one level more is reported, not followed.
 MAX_ZIP_DEPTH = 3
@@ -32,6 +41,14 @@ PARALLEL_MIN_BYTES = 16 << 20
 
 Opener = Callable[[], BinaryIO]
 
+# What a model file may be: what nnseal can vouch for without running anything.
+_VOUCHED_KINDS = frozenset({"torch-zip", "safetensors", "nnseal-package"})
+# What torch.load falls back to when a file is not a zip: both run pickles.
+_TORCH_LOAD_FALLBACKS = frozenset({"pickle", "torch-legacy", "torch-legacy-tar", "polyglot"})
+_KIND_WORDS = {"pickle": "a raw pickle", "torch-legacy": "a legacy torch.save stream",
+               "torch-legacy-tar": "a legacy torch.save tar", "polyglot": "a file with several readings",
+               "npy": "a numpy array", "npz": "a numpy archive", "zip": "a zip", "nnunet-zip": "an nnU-Net zip"}
+
 
 def _member_opener(archive: SafeZip, entry: Entry) -> Opener:
     """Open ``entry`` again for a full read (the head was read through its own stream)."""
@@ -43,7 +60,7 @@ class Scanner:
         self.trusted_keys = [Path(k) for k in trusted_keys]
         self.trust_folder = Path(trust_folder) if trust_folder is not None else None
         self.report = ScanReport()
-        self._spool: tempfile.TemporaryDirectory | None = None
+        self._spool: TemporaryDirectory | None = None
 
     # --- results -----------------------------------------------------------------
 
@@ -93,7 +110,7 @@ class Scanner:
                      disk_path: Path | None = None) -> None:
         kind = sniff(head, size)
         if kind == "zip":
-            self.scan_zip_content(opener, where, depth, disk_path, size)
+            self.scan_zip_content(opener, where, depth, disk_path, size, name)
             return
         self.saw(where, kind)
         if kind in ("empty", "other"):
@@ -101,6 +118,11 @@ class Scanner:
                 what = "an empty file" if kind == "empty" else "no format nnseal recognises"
                 self.add([finding(where, "unrecognized-model-file",
                                   f"named like a model file but holds {what}: not checked")])
+            return
+        self.check_model_format(where, name, kind)
+        if kind == "polyglot":
+            self.add([finding(where, "polyglot", f"reads validly as {' and as '.join(readings(head, size))}: "
+                                                 "loaders would disagree on what it holds")])
             return
         if kind == "torch-legacy-tar":
             self.add([finding(where, "not-checked", "legacy tar torch.save format: not checked statically; "
@@ -117,10 +139,27 @@ class Scanner:
                 data = handle.read(MAX_PICKLE_BYTES + 1)
                 self.add(pickle_findings(where, data, "pickle", torch_pickle=False))
 
+    def check_model_format(self, where: Location, name: str, kind: str) -> None:
+        """A model file that is not a torch.save zip, safetensors or an nnseal package is refused.
+
+        By name (what torch.load is pointed at), or by place: in an nnU-Net fold folder,
+        anything torch.load would read as a legacy tar or a pickle.
+        """
+        if kind in _VOUCHED_KINDS:
+            return
+        if is_model_name(name):
+            why = "named like a model file"
+        elif kind in _TORCH_LOAD_FALLBACKS and in_model_folder(str(where)):
+            why = "in an nnU-Net fold folder"
+        else:
+            return
+        self.add([finding(where, "model-format", f"{why} but holds {_KIND_WORDS.get(kind, kind)}, not a torch.save "
+                                                 "zip, safetensors or an nnseal package")])
+
     # --- zips ------------------------------------------------------------------------
 
     def scan_zip_content(self, opener: Opener, where: Location, depth: int, disk_path: Path | None,
-                         size: int) -> None:
+                         size: int, name: str = "") -> None:
         if depth >= MAX_ZIP_DEPTH:
             self.saw(where, "zip")
             self.add([finding(where, "not-checked", f"zip nested more than {MAX_ZIP_DEPTH} levels deep: not opened")])
@@ -128,15 +167,16 @@ class Scanner:
         if disk_path is None:  # a zip inside a zip: the reader needs a file of its own
             if size > MAX_NESTED_ZIP_BYTES:
                 self.saw(where, "zip")
-                self.add([finding(where, "not-checked", f"nested zip of {size} bytes is over the "
-                                                        f"{MAX_NESTED_ZIP_BYTES}-byte limit for nested zips: not opened")])
+                self.add([finding(where, "not-checked",
+                                  f"nested zip of {size} bytes is over the {MAX_NESTED_ZIP_BYTES}-byte limit "
+                                  "for nested zips: not opened")])
                 return
             with self.spooled(opener) as spooled:
-                self.scan_zip_file(spooled, where, depth)
+                self.scan_zip_file(spooled, where, depth, name)
         else:
-            self.scan_zip_file(disk_path, where, depth)
+            self.scan_zip_file(disk_path, where, depth, name)
 
-    def scan_zip_file(self, path: Path, where: Location, depth: int) -> None:
+    def scan_zip_file(self, path: Path, where: Location, depth: int, name: str = "") -> None:
         try:
             archive = open_zip(path)
         except HostileArchive as err:
@@ -146,10 +186,13 @@ class Scanner:
         with archive:
             kind = zip_kind(archive.names())
             self.saw(where, kind)
+            self.check_model_format(where, name, kind)
             if kind == "torch-zip":
                 self.add(torch_zip_findings(archive, path, where))
                 return
             if kind == "nnseal-package":
+                from nnseal.scan.package_check import package_findings  # the signing stack, only when needed
+
                 try:
                     self.add(package_findings(path, where, self.trusted_keys, self.trust_folder))
                 except HostileArchive as err:  # an entry's bytes disagree with its headers
@@ -175,6 +218,8 @@ class Scanner:
     # --- temporary copies of nested zips ------------------------------------------------
 
     def spooled(self, opener: Opener):
+        import tempfile
+
         if self._spool is None:
             self._spool = tempfile.TemporaryDirectory(prefix="nnseal-scan-")
         return _SpooledCopy(Path(self._spool.name), opener)
@@ -194,6 +239,8 @@ class _SpooledCopy:
         self.path: Path | None = None
 
     def __enter__(self) -> Path:
+        import tempfile
+
         fd, name = tempfile.mkstemp(dir=self.folder, suffix=".zip")
         self.path = Path(name)
         with os.fdopen(fd, "wb") as out, self.opener() as source:
@@ -229,16 +276,27 @@ def _scan_batch(paths: list[str], trusted_keys: list[str], trust_folder: str | N
     return reports
 
 
+def _forkable() -> bool:
+    import sys
+    import threading
+    from multiprocessing import get_all_start_methods
+
+    return "fork" in get_all_start_methods() and threading.active_count() == 1 and "torch" not in sys.modules
+
+
 def _scan_files_in_parallel(files: list[WalkItem], trusted_keys: list[str], trust_folder: str | None,
                             workers: int) -> list[ScanReport]:
-    # The walk over data.pkl is pure Python: processes, not threads. "spawn" starts clean
-    # interpreters (the caller may hold threads, or torch), and results come back in order.
+    # The walk over data.pkl is pure Python: processes, not threads. A single-threaded caller
+    # without torch (the CLI) forks, which starts workers in milliseconds; any other caller
+    # gets "spawn", clean interpreters (forking a process that holds threads or torch is
+    # unsafe). Results come back in order.
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
+    can_fork = _forkable()
     batch = max(8, len(files) // (workers * 8))
     batches = [[str(item.path) for item in files[i:i + batch]] for i in range(0, len(files), batch)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork" if can_fork else "spawn")) as pool:
         results = pool.map(_scan_batch, batches, [trusted_keys] * len(batches), [trust_folder] * len(batches))
         return [report for reports in results for report in reports]
 
