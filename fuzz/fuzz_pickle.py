@@ -1,4 +1,4 @@
-"""Fuzz the static pickle walker (nnseal.sanitize.pickle_globals.scan_pickle).
+"""Fuzz the static pickle walker (nnseal.readers.pickle_stream.scan_pickle).
 
     python fuzz/fuzz_pickle.py [libFuzzer flags] [corpus folder]     (see fuzz/README.md)
 """
@@ -11,4 +11,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fuzz.atheris_harness import main  # noqa: E402
 
 if __name__ == "__main__":
-    main("pickle", ["nnseal.sanitize.pickle_globals"])
+    main("pickle", ["nnseal.readers.pickle_stream"])

@@ -1,4 +1,4 @@
-"""Fuzz the zip reader (nnseal.safezip) and the package entry-name classifier.
+"""Fuzz the zip reader (nnseal.readers.zip_archive) and the package entry-name classifier.
 
     python fuzz/fuzz_safezip.py [libFuzzer flags] [corpus folder]     (see fuzz/README.md)
 """
@@ -11,4 +11,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fuzz.atheris_harness import main  # noqa: E402
 
 if __name__ == "__main__":
-    main("safezip", ["nnseal.safezip", "nnseal.format.layout"])
+    main("safezip", ["nnseal.readers.zip_archive", "nnseal.format.layout"])

@@ -50,7 +50,7 @@ def build_sources(workdir: Path) -> SeedSources:
 
 
 def _zip_members(path: Path) -> dict[str, bytes]:
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
 
     with open_zip(path) as archive:
         return {name: archive.read(name) for name in archive.names()}

@@ -60,7 +60,7 @@ def fuzz_safezip(data: bytes) -> None:
     import hashlib
 
     from nnseal.format.layout import classify
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
 
     with open_zip(_as_file(data, "input.zip")) as archive:
         hashes = _expected(archive.sha256_all)
@@ -131,7 +131,7 @@ def fuzz_signature(data: bytes) -> None:
 
 
 def fuzz_safetensors(data: bytes) -> None:
-    from nnseal.sanitize.safetensors_io import read_header
+    from nnseal.readers.safetensors_header import read_header
 
     header = read_header(io.BytesIO(data), len(data), source="input.safetensors")
     assert header.data_start + header.data_size == len(data), "accepted header does not tile the file"
@@ -143,7 +143,7 @@ def fuzz_safetensors(data: bytes) -> None:
 
 
 def fuzz_pickle(data: bytes) -> None:
-    from nnseal.sanitize.pickle_globals import scan_pickle
+    from nnseal.readers.pickle_stream import scan_pickle
 
     scan = scan_pickle(data, source="input.pkl")
     assert all(isinstance(name, str) for name in scan.globals)
@@ -151,7 +151,7 @@ def fuzz_pickle(data: bytes) -> None:
 
 
 def fuzz_checkpoint_archive(data: bytes) -> None:
-    from nnseal.sanitize.archive import inspect_checkpoint
+    from nnseal.readers.torch_archive import inspect_checkpoint
 
     inspect_checkpoint(_as_file(data, "input.pth"))
 

@@ -43,7 +43,7 @@ LOCATOR_FIELDS = [(4, 4), (8, 8), (16, 4)]
 def read_nnseal(path: Path) -> dict[str, bytes] | None:
     """Entry name -> bytes as nnseal reads them, or None when nnseal refuses the archive."""
     from nnseal.errors import NnsealError
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
 
     try:
         with open_zip(path) as archive:

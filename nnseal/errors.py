@@ -101,6 +101,10 @@ class UnsafeJson(Refused):
     """A JSON file that fails sanitizing (absolute paths, foreign architecture classes, ...)."""
 
 
+class InvalidNpyHeader(Refused):
+    """A numpy .npy header that cannot be parsed, or is over the size limit."""
+
+
 class InvalidSafetensors(Refused):
     """A safetensors file whose header or layout is invalid."""
 

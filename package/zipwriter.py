@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from nnseal.fsutil import HashingWriter
-from nnseal.safezip import NameRegistry, check_entry_name
+from nnseal.readers.zip_archive import NameRegistry, check_entry_name
 
 FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 REGULAR_FILE_0644 = 0o100644 << 16

@@ -14,13 +14,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "safetensors_metadata": "checkpoint",
     "write_sanitized": "checkpoint",
     "sanitize_checkpoint": "checkpoint",
-    "ArchiveInfo": "archive",
-    "inspect_checkpoint": "archive",
-    "PickleScan": "pickle_globals",
-    "scan_pickle": "pickle_globals",
-    "allowed_global_names": "allowlist",
-    "SafetensorsHeader": "safetensors_io",
-    "TensorInfo": "safetensors_io",
-    "read_header": "safetensors_io",
     "write_safetensors": "safetensors_io",
 })

@@ -20,8 +20,8 @@ from nnseal.errors import EnvironmentProblem, UnsafeCheckpoint, from_os_error
 from nnseal.format.checkpoint_meta import build_metadata
 from nnseal.format.strict_json import show
 from nnseal.fsutil import ByteSink, HashingWriter, atomic_output, sha256_file
+from nnseal.readers.torch_archive import ArchiveInfo, inspect_checkpoint
 from nnseal.sanitize import tensors as tensor_checks
-from nnseal.sanitize.archive import ArchiveInfo, inspect_checkpoint
 from nnseal.sanitize.safetensors_io import safetensors_dtype, write_safetensors
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def check_torch_reads_the_same(path: Path, info: ArchiveInfo) -> None:
 def _restricted_load(path: Path) -> Any:
     import torch
 
-    from nnseal.sanitize.allowlist import safe_globals
+    from nnseal.readers.allowlist import safe_globals
 
     try:
         with safe_globals(), warnings.catch_warnings():

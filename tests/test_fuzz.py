@@ -301,7 +301,7 @@ def test_streaming_a_deflated_entry_keeps_memory_flat(tmp_path):
     content = (b"\0" * 500 + b"\1") * (32 * 1024 * 1024 // 501)
     path = hz.write_raw_zip(tmp_path / "big.zip", [hz.raw_entry("model/w.bin", content, compress=True, level=9)])
     assert path.stat().st_size < len(content) // 200
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
 
     tracemalloc.start()
     try:

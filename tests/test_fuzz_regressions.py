@@ -17,10 +17,10 @@ from helpers import tree_listing
 from hostile_checkpoints import write_torch_zip
 
 from nnseal.errors import HostileArchive, InvalidSafetensors, ModelLayoutError, UnsafeCheckpoint
-from nnseal.safezip import open_zip
-from nnseal.sanitize.archive import inspect_checkpoint
-from nnseal.sanitize.pickle_globals import MAX_TUPLE_DEPTH, MAX_TUPLE_NODES, OPAQUE, scan_pickle
-from nnseal.sanitize.safetensors_io import read_header
+from nnseal.readers.pickle_stream import MAX_TUPLE_DEPTH, MAX_TUPLE_NODES, OPAQUE, scan_pickle
+from nnseal.readers.safetensors_header import read_header
+from nnseal.readers.torch_archive import inspect_checkpoint
+from nnseal.readers.zip_archive import open_zip
 from nnseal.verify.receipt import RECEIPT_NAME, check_installed
 
 # Each input took seconds to hours, or crashed, before its fix; now they take milliseconds.

@@ -71,7 +71,7 @@ def test_hostile_zip_structure(attack, package_entries, results, session_key, ca
 def test_deflate_bomb_total_size_limit(package_entries, results, session_key, tmp_path):
     """The total-size limit, tightened through the API so the test stays small."""
     from nnseal.errors import HostileArchive
-    from nnseal.safezip import Limits
+    from nnseal.readers.zip_archive import Limits
     from nnseal.verify.install import install_model_from_zip
 
     package = hostile_zips.make_deflate_bomb_total(tmp_path / "bomb.zip", package_entries)

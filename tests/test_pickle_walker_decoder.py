@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nnseal.errors import MalformedPickle
-from nnseal.sanitize.pickle_globals import scan_pickle
+from nnseal.readers.pickle_stream import scan_pickle
 
 VALUES = (None, True, [1, -2, 3.5, 2**70, -(2**40), 70000], {"k": b"bytes", "u": "\u00fc\u00f1"}, (1, (2, (3,))),
           {"s": set(range(3)), "f": frozenset({1}), "ba": bytearray(b"x" * 300)}, "x" * 70000,

@@ -21,7 +21,7 @@ def test_wheel_installs_only_nnseal_into_a_fresh_venv(tmp_path):
     assert tops == {"nnseal", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
     # Every module of the source tree is in the wheel, under nnseal/.
     mapping = {"nnseal": "nnseal", "sanitize": "nnseal/sanitize", "package": "nnseal/package",
-               "verify": "nnseal/verify"}
+               "verify": "nnseal/verify", "scan": "nnseal/scan"}
     for folder, installed in mapping.items():
         for source in (REPO / folder).rglob("*.py"):
             relative = source.relative_to(REPO / folder).as_posix()
@@ -38,13 +38,14 @@ def test_wheel_installs_only_nnseal_into_a_fresh_venv(tmp_path):
                    check=True, capture_output=True, timeout=300)
     added = {p.name for p in site.iterdir()} - before
     assert {a for a in added if not a.endswith(".dist-info") and a != "bin"} == {"nnseal"}
-    proc = subprocess.run([str(python), "-c", "import nnseal, nnseal.sanitize, nnseal.package, nnseal.verify, sys; "
-                           "print(nnseal.sanitize.__file__); assert 'torch' not in sys.modules"],
+    code = ("import nnseal, nnseal.sanitize, nnseal.package, nnseal.verify, nnseal.scan, sys; "
+            "print(nnseal.sanitize.__file__); assert 'torch' not in sys.modules")
+    proc = subprocess.run([str(python), "-c", code],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120,
                           env=process_env({"PYTHONPATH": None}))  # the fresh venv alone, not a checkout
     assert proc.returncode == 0, proc.stderr
     assert str(site / "nnseal" / "sanitize" / "__init__.py") in proc.stdout
-    for name in ("package", "verify", "sanitize"):
+    for name in ("package", "verify", "sanitize", "scan"):
         assert not (site / name).exists()
 
 

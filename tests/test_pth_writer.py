@@ -76,7 +76,7 @@ def test_written_bytes_are_deterministic_and_the_digest_is_theirs(rebuilt, tmp_p
 
 
 def test_nnseal_static_inspection_accepts_the_file(rebuilt):
-    from nnseal.sanitize.archive import inspect_checkpoint
+    from nnseal.readers.torch_archive import inspect_checkpoint
 
     _, out, _, _, _ = rebuilt
     info = inspect_checkpoint(out)

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from safetensors.torch import load, save
 
 from nnseal.errors import InvalidSafetensors
-from nnseal.sanitize.safetensors_io import DTYPE_SIZES, MAX_HEADER_BYTES, read_header, write_safetensors
+from nnseal.readers.safetensors_header import DTYPE_SIZES, MAX_HEADER_BYTES, read_header
+from nnseal.sanitize.safetensors_io import write_safetensors
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.int16,
           torch.int8, torch.uint8, torch.bool]
@@ -171,7 +172,7 @@ def test_read_header_is_torch_free():
     import subprocess
     import sys
 
-    code = ("import io, sys\nfrom nnseal.sanitize.safetensors_io import read_header\n"
+    code = ("import io, sys\nfrom nnseal.readers.safetensors_header import read_header\n"
             "data = b'\\x02\\x00\\x00\\x00\\x00\\x00\\x00\\x00{}'\n"
             "read_header(io.BytesIO(data), len(data))\nprint('torch' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -20,7 +20,7 @@ import pytest
 from helpers import nnunet_export_zip, tree_listing
 
 from nnseal.errors import EXIT_REFUSED, EnvironmentProblem, HostileArchive
-from nnseal.safezip import Limits, check_entry_name, open_zip
+from nnseal.readers.zip_archive import Limits, check_entry_name, open_zip
 
 MODEL = "Dataset042_Toy/nnUNetTrainer__nnUNetPlans__2d"
 
@@ -573,7 +573,7 @@ def test_safezip_imports_no_torch():
     import subprocess
     import sys
 
-    code = "import sys, nnseal.safezip, nnseal.package.zipwriter; assert 'torch' not in sys.modules"
+    code = "import sys, nnseal.readers.zip_archive, nnseal.package.zipwriter; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from nnseal import toy_model
 from nnseal.errors import UnsafeCheckpoint, WouldOverwrite
+from nnseal.readers.torch_archive import inspect_checkpoint
 from nnseal.sanitize import checkpoint as sanitize_mod
-from nnseal.sanitize.archive import inspect_checkpoint
 from nnseal.sanitize.checkpoint import load_sanitized, safetensors_metadata, sanitize_checkpoint
 from nnseal.sanitize.tensors import strip_wrapper_prefixes
 
@@ -356,10 +356,12 @@ def test_interrupted_write_leaves_nothing(tmp_path, toy_pth, monkeypatch, interr
 
 def test_importing_sanitize_does_not_import_torch():
     code = ("import sys\n"
-            "import nnseal.sanitize, nnseal.sanitize.archive, nnseal.sanitize.pickle_globals\n"
-            "import nnseal.sanitize.safetensors_io, nnseal.sanitize.allowlist, nnseal.sanitize.checkpoint\n"
+            "import nnseal.sanitize, nnseal.readers.torch_archive, nnseal.readers.pickle_stream\n"
+            "import nnseal.sanitize.safetensors_io, nnseal.readers.allowlist, nnseal.sanitize.checkpoint\n"
             "import nnseal.sanitize.tensors, nnseal.commands.sanitize\n"
-            "from nnseal.sanitize import scan_pickle, read_header, allowed_global_names\n"
+            "from nnseal.readers.allowlist import allowed_global_names\n"
+            "from nnseal.readers.pickle_stream import scan_pickle\n"
+            "from nnseal.readers.safetensors_header import read_header\n"
             "print(sorted(m for m in ('torch', 'numpy', 'safetensors') if m in sys.modules))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "[]", proc.stderr
@@ -379,7 +381,7 @@ class _Call:
 def test_scan_lists_globals_of_every_protocol_without_running_them():
     import pickle
 
-    from nnseal.sanitize.pickle_globals import scan_pickle
+    from nnseal.readers.pickle_stream import scan_pickle
 
     payload = {"a": _Call(os.system, "exit 3"), "b": [_Call(eval, "1")], "c": _Call(os.system, "again")}
     for protocol in range(0, 6):
@@ -390,7 +392,7 @@ def test_scan_lists_globals_of_every_protocol_without_running_them():
 
 
 def test_scan_reads_inst_and_obj_globals():
-    from nnseal.sanitize.pickle_globals import scan_pickle
+    from nnseal.readers.pickle_stream import scan_pickle
 
     inst = b"(S'touch x'\nios\nsystem\n."  # protocol 0 INST
     assert scan_pickle(inst).globals == ["os.system"]
@@ -399,7 +401,7 @@ def test_scan_reads_inst_and_obj_globals():
 
 
 def test_scan_reports_unresolvable_stack_global():
-    from nnseal.sanitize.pickle_globals import scan_pickle
+    from nnseal.readers.pickle_stream import scan_pickle
 
     # module name produced by a call result: a scanner cannot know it statically
     data = (b"\x80\x04\x8c\x08builtins\x8c\x03str\x93\x8c\x02os\x85R\x8c\x06system\x93\x8c\x01x\x85R.")
@@ -416,7 +418,7 @@ def test_scan_reports_unresolvable_stack_global():
 ])
 def test_scan_refuses_malformed_pickles(data, needle):
     from nnseal.errors import MalformedPickle
-    from nnseal.sanitize.pickle_globals import scan_pickle
+    from nnseal.readers.pickle_stream import scan_pickle
 
     with pytest.raises(MalformedPickle, match=needle):
         scan_pickle(data, source="x.pkl")
@@ -426,7 +428,7 @@ def test_scan_is_bounded():
     import pickle
 
     from nnseal.errors import MalformedPickle
-    from nnseal.sanitize.pickle_globals import scan_pickle
+    from nnseal.readers.pickle_stream import scan_pickle
 
     data = pickle.dumps(list(range(1000)), protocol=2)
     with pytest.raises(MalformedPickle, match="opcodes"):
@@ -437,7 +439,7 @@ def test_scan_is_bounded():
 
 
 def test_scan_follows_persistent_storage_ids(toy_pth):
-    from nnseal.sanitize.pickle_globals import GlobalRef, scan_pickle
+    from nnseal.readers.pickle_stream import GlobalRef, scan_pickle
 
     with zipfile.ZipFile(toy_pth) as zf:
         scan = scan_pickle(zf.read("checkpoint_final/data.pkl"))
@@ -455,7 +457,7 @@ def test_scan_follows_persistent_storage_ids(toy_pth):
 def test_static_allowlist_matches_installed_torch():
     from torch._weights_only_unpickler import _get_allowed_globals
 
-    from nnseal.sanitize.allowlist import NNUNET_EXTRA_GLOBALS, TORCH_DEFAULT_GLOBALS, allowed_global_names
+    from nnseal.readers.allowlist import NNUNET_EXTRA_GLOBALS, TORCH_DEFAULT_GLOBALS, allowed_global_names
 
     assert TORCH_DEFAULT_GLOBALS == frozenset(_get_allowed_globals())
     assert allowed_global_names() == TORCH_DEFAULT_GLOBALS | NNUNET_EXTRA_GLOBALS

@@ -28,7 +28,7 @@ def test_toy_results_folder_flags_only_the_postprocessing_pickle(toy_results_ses
 
 
 def test_toy_checkpoint_with_numpy_logs_passes_every_check(toy_model_folder):
-    from nnseal.sanitize.archive import inspect_checkpoint
+    from nnseal.readers.torch_archive import inspect_checkpoint
 
     checkpoint = toy_model_folder / "fold_0" / "checkpoint_final.pth"
     assert "numpy._core.multiarray.scalar" in inspect_checkpoint(checkpoint).globals

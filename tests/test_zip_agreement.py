@@ -21,7 +21,7 @@ import pytest
 from helpers import assert_one_line_refusal, run_cli, tree_listing
 
 from nnseal.errors import HostileArchive, UnsafeCheckpoint
-from nnseal.safezip import Limits, open_zip
+from nnseal.readers.zip_archive import Limits, open_zip
 
 UNZIP = "/usr/bin/unzip"  # Debian's Info-ZIP unzip; .ci/run installs it
 
@@ -251,7 +251,7 @@ def test_torch_agreement_check_refuses_the_hidden_archive_by_itself(tmp_path, ca
     """Why the torch check exists beside the comment rule: given what nnseal's reader saw in the decoy (the
     outer archive, at the very same offsets), the check alone refuses the file torch would really load.
     No variant here gets past the reader's rules; this shows the second net holds if a rule ever has a gap."""
-    from nnseal.sanitize.archive import inspect_checkpoint
+    from nnseal.readers.torch_archive import inspect_checkpoint
     from nnseal.sanitize.checkpoint import check_torch_reads_the_same
 
     decoy = tmp_path / "decoy.pth"
@@ -270,7 +270,7 @@ def test_torch_agreement_check_compares_data_pkl_bytes(tmp_path):
     """Same records at the same offsets, but data.pkl changed after the static check: refused."""
     import dataclasses
 
-    from nnseal.sanitize.archive import inspect_checkpoint
+    from nnseal.readers.torch_archive import inspect_checkpoint
     from nnseal.sanitize.checkpoint import check_torch_reads_the_same
 
     path = tmp_path / "ok.pth"

@@ -125,7 +125,7 @@ def test_local_header_with_one_zip64_marker_refused(field, seeds, work):
     path.write_bytes(_with_local_field(seeds["package"], 3, offset, 0))
     assert zd.read_nnseal(path) is None
     from nnseal.errors import HostileArchive
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
 
     with pytest.raises(HostileArchive, match="marks only one size as ZIP64"):
         open_zip(path)

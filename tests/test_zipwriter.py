@@ -14,7 +14,7 @@ import pytest
 
 from nnseal.errors import HostileArchive
 from nnseal.package.zipwriter import DeterministicZipWriter
-from nnseal.safezip import open_zip
+from nnseal.readers.zip_archive import open_zip
 
 MODEL = "Dataset042_Toy/nnUNetTrainer__nnUNetPlans__2d"
 WEIGHTS = random.Random(11).randbytes(50_000)

@@ -67,11 +67,11 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
     are public-key PEM paths; the keys in ``trust_folder`` count too when it is given.
     ``unsigned=True`` installs a zip made by
     nnU-Net's own exporter (every checkpoint sanitized and rebuilt, pickles dropped);
-    ``sha256`` pins the zip's digest either way. ``limits`` (``nnseal.safezip.Limits``)
+    ``sha256`` pins the zip's digest either way. ``limits`` (``nnseal.readers.zip_archive.Limits``)
     tightens or loosens the zip-bomb limits. ``source_name`` is what reports and the receipt
     call the package (download passes the URL; default: the file's path).
     """
-    from nnseal.safezip import Limits, open_zip
+    from nnseal.readers.zip_archive import Limits, open_zip
 
     zip_path = Path(zip_file)
     if not zip_path.is_file():

@@ -44,7 +44,7 @@ def rebuild_from_safetensors(path: str | os.PathLike, plans: dict, dataset_json:
     Torch-free: the header is validated (as strictly as the Rust loader) and each tensor
     becomes a ``StoredTensor`` pointing at its bytes; ``write_checkpoint`` copies them.
     """
-    from nnseal.sanitize.safetensors_io import read_header
+    from nnseal.readers.safetensors_header import read_header
     from nnseal.verify.pth_writer import StoredTensor
 
     path = str(path)

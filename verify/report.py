@@ -71,7 +71,7 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
     ``HostileArchive`` instead: nothing in it can be read with confidence.
     """
     from nnseal.format.trust import load_trusted_keys
-    from nnseal.safezip import Limits, open_zip
+    from nnseal.readers.zip_archive import Limits, open_zip
     from nnseal.verify.verdict import judge_package
 
     path = Path(zip_file)
@@ -105,7 +105,7 @@ def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os
     from nnseal.format.layout import EntryKind, classify
     from nnseal.format.strict_json import load_strict_json
     from nnseal.format.trust import load_trusted_keys
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
     from nnseal.verify.signature import read_bundle_unverified
 
     path = Path(zip_file)

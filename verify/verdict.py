@@ -24,7 +24,7 @@ from nnseal.format.card import parse_card
 from nnseal.format.layout import CARD_NAME, EntryKind, PackageEntry, classify, classify_all
 from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_CARD_BYTES
 from nnseal.format.oms import SIGNATURE_NAME, SignedManifest
-from nnseal.safezip import Entry, SafeZip
+from nnseal.readers.zip_archive import Entry, SafeZip
 from nnseal.verify.problems import Problem, ProblemKind
 
 # The JSON sanitizer's own limit: JSON is parsed whole, so a larger entry is refused unread.
@@ -124,7 +124,7 @@ def check_checkpoint_header(fileobj, size: int, *, name: str) -> None:
     """A checkpoint entry's safetensors header and nnseal metadata, checked as install reads them."""
     from nnseal.errors import InvalidSafetensors
     from nnseal.format.checkpoint_meta import read_metadata
-    from nnseal.sanitize.safetensors_io import read_header
+    from nnseal.readers.safetensors_header import read_header
 
     try:
         header = read_header(fileobj, size, source=name)

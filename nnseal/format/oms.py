@@ -32,7 +32,7 @@ from nnseal.errors import BadKey, HostileArchive, InvalidArgument, SignatureErro
 from nnseal.format.digest import is_sha256_hex
 from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_RESOURCES, MAX_SHORT_TEXT
 from nnseal.format.strict_json import load_strict_json, show
-from nnseal.safezip import check_entry_name, collision_key
+from nnseal.readers.zip_archive import check_entry_name, collision_key
 
 SIGNATURE_NAME = "model.sig"
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -66,7 +66,7 @@ def root_digest(resources: Mapping[str, str]) -> str:
 def resource_name_problem(name: object) -> str | None:
     """Why `name` is not a safe relative POSIX file name inside a model, or None if it is.
 
-    The same rules as zip entry names (nnseal.safezip.check_entry_name, docs/FORMAT.md
+    The same rules as zip entry names (nnseal.readers.zip_archive.check_entry_name, docs/FORMAT.md
     section 1): a signed name must be one the installer could extract.
     """
     if not isinstance(name, str):

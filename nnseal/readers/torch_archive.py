@@ -16,14 +16,13 @@ from pathlib import Path
 
 from nnseal.errors import EnvironmentProblem, MalformedPickle, UnsafeCheckpoint, from_os_error
 from nnseal.format.strict_json import show
-from nnseal.safezip import METHOD_STORED, open_zip
-from nnseal.sanitize.allowlist import allowed_global_names
-from nnseal.sanitize.pickle_globals import GlobalRef, scan_pickle
+from nnseal.readers.allowlist import allowed_global_names
+from nnseal.readers.legacy_tar import LEGACY_MAGIC, TAR_BLOCK, is_tar_header
+from nnseal.readers.pickle_stream import GlobalRef, scan_pickle
+from nnseal.readers.zip_archive import METHOD_STORED, open_zip
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 # torch.save(_use_new_zipfile_serialization=False) starts with pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2).
-LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
-TAR_MAGIC_OFFSET = 257
 
 # Opcodes torch's weights-only unpickler implements (torch/_weights_only_unpickler.py, Unpickler.load);
 # torch.save writes only these. Anything else would make torch fail half-way, or is a
@@ -94,7 +93,7 @@ def classify_non_zip(head: bytes) -> str:
     if head.startswith(LEGACY_MAGIC):
         return ("legacy (pre-1.6, non-zip) torch.save format: nnseal does not load it; "
                 "re-save it with torch.save in a trusted environment")
-    if len(head) > TAR_MAGIC_OFFSET + 5 and head[TAR_MAGIC_OFFSET:TAR_MAGIC_OFFSET + 5] == b"ustar":
+    if is_tar_header(head):
         return ("legacy tar torch.save format: nnseal does not load it; "
                 "re-save it with torch.save in a trusted environment")
     if head[:1] == b"\x80" or head[:1] in (b"(", b"c", b"}", b"]"):
@@ -191,7 +190,7 @@ def inspect_checkpoint(path: str | os.PathLike) -> ArchiveInfo:
     try:
         with open(path, "rb") as handle:
             file_size = os.fstat(handle.fileno()).st_size
-            head = handle.read(TAR_MAGIC_OFFSET + 8)
+            head = handle.read(TAR_BLOCK)
     except IsADirectoryError as err:
         raise EnvironmentProblem("is a directory, not a checkpoint file", path=path) from err
     except OSError as err:

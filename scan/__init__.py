@@ -4,7 +4,7 @@ Files are classified by every reading their content admits for the loaders that 
 open them (a file with two readings is refused; a model-named file must be a torch.save
 zip, safetensors or an nnseal package), and checked without
 executing, unpickling or loading anything: pickles are read opcode by opcode, zips
-through ``nnseal.safezip``, safetensors and numpy headers as bounded text. The rules,
+through ``nnseal.readers.zip_archive``, safetensors and numpy headers as bounded text. The rules,
 their levels and the report formats are documented in docs/SCAN.md.
 """
 

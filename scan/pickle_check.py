@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from nnseal.errors import MalformedPickle
-from nnseal.sanitize.archive import WEIGHTS_ONLY_OPCODES
-from nnseal.sanitize.pickle_globals import DEFAULT_MAX_BYTES, PickleScan, scan_pickle
+from nnseal.readers.pickle_stream import DEFAULT_MAX_BYTES, PickleScan, scan_pickle
+from nnseal.readers.torch_archive import WEIGHTS_ONLY_OPCODES
 from nnseal.scan.dangerous import classify_global, danger_of
 from nnseal.scan.findings import Finding, Location, finding
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import BinaryIO
 
 from nnseal.errors import InvalidSafetensors
-from nnseal.sanitize.safetensors_io import read_header
+from nnseal.readers.safetensors_header import read_header
 from nnseal.scan.findings import Finding, Location, finding
 
 

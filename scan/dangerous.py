@@ -10,7 +10,7 @@ callable, so "not dangerous" never means "safe".
 
 from __future__ import annotations
 
-from nnseal.sanitize.allowlist import allowed_global_names
+from nnseal.readers.allowlist import allowed_global_names
 
 # Whole modules (and their submodules), with why they are dangerous.
 DANGEROUS_MODULES: dict[str, str] = {

@@ -20,7 +20,7 @@ import pickletools
 import re
 
 from nnseal.format.layout import CARD_NAME, DATASET_RE
-from nnseal.sanitize.archive import LEGACY_MAGIC
+from nnseal.readers.legacy_tar import LEGACY_MAGIC, is_tar_header
 
 # How much of a file the sniffer looks at.
 HEAD_BYTES = 64 << 10
@@ -30,13 +30,11 @@ NUMPY_MAGIC = b"\x93NUMPY"
 TORCH_ZIP_MAGIC = b"PK\x03\x04"
 # An empty zip (end record only): not torch's zip reading, but zipfile's.
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
-TAR_BLOCK = 512
 # nnseal.format.oms.SIGNATURE_NAME, spelled out so that classifying a file does not import
 # the signing stack (a test checks that the two agree).
 SIGNATURE_NAME = "model.sig"
 # What tarfile's nti() can parse in the checksum field: octal digits, spaces and NULs, or a
 # base-256 number (first byte 0x80 or 0xff).
-_OCTAL_FIELD = frozenset(b"01234567 \0")
 # How a pickle reaches code: it imports (GLOBAL, INST, STACK_GLOBAL), then calls (REDUCE, BUILD,
 # OBJ, NEWOBJ, NEWOBJ_EX, INST); the copyreg extension opcodes import by number.
 _IMPORTS = frozenset("ci\x93")
@@ -52,25 +50,6 @@ DATA_SUFFIXES = (".npy", ".npz", ".safetensors", ".zip")
 _FOLD_DIR = re.compile(r"^fold_(\d+|all)$")
 
 _TORCH_RECORD = re.compile(r"^[^/]+/(data|constants)\.pkl$")
-
-
-def is_tar_header(head: bytes) -> bool:
-    """Whether ``tarfile.open(mode="r:")`` accepts the first block: its checksum and numeric fields.
-
-    ``TarInfo.frombuf`` only parses the 512 bytes (no member is read or extracted).
-    """
-    if len(head) < TAR_BLOCK:
-        return False
-    checksum = head[148:156]
-    if checksum[0] not in (0x80, 0xFF) and not _OCTAL_FIELD.issuperset(checksum):
-        return False  # tarfile could not even read the checksum: the common case, decided without it
-    import tarfile
-
-    try:
-        tarfile.TarInfo.frombuf(head[:TAR_BLOCK], "utf-8", "surrogateescape")
-    except (tarfile.HeaderError, ValueError, OverflowError, UnicodeError):
-        return False
-    return True
 
 
 def pickle_reading(head: bytes, size: int) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from nnseal.errors import EnvironmentProblem, HostileArchive
-from nnseal.safezip import Entry, SafeZip, open_zip
+from nnseal.readers.zip_archive import Entry, SafeZip, open_zip
 from nnseal.scan.checkpoint_check import legacy_findings, torch_zip_findings
 from nnseal.scan.classify import (
     HEAD_BYTES,

@@ -1,7 +1,7 @@
 """Tensor shapes as data.pkl declares them, checked against their storages without loading anything.
 
 torch.save pickles every tensor as ``torch._utils._rebuild_tensor_v2(storage, offset,
-size, stride, ...)``. The pickle walker of ``nnseal.sanitize.pickle_globals`` keeps
+size, stride, ...)``. The pickle walker of ``nnseal.readers.pickle_stream`` keeps
 constants on a symbolic stack; this walker also keeps storage references and records
 those calls, so that the arithmetic sanitize runs on loaded tensors
 (``nnseal.sanitize.tensors.view_problem``) can run on the pickle alone.
@@ -15,8 +15,8 @@ from typing import Any
 
 from nnseal.errors import MalformedPickle
 from nnseal.format.strict_json import show
-from nnseal.sanitize.archive import STORAGE_ITEMSIZE, StorageRecord
-from nnseal.sanitize.pickle_globals import OPAQUE, GlobalRef, PickleScan, PickleWalker, freeze
+from nnseal.readers.pickle_stream import OPAQUE, GlobalRef, PickleScan, PickleWalker, freeze
+from nnseal.readers.torch_archive import STORAGE_ITEMSIZE, StorageRecord
 from nnseal.sanitize.tensors import view_problem
 
 # Rebuild functions whose first four arguments are (storage, offset, size, stride).

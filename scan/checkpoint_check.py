@@ -11,9 +11,9 @@ import pickletools
 from pathlib import Path
 
 from nnseal.errors import HostileArchive, MalformedPickle
-from nnseal.safezip import SafeZip
-from nnseal.sanitize.archive import MAX_DATA_PKL, TORCHSCRIPT_MARKERS, layout_problem, storage_problem
-from nnseal.sanitize.pickle_globals import DEFAULT_MAX_OPS
+from nnseal.readers.pickle_stream import DEFAULT_MAX_OPS
+from nnseal.readers.torch_archive import MAX_DATA_PKL, TORCHSCRIPT_MARKERS, layout_problem, storage_problem
+from nnseal.readers.zip_archive import SafeZip
 from nnseal.scan.findings import Finding, Location, finding
 from nnseal.scan.pickle_check import MAX_PICKLE_BYTES, pickle_findings, scan_findings
 from nnseal.scan.tensor_geometry import geometry_problems, scan_with_tensors
