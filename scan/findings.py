@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nnseal.scan.rules import RULES
+from nnseal.scan.rules import RULES, Level
 
 # Lowest to highest; `--fail-on LEVEL` fails on a finding at LEVEL or above.
-LEVELS: tuple[str, ...] = ("note", "warning", "unsigned", "unsafe")
+LEVELS: tuple[Level, ...] = tuple(Level)
 _RANK = {level: rank for rank, level in enumerate(LEVELS)}
 
 # --fail-on choices -> the lowest level that fails the gate.
-FAIL_ON: dict[str, str] = {"unsafe": "unsafe", "unsigned": "unsigned", "any": "note"}
+FAIL_ON: dict[str, Level] = {"unsafe": Level.UNSAFE, "unsigned": Level.UNSIGNED, "any": Level.NOTE}
 
 
-def level_at_least(level: str, threshold: str) -> bool:
-    return _RANK[level] >= _RANK[threshold]
+def level_at_least(level: Level | str, threshold: Level | str) -> bool:
+    return _RANK[Level(level)] >= _RANK[Level(threshold)]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Finding:
     path: str
     member: str | None
     rule: str
-    level: str
+    level: Level
     message: str
 
     def to_json(self) -> dict:
