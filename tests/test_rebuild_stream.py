@@ -188,3 +188,28 @@ def test_memory_stays_flat_whatever_the_entry_size(tmp_path):
             tracemalloc.stop()
     assert peak < 8 << 20, peak
     assert target.stat().st_size > 64 << 20
+
+
+def test_a_package_with_a_huge_current_epoch_installs(tmp_path, session_key, monkeypatch):
+    """A signed epoch past LONG1 (over 255 bytes) is pickled with LONG4, as pickle and torch.save do."""
+    import pickletools
+
+    from nnseal import toy_model
+    from nnseal.package.export import export_model_to_zip
+    from nnseal.sanitize import checkpoint as sanitize_checkpoint
+    from nnseal.verify.install import install_model_from_zip
+
+    epoch = 10 ** 700
+    # torch.save would write it with LONG4, which the sanitizer refuses in a .pth: put it in the signed metadata.
+    original = sanitize_checkpoint._inference_metadata
+    monkeypatch.setattr(sanitize_checkpoint, "_inference_metadata",
+                        lambda *args: {**original(*args), "current_epoch": epoch})
+    model = toy_model.build_results(tmp_path / "results", folds=(0,), checkpoints=("checkpoint_final",))
+    package = tmp_path / "p.zip"
+    export_model_to_zip(model, package, key=session_key.private_path)
+    report = install_model_from_zip(package, tmp_path / "installed", trusted_keys=[session_key.public_path])
+    installed = tmp_path / "installed" / report.checkpoints[0]
+    with zipfile.ZipFile(installed) as archive:
+        pkl = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    ops = list(pickletools.genops(pkl))  # decoded without running the pickle
+    assert ("LONG4", epoch) in {(op.name, arg) for op, arg, _ in ops}
