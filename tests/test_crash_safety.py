@@ -32,7 +32,7 @@ CHILD = textwrap.dedent("""
     if point == "extract":
         install._extract = kill_on_nth(install._extract)
     elif point == "rebuild":
-        rebuild.write_checkpoint = kill_on_nth(rebuild.write_checkpoint)
+        rebuild.rebuild_checkpoint_from_entry = kill_on_nth(rebuild.rebuild_checkpoint_from_entry)
     elif point == "receipt":
         install._write_model_receipt = kill_on_nth(install._write_model_receipt)
     elif point == "move":

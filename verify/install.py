@@ -21,7 +21,6 @@ from nnseal.errors import (
     EnvironmentProblem,
     Hint,
     HostileArchive,
-    InvalidSafetensors,
     ModelLayoutError,
     Refused,
     SignatureError,
@@ -137,24 +136,28 @@ def _install_signed(archive, results: Path, report: InstallReport, *, trusted_ke
     total = sum(archive.entry(e.name).size for e in entries)
     with Staging(results) as stage, byte_bar(progress, total, "install") as bar:
         for entry in entries:
+            if entry.kind == "checkpoint":
+                continue  # streamed straight into its .pth by _finish_model: one write, one hash
             target = stage.path(entry.name)
             digest = _extract(archive, entry.name, target, bar)
             if digest != manifest.resources[entry.name]:
                 raise TamperedPackage(f"entry '{entry.name}' does not match the signed manifest")
         for model in models:
-            written = _finish_model(stage, model, [e for e in entries if e.model == model], verdict.json, report)
+            written = _finish_model(stage, model, [e for e in entries if e.model == model], verdict.json, report,
+                                    archive, manifest.resources, bar)
             _write_model_receipt(stage, model, report, package_sha256, card_model, known_digests=written)
         _move_into_place(stage, models, destinations, report, force)
 
 
 def _finish_model(stage: Staging, model: str, entries: list[PackageEntry], json_entries: dict[str, Any],
-                  report: InstallReport) -> dict[Path, str]:
-    """Rebuild nnU-Net checkpoints from the staged safetensors files (their headers are checked
-    again as they are read). ``json_entries`` is the verdict's parsed JSON, by entry name.
+                  report: InstallReport, archive, digests: dict[str, str], bar) -> dict[Path, str]:
+    """Rebuild nnU-Net checkpoints straight from the package's safetensors entries (headers checked
+    as they are read, bytes hashed against ``digests``, the signed manifest, as they pass).
+    ``json_entries`` is the verdict's parsed JSON, by entry name.
 
     Returns the sha256 of each checkpoint written, hashed as it was written (the receipt needs it).
     """
-    from nnseal.verify.rebuild import rebuild_from_safetensors, write_checkpoint
+    from nnseal.verify.rebuild import rebuild_checkpoint_from_entry
 
     model_dir = stage.path(model)
     parsed = {entry.filename: json_entries[entry.name] for entry in entries if entry.kind is EntryKind.JSON}
@@ -162,15 +165,9 @@ def _finish_model(stage: Staging, model: str, entries: list[PackageEntry], json_
     for entry in entries:
         if entry.kind != "checkpoint":
             continue
-        path = stage.path(entry.name)
-        try:  # validates the header before anything else is read: hostile headers stop here
-            checkpoint = rebuild_from_safetensors(path, parsed["plans.json"], parsed["dataset.json"])
-        except InvalidSafetensors as err:
-            raise InvalidSafetensors(f"entry '{entry.name}': {err.reason}") from None
-        pth = path.with_suffix(".pth")
-        written[pth] = write_checkpoint(checkpoint, pth)
-        del checkpoint
-        path.unlink()
+        pth = stage.path(entry.name).with_suffix(".pth")
+        written[pth] = rebuild_checkpoint_from_entry(archive, entry.name, digests[entry.name], parsed["plans.json"],
+                                                     parsed["dataset.json"], pth, bar=bar)
         report.checkpoints.append(f"{model}/{pth.relative_to(model_dir)}")
     return written
 

@@ -9,7 +9,9 @@ memory for a CUDA build; this costs neither, and nothing is loaded into memory.
 
 The archive mirrors torch's writer: stored entries under ``<stem>/``, data aligned to 64
 bytes with an ``FB`` padding extra field, a data descriptor after each entry (so it is
-written in one pass), ``version``, ``byteorder`` and ``.format_version`` records.
+written in one pass), ``version``, ``byteorder`` and ``.format_version`` records, and
+ZIP64 fields where sizes or offsets pass 4 GiB. Every dtype safetensors and torch share
+is written the way torch.save pickles it (see ``DTYPES``); integers of any size too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import struct
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,25 +30,52 @@ from nnseal.errors import InvalidArgument
 from nnseal.format.limits import IO_CHUNK
 
 ALIGNMENT = 64
-MAX_ZIP32 = 0xFFFFFFFF
+ZIP64_LIMIT = 0xFFFFFFFF  # a size or offset at or past this needs a ZIP64 field (the 32-bit field holds it)
+U16_MAX = 0xFFFF
 FLAGS = 0x0808  # data descriptor follows, names are UTF-8: what torch's writer sets
 VERSION = 20
+VERSION_ZIP64 = 45
 DOS_DATE_1980_01_01 = 0x21
 PADDING_EXTRA_ID = 0x4246  # "FB", the id torch uses for alignment padding
+ZIP64_EXTRA_ID = 0x0001
 
-# safetensors dtype -> the legacy storage class torch pickles for it.
-STORAGE_CLASSES = {
-    "F64": "DoubleStorage", "F32": "FloatStorage", "F16": "HalfStorage", "BF16": "BFloat16Storage",
-    "I64": "LongStorage", "I32": "IntStorage", "I16": "ShortStorage", "I8": "CharStorage",
-    "U8": "ByteStorage", "BOOL": "BoolStorage",
+
+@dataclass(frozen=True)
+class DType:
+    torch_name: str  # torch.<name>
+    size: int  # bytes per element
+    storage_class: str | None  # legacy torch.<X>Storage; None: torch pickles an UntypedStorage plus the dtype
+
+
+# Every safetensors dtype torch can hold whole bytes of. torch.save pickles the dtypes that
+# had a legacy storage class with _rebuild_tensor_v2 and that class; every later dtype with
+# _rebuild_tensor_v3, a byte-sized torch.storage.UntypedStorage and the dtype as a global
+# (torch/storage.py: "new dtypes ... should be serialized as an UntypedStorage paired with a
+# torch.dtype"). Both are what torch.load(weights_only=True) accepts. Sub-byte F4/F6 have no
+# whole-byte torch counterpart and are not listed.
+DTYPES: dict[str, DType] = {
+    "F64": DType("float64", 8, "DoubleStorage"), "F32": DType("float32", 4, "FloatStorage"),
+    "F16": DType("float16", 2, "HalfStorage"), "BF16": DType("bfloat16", 2, "BFloat16Storage"),
+    "I64": DType("int64", 8, "LongStorage"), "I32": DType("int32", 4, "IntStorage"),
+    "I16": DType("int16", 2, "ShortStorage"), "I8": DType("int8", 1, "CharStorage"),
+    "U8": DType("uint8", 1, "ByteStorage"), "BOOL": DType("bool", 1, "BoolStorage"),
+    "C64": DType("complex64", 8, "ComplexFloatStorage"),
+    "U16": DType("uint16", 2, None), "U32": DType("uint32", 4, None), "U64": DType("uint64", 8, None),
+    "F8_E4M3": DType("float8_e4m3fn", 1, None), "F8_E5M2": DType("float8_e5m2", 1, None),
+    "F8_E8M0": DType("float8_e8m0fnu", 1, None),
 }
+SAFETENSORS_BY_TORCH = {d.torch_name: name for name, d in DTYPES.items()}
 
 
 @dataclass(frozen=True, eq=False)
 class StoredTensor:
-    """A contiguous tensor whose bytes lie in ``source`` at ``offset``; one object per storage."""
+    """A contiguous tensor's bytes; one object per storage (aliases are the same object).
 
-    source: str
+    ``source`` is a file path (bytes at ``offset``), a bytes-like buffer (likewise), or None
+    when the caller of ``write_pth`` streams the bytes itself (``read_storage``).
+    """
+
+    source: Any
     offset: int
     nbytes: int
     dtype: str  # safetensors dtype name
@@ -60,38 +90,62 @@ class StoredTensor:
 
 
 def can_write(obj: Any) -> bool:
-    """True if every tensor in ``obj`` is a StoredTensor of a dtype this writer knows and it stays below 4 GiB."""
-    tensors = _tensors(obj)
-    return (all(isinstance(t, StoredTensor) and t.dtype in STORAGE_CLASSES for t in tensors)
-            and sum(t.nbytes + ALIGNMENT + 200 for t in tensors) < MAX_ZIP32 // 2)
+    """True if every tensor in ``obj`` is a StoredTensor of a dtype this writer knows (any size)."""
+    return all(isinstance(t, StoredTensor) and t.dtype in DTYPES for t in _tensors(obj))
 
 
 def _tensors(obj: Any) -> list:
+    """The distinct non-plain objects in ``obj``, in the order the pickler meets them."""
     found, seen, stack = [], set(), [obj]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            stack.extend(item.values())
+            stack.extend(reversed(list(item.values())))
         elif isinstance(item, (list, tuple)):
-            stack.extend(item)
+            stack.extend(reversed(item))
         elif not isinstance(item, (str, int, float, type(None))) and id(item) not in seen:
             seen.add(id(item))
             found.append(item)
     return found
 
 
+def storage_order(obj: Any) -> list[StoredTensor]:
+    """The storages in the order their ``data/N`` records are written: by source, then by offset.
+
+    A safetensors file keeps its tensors in offset order, so its bytes can be streamed
+    front to back straight into the records. Keys follow the same order (``data/0`` first),
+    as torch's own loader expects of format version 1.
+    """
+    tensors = [t for t in _tensors(obj) if isinstance(t, StoredTensor)]
+    sources: dict[Any, int] = {}
+    rank = {}
+    for i, tensor in enumerate(tensors):
+        sources.setdefault(_source_key(tensor), len(sources))
+        rank[id(tensor)] = i
+    return sorted(tensors, key=lambda t: (sources[_source_key(t)], t.offset, t.nbytes, rank[id(t)]))
+
+
+def _source_key(tensor: StoredTensor) -> Any:
+    return tensor.source if isinstance(tensor.source, str) else ("buffer", id(tensor.source))
+
+
 # --- pickle ----------------------------------------------------------------------------
 
 
 class _Pickle:
-    """Protocol-2 pickle of plain containers and StoredTensors; tensors become persistent storages."""
+    """Protocol-2 pickle of plain containers and StoredTensors; tensors become persistent storages.
 
-    def __init__(self) -> None:
+    Opcode for opcode what torch.save's pickler writes for the same objects (memo numbering
+    and batching included), so a data.pkl can be compared byte for byte with torch's.
+    """
+
+    def __init__(self, keys: dict[int, str]) -> None:
         self.out = bytearray(b"\x80\x02")  # PROTO 2
         self.memo: dict[int, int] = {}
         self.keep: list = []  # objects memoized by id must outlive the pickling
         self.globals: dict[str, int] = {}
-        self.storages: list[StoredTensor] = []
+        self.count = 0  # memo slots used
+        self.keys = keys  # id(StoredTensor) -> its data/<key> record
 
     def dump(self, obj: Any) -> bytes:
         self.save(obj)
@@ -99,12 +153,13 @@ class _Pickle:
         return bytes(self.out)
 
     def _put(self, key: int) -> None:
-        index = len(self.memo) + len(self.globals)
-        self.memo[key] = index
-        self._binput(index)
+        self.memo[key] = self._binput()
 
-    def _binput(self, index: int) -> None:
+    def _binput(self) -> int:
+        """Memoize the object on top of the stack (pickle memoizes every object it builds)."""
+        index, self.count = self.count, self.count + 1
         self.out += b"q" + bytes([index]) if index < 256 else b"r" + struct.pack("<I", index)
+        return index
 
     def _get(self, index: int) -> None:
         self.out += b"h" + bytes([index]) if index < 256 else b"j" + struct.pack("<I", index)
@@ -115,9 +170,7 @@ class _Pickle:
             self._get(self.globals[key])
             return
         self.out += b"c" + f"{module}\n{name}\n".encode("ascii")
-        index = len(self.memo) + len(self.globals)
-        self.globals[key] = index
-        self._binput(index)
+        self.globals[key] = self._binput()
 
     def save(self, obj: Any) -> None:
         if obj is None:
@@ -131,7 +184,7 @@ class _Pickle:
         elif id(obj) in self.memo:
             self._get(self.memo[id(obj)])
         elif isinstance(obj, str):
-            data = obj.encode("utf-8")
+            data = obj.encode("utf-8", "surrogatepass")
             self.out += b"X" + struct.pack("<I", len(data)) + data
             self._remember(obj)
         elif isinstance(obj, tuple):
@@ -139,16 +192,16 @@ class _Pickle:
         elif isinstance(obj, list):
             self.out += b"]"
             self._remember(obj)
-            self._batched(obj, b"e")
+            self._batched([(item,) for item in obj], b"a", b"e")
         elif isinstance(obj, OrderedDict):
             self._global("collections", "OrderedDict")
             self.out += b")R"  # OrderedDict()
             self._remember(obj)
-            self._batched([part for item in obj.items() for part in item], b"u")
+            self._batched(list(obj.items()), b"s", b"u")
         elif isinstance(obj, dict):
             self.out += b"}"
             self._remember(obj)
-            self._batched([part for item in obj.items() for part in item], b"u")
+            self._batched(list(obj.items()), b"s", b"u")
         elif isinstance(obj, StoredTensor):
             self._tensor(obj)
         else:
@@ -166,8 +219,11 @@ class _Pickle:
         elif -(1 << 31) <= value < (1 << 31):
             self.out += b"J" + struct.pack("<i", value)
         else:
-            data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
-            self.out += b"\x8a" + bytes([len(data)]) + data  # LONG1
+            data = encode_long(value)
+            if len(data) < 256:
+                self.out += b"\x8a" + bytes([len(data)]) + data  # LONG1
+            else:  # what pickle writes too (torch.load(weights_only=True) refuses it, plain torch.load reads it)
+                self.out += b"\x8b" + struct.pack("<i", len(data)) + data  # LONG4
 
     def _tuple(self, items: tuple) -> None:
         if not items:
@@ -184,81 +240,154 @@ class _Pickle:
             self.out += b"t"
         self._remember(items)
 
-    def _batched(self, items: list, opcode: bytes, batch: int = 2000) -> None:
-        # APPENDS / SETITEMS take MARK-delimited runs; pickle batches them the same way.
+    def _batched(self, items: list[tuple], one: bytes, many: bytes, batch: int = 1000) -> None:
+        # pickle's _batch_appends/_batch_setitems: runs of 1000 between MARK and APPENDS/SETITEMS,
+        # a lone item with APPEND/SETITEM.
         for start in range(0, len(items), batch):
-            self.out += b"("
-            for item in items[start:start + batch]:
-                self.save(item)
-            self.out += opcode
+            run = items[start:start + batch]
+            if len(run) > 1:
+                self.out += b"("
+            for item in run:
+                for part in item:
+                    self.save(part)
+            self.out += many if len(run) > 1 else one
 
     def _tensor(self, tensor: StoredTensor) -> None:
-        key = str(len(self.storages))
-        self.storages.append(tensor)
+        # Tensor.__reduce_ex__: (_rebuild_tensor_v2, (storage, 0, shape, stride, False, OrderedDict())),
+        # or _v3 with the dtype last; the storage is a persistent id torch.save's persistent_id returns.
+        dtype = DTYPES[tensor.dtype]
         strides, step = [], 1
         for dim in reversed(tensor.shape):
             strides.append(step)
             step *= dim
-        self._global("torch._utils", "_rebuild_tensor_v2")
-        self.out += b"("  # args of _rebuild_tensor_v2
+        self._global("torch._utils", "_rebuild_tensor_v2" if dtype.storage_class else "_rebuild_tensor_v3")
+        self.out += b"("  # args of _rebuild_tensor_v2/_v3
         self.out += b"("  # the persistent id of the storage
         self.save("storage")
-        self._global("torch", STORAGE_CLASSES[tensor.dtype])
-        self.save(key)
-        self.save("cpu")
-        self._int(tensor.numel)
-        self.out += b"tQ"  # TUPLE, BINPERSID
+        if dtype.storage_class:  # a typed storage counts elements
+            self._global("torch", dtype.storage_class)
+            self.save(self.keys[id(tensor)])
+            self.save("cpu")
+            self._int(tensor.numel)
+        else:  # an untyped storage counts bytes
+            self._global("torch.storage", "UntypedStorage")
+            self.save(self.keys[id(tensor)])
+            self.save("cpu")
+            self._int(tensor.nbytes)
+        self.out += b"t"  # TUPLE
+        self._binput()
+        self.out += b"Q"  # BINPERSID
         self._int(0)  # storage offset
         self._tuple(tuple(tensor.shape))
         self._tuple(tuple(reversed(strides)))
         self.out += b"\x89"  # requires_grad=False
         self._global("collections", "OrderedDict")
         self.out += b")R"  # backward hooks: OrderedDict()
-        self.out += b"tR"
+        self._binput()
+        if not dtype.storage_class:
+            self._global("torch", dtype.torch_name)
+        self.out += b"t"  # TUPLE
+        self._binput()
+        self.out += b"R"  # REDUCE
         self._remember(tensor)
+
+
+def encode_long(value: int) -> bytes:
+    """Two's complement, little-endian, as few bytes as pickle's own encode_long uses."""
+    if value == 0:
+        return b""
+    nbytes = (value.bit_length() >> 3) + 1
+    data = value.to_bytes(nbytes, "little", signed=True)
+    if value < 0 and nbytes > 1 and data[-1] == 0xFF and data[-2] & 0x80:
+        data = data[:-1]
+    return data
 
 
 # --- zip ---------------------------------------------------------------------------------
 
 
 class _ZipStream:
-    """Stored entries written front to back, each followed by a data descriptor."""
+    """Stored entries written front to back, each followed by a data descriptor.
 
-    def __init__(self, handle: BinaryIO, prefix: str):
-        self.handle, self.prefix = handle, prefix
+    An entry of ``zip64_limit`` bytes or more, an offset past it, or a central directory
+    past it gets ZIP64 fields, as APPNOTE 4.5.3 has them (the 32-bit field holds 0xFFFFFFFF):
+    what torch's miniz writer and reader, zipfile and nnseal's own reader agree on.
+    The limit is a parameter so that tests can reach that code without writing 4 GiB.
+    """
+
+    def __init__(self, handle: BinaryIO, prefix: str, zip64_limit: int = ZIP64_LIMIT):
+        self.handle, self.prefix, self.limit = handle, prefix, zip64_limit
         self.position = 0
         self.sha256 = hashlib.sha256()
         self.central: list[bytes] = []
+        self.zip64 = False
 
     def _write(self, data) -> None:
         self.sha256.update(data)
         self.handle.write(data)
         self.position += len(data)
 
-    def entry(self, name: str, chunks) -> None:
+    def _marker(self, value: int, fields: list[int]) -> int:
+        """``value`` for a 32-bit field, or the ZIP64 marker (with the value queued for the extra field)."""
+        if value < self.limit:
+            return value
+        fields.append(value)
+        return ZIP64_LIMIT
+
+    def entry(self, name: str, chunks, size: int) -> None:
+        """Write one entry of exactly ``size`` bytes (known up front: it decides the ZIP64 fields)."""
         raw_name = f"{self.prefix}/{name}".encode()
         offset = self.position
-        header_end = offset + 30 + len(raw_name) + 4
+        large = size >= self.limit
+        local_extra = struct.pack("<HHQQ", ZIP64_EXTRA_ID, 16, 0, 0) if large else b""  # sizes follow the data
+        header_end = offset + 30 + len(raw_name) + len(local_extra) + 4
         padding = -header_end % ALIGNMENT
-        extra = struct.pack("<HH", PADDING_EXTRA_ID, padding) + b"Z" * padding
-        self._write(struct.pack("<IHHHHHIIIHH", 0x04034B50, VERSION, FLAGS, 0, 0, DOS_DATE_1980_01_01, 0, 0, 0,
-                                len(raw_name), len(extra)) + raw_name + extra)
-        crc, size = 0, 0
+        local_extra += struct.pack("<HH", PADDING_EXTRA_ID, padding) + b"Z" * padding
+        local_size = ZIP64_LIMIT if large else 0
+        self._write(struct.pack("<IHHHHHIIIHH", 0x04034B50, VERSION_ZIP64 if large else VERSION, FLAGS, 0, 0,
+                                DOS_DATE_1980_01_01, 0, local_size, local_size, len(raw_name), len(local_extra))
+                    + raw_name + local_extra)
+        crc, written = 0, 0
         for chunk in chunks:
             crc = zlib.crc32(chunk, crc)
-            size += len(chunk)
+            written += len(chunk)
             self._write(chunk)
-        self._write(struct.pack("<IIII", 0x08074B50, crc, size, size))
-        self.central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, (3 << 8) | VERSION, VERSION, FLAGS, 0, 0,
-                                        DOS_DATE_1980_01_01, crc, size, size, len(raw_name), 0, 0, 0, 0,
-                                        0o100644 << 16, offset) + raw_name)
+        if written != size:
+            raise InvalidArgument(f"record '{name}' holds {written} bytes, expected {size}")
+        self._write(struct.pack("<IIQQ" if large else "<IIII", 0x08074B50, crc, size, size))
+        fields: list[int] = []
+        usize = self._marker(size, fields)
+        csize = self._marker(size, fields)
+        header_offset = self._marker(offset, fields)
+        extra = struct.pack(f"<HH{len(fields)}Q", ZIP64_EXTRA_ID, 8 * len(fields), *fields) if fields else b""
+        version = VERSION_ZIP64 if fields else VERSION
+        self.zip64 |= bool(fields)
+        self.central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, (3 << 8) | version, version, FLAGS, 0, 0,
+                                        DOS_DATE_1980_01_01, crc, csize, usize, len(raw_name), len(extra), 0, 0, 0,
+                                        0o100644 << 16, header_offset) + raw_name + extra)
 
     def finish(self) -> None:
         start = self.position
         for record in self.central:
             self._write(record)
-        self._write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(self.central), len(self.central),
-                                self.position - start, start, 0))
+        count, size = len(self.central), self.position - start
+        if self.zip64 or count >= U16_MAX or size >= self.limit or start >= self.limit:
+            end64 = self.position
+            self._write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, (3 << 8) | VERSION_ZIP64, VERSION_ZIP64, 0, 0,
+                                    count, count, size, start))
+            self._write(struct.pack("<IIQI", 0x07064B50, 0, end64, 1))
+            count32 = min(count, U16_MAX)
+            size32 = ZIP64_LIMIT if size >= self.limit else size
+            start32 = ZIP64_LIMIT if start >= self.limit else start
+        else:
+            count32, size32, start32 = count, size, start
+        self._write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count32, count32, size32, start32, 0))
+
+
+def _buffer_chunks(tensor: StoredTensor):
+    view = memoryview(tensor.source).cast("B")[tensor.offset:tensor.offset + tensor.nbytes]
+    for start in range(0, len(view), IO_CHUNK):
+        yield view[start:start + IO_CHUNK]
 
 
 def _file_chunks(source: BinaryIO, offset: int, nbytes: int):
@@ -271,27 +400,49 @@ def _file_chunks(source: BinaryIO, offset: int, nbytes: int):
         yield block
 
 
-def write_pth(obj: Any, handle: BinaryIO, *, stem: str) -> str:
-    """Write ``obj`` (StoredTensors inside) to ``handle`` as torch.save would; return the sha256 of the bytes."""
-    pickler = _Pickle()
+def write_pth(obj: Any, handle: BinaryIO, *, stem: str,
+              read_storage: Callable[[StoredTensor], Iterable] | None = None,
+              zip64_limit: int = ZIP64_LIMIT) -> str:
+    """Write ``obj`` (StoredTensors inside) to ``handle`` as torch.save would; return the sha256 of the bytes.
+
+    Storages are written in ``storage_order``. ``read_storage(tensor)`` yields each one's
+    bytes, called once per storage in that order; by default they are read from the
+    tensor's file or buffer. Any size is fine: past 4 GiB the zip gets ZIP64 fields.
+    """
+    unknown = [t for t in _tensors(obj) if not isinstance(t, StoredTensor) or t.dtype not in DTYPES]
+    if unknown:
+        what = unknown[0].dtype if isinstance(unknown[0], StoredTensor) else type(unknown[0]).__name__
+        raise InvalidArgument(f"cannot write a {what} tensor into a checkpoint")
+    order = storage_order(obj)
+    pickler = _Pickle({id(tensor): str(key) for key, tensor in enumerate(order)})
     data_pkl = pickler.dump(obj)
-    stream = _ZipStream(handle, stem)
-    stream.entry("data.pkl", [data_pkl])
-    stream.entry(".format_version", [b"1"])
-    stream.entry(".storage_alignment", [str(ALIGNMENT).encode()])
-    stream.entry("byteorder", [b"little"])
+    stream = _ZipStream(handle, stem, zip64_limit)
+
+    def small(name: str, data: bytes) -> None:
+        stream.entry(name, [data], len(data))
+
+    small("data.pkl", data_pkl)
+    small(".format_version", b"1")
+    small(".storage_alignment", str(ALIGNMENT).encode())
+    small("byteorder", b"little")
     sources: dict[str, BinaryIO] = {}
     try:
-        for key, tensor in enumerate(pickler.storages):
-            if tensor.source not in sources:
-                sources[tensor.source] = open(tensor.source, "rb")
-            stream.entry(f"data/{key}", _file_chunks(sources[tensor.source], tensor.offset, tensor.nbytes))
+        for key, tensor in enumerate(order):
+            if read_storage is not None:
+                chunks = read_storage(tensor)
+            elif isinstance(tensor.source, str):
+                if tensor.source not in sources:
+                    sources[tensor.source] = open(tensor.source, "rb")
+                chunks = _file_chunks(sources[tensor.source], tensor.offset, tensor.nbytes)
+            else:
+                chunks = _buffer_chunks(tensor)
+            stream.entry(f"data/{key}", chunks, tensor.nbytes)
     finally:
         for source in sources.values():
             source.close()
-    stream.entry("version", [b"3\n"])
+    small("version", b"3\n")
     # torch writes a random id here; a digest of the pickle keeps the file a function of its contents.
-    stream.entry(".data/serialization_id", [hashlib.sha256(data_pkl).hexdigest()[:40].encode()])
+    small(".data/serialization_id", hashlib.sha256(data_pkl).hexdigest()[:40].encode())
     stream.finish()
     return stream.sha256.hexdigest()
 

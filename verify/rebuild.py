@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from pathlib import Path
 
 from nnseal.errors import InvalidSafetensors
 from nnseal.format.checkpoint_meta import read_metadata
-from nnseal.fsutil import HashingWriter, open_new
+from nnseal.fsutil import open_new
 
 
 def assemble(tensors: dict, names: list[str], aliases: dict[str, str], meta: dict, plans: dict,
@@ -60,64 +61,159 @@ def rebuild_from_safetensors(path: str | os.PathLike, plans: dict, dataset_json:
 def write_checkpoint(checkpoint: dict, path: str | os.PathLike) -> str:
     """Write the checkpoint into a new file (never through an existing one); return its sha256.
 
-    Checkpoints from ``rebuild_from_safetensors`` are written without torch (pth_writer);
-    ones holding torch tensors (the legacy path) go through torch.save.
+    Always torch-free (pth_writer), whatever the dtypes and size. Torch tensors (the legacy
+    path, which has loaded them already) are written from their own memory.
     """
     from nnseal.verify import pth_writer
 
     with open_new(path) as handle:
-        if pth_writer.can_write(checkpoint):
-            digest = pth_writer.write_pth(checkpoint, handle, stem=pth_writer.stem_of(path))
-        else:
-            # Dtypes without a legacy storage class, or checkpoints past the writer's size:
-            # torch writes them, from real tensors (never from nnseal's own objects).
-            import torch
-
-            writer = HashingWriter(handle)
-            torch.save(_with_torch_tensors(checkpoint), writer)  # type: ignore[arg-type]  # any .write() will do
-            digest = writer.hexdigest()
+        digest = pth_writer.write_pth(_stored(checkpoint), handle, stem=pth_writer.stem_of(path))
         handle.flush()
         os.fsync(handle.fileno())
     return digest
 
 
-# safetensors dtype -> torch dtype name, for the torch.save fallback.
-_TORCH_DTYPES = {
-    "BOOL": "bool", "U8": "uint8", "I8": "int8", "F8_E5M2": "float8_e5m2", "F8_E4M3": "float8_e4m3fn",
-    "I16": "int16", "U16": "uint16", "F16": "float16", "BF16": "bfloat16", "I32": "int32", "U32": "uint32",
-    "F32": "float32", "I64": "int64", "U64": "uint64", "F64": "float64",
-}
+def rebuild_checkpoint_from_entry(archive, entry_name: str, expected_sha256: str, plans: dict, dataset_json: dict,
+                                  target_path: str | os.PathLike, *, bar=None) -> str:
+    """Stream a package's safetensors entry straight into nnU-Net's ``.pth`` at ``target_path``.
+
+    One pass, one write: the header is parsed from the entry's first bytes (as strictly as
+    the Rust loader), then each tensor's bytes are copied into its storage record as they
+    pass (safetensors keeps tensors in offset order; the records follow it), while the
+    entry's bytes are hashed. Memory stays flat at any size. ``archive`` is an open
+    ``nnseal.safezip.SafeZip``; ``bar`` (optional) gets ``update(n)`` per entry byte read.
+
+    Returns the sha256 of the written ``.pth``. If the entry's sha256 is not
+    ``expected_sha256`` (TamperedPackage), its header is invalid (InvalidSafetensors), the
+    zip disagrees with itself (HostileArchive) or anything else fails, ``target_path``
+    does not exist afterwards. It must not exist before (it is never written through).
+    """
+    import hashlib
+
+    from nnseal.errors import TamperedPackage
+    from nnseal.sanitize.safetensors_io import read_header
+    from nnseal.verify.pth_writer import StoredTensor, stem_of, write_pth
+
+    entry = archive.entry(entry_name)
+    entry_digest = hashlib.sha256()
+    reader = _EntryReader(archive.stream(entry), entry_digest, bar)
+
+    def tampered() -> TamperedPackage:
+        return TamperedPackage(f"entry '{entry_name}' does not match the signed manifest")
+
+    target = Path(target_path)
+    handle = open_new(target)  # raises before anything is created if the path is taken
+    try:
+        with handle:
+            try:
+                header = read_header(reader, entry.size, source=entry_name)
+                names, aliases, meta = read_metadata(header.metadata, path=entry_name)
+                tensors = {name: StoredTensor(source=None, offset=header.data_start + info.begin,
+                                              nbytes=info.end - info.begin, dtype=info.dtype, shape=info.shape)
+                           for name, info in header.tensors.items()}
+                checkpoint = assemble(tensors, names, aliases, meta, plans, dataset_json)
+            except InvalidSafetensors as err:
+                reader.drain()  # a changed entry is reported as tampering, not as whatever it now holds
+                if entry_digest.hexdigest() != expected_sha256:
+                    raise tampered() from None
+                raise InvalidSafetensors(f"entry '{entry_name}': {err.reason}") from None
+            digest = write_pth(checkpoint, handle, stem=stem_of(target),
+                               read_storage=lambda t: reader.take(t.offset, t.nbytes))
+            reader.drain()  # the zip's own size and CRC checks run after its last byte
+            if entry_digest.hexdigest() != expected_sha256:
+                raise tampered()
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return digest
 
 
-def _with_torch_tensors(checkpoint: dict) -> dict:
-    """The checkpoint with every StoredTensor read into a torch tensor; aliases stay one tensor."""
-    import torch
+class _EntryReader:
+    """A zip entry's byte stream read front to back, hashed as it passes; never more than a chunk held."""
 
-    from nnseal.verify.pth_writer import StoredTensor
+    def __init__(self, chunks, digest, bar):
+        self._chunks = iter(chunks)
+        self._pending = memoryview(b"")
+        self._digest, self._bar = digest, bar
+        self.position = 0
 
-    loaded: dict[int, torch.Tensor] = {}
+    def _fill(self) -> bool:
+        block = next(self._chunks, None)
+        if block is None:
+            return False
+        self._digest.update(block)
+        if self._bar is not None:
+            self._bar.update(len(block))
+        self._pending = memoryview(block)
+        return True
 
-    def load(stored: StoredTensor) -> torch.Tensor:
-        if id(stored) not in loaded:
-            with open(stored.source, "rb") as handle:
-                handle.seek(stored.offset)
-                raw = bytearray(handle.read(stored.nbytes))
-            if len(raw) != stored.nbytes:
-                raise InvalidSafetensors("tensor data ends early", path=stored.source)
-            dtype = getattr(torch, _TORCH_DTYPES[stored.dtype])
-            flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
-            loaded[id(stored)] = flat.reshape(stored.shape)
-        return loaded[id(stored)]
+    def _pieces(self, nbytes: int):
+        while nbytes:
+            if not self._pending and not self._fill():
+                raise InvalidSafetensors(f"tensor data ends {nbytes} bytes early")
+            piece = self._pending[:nbytes]
+            self._pending = self._pending[len(piece):]
+            self.position += len(piece)
+            nbytes -= len(piece)
+            yield piece
+
+    def read(self, nbytes: int) -> bytes:
+        """Up to ``nbytes`` (fewer only at the end), like a file's read: what read_header uses."""
+        parts = []
+        try:
+            for piece in self._pieces(nbytes):
+                parts.append(bytes(piece))
+        except InvalidSafetensors:
+            pass
+        return b"".join(parts)
+
+    def take(self, offset: int, nbytes: int):
+        """The ``nbytes`` at ``offset`` (never behind the current position); bytes before it are skipped."""
+        if offset < self.position:
+            raise InvalidSafetensors(f"tensor at byte {offset} is behind the stream (at {self.position})")
+        for _ in self._pieces(offset - self.position):
+            pass
+        yield from self._pieces(nbytes)
+
+    def drain(self) -> None:
+        self._pending = memoryview(b"")
+        while self._fill():
+            self.position += len(self._pending)
+            self._pending = memoryview(b"")
+
+
+def _stored(checkpoint: dict) -> dict:
+    """The checkpoint with every torch tensor replaced by a StoredTensor over its own memory.
+
+    Aliases stay one object. Torch is imported only if a torch tensor is there (legacy path).
+    """
+    from nnseal.verify.pth_writer import SAFETENSORS_BY_TORCH, StoredTensor
+
+    converted: dict[int, StoredTensor] = {}
+
+    def store(tensor) -> StoredTensor:
+        if id(tensor) not in converted:
+            import torch
+
+            dtype = SAFETENSORS_BY_TORCH.get(str(tensor.dtype).removeprefix("torch."))
+            if dtype is None:
+                raise InvalidSafetensors(f"dtype {tensor.dtype} cannot be written into a checkpoint")
+            flat = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+            converted[id(tensor)] = StoredTensor(source=flat.numpy(), offset=0, nbytes=flat.numel(), dtype=dtype,
+                                                 shape=tuple(tensor.shape))
+        return converted[id(tensor)]
 
     def convert(value):
-        if isinstance(value, StoredTensor):
-            return load(value)
         if isinstance(value, OrderedDict):
             return OrderedDict((k, convert(v)) for k, v in value.items())
         if isinstance(value, dict):
             return {k: convert(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return type(value)(convert(v) for v in value)
+        if type(value).__module__.startswith("torch") and hasattr(value, "untyped_storage"):
+            return store(value)
         return value
 
     return convert(checkpoint)
