@@ -213,7 +213,7 @@ def test_zip64_fields_past_a_lowered_limit_read_back_in_torch_zipfile_and_nnseal
 
     import torch
 
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
 
     tensors = {"big": torch.arange(3000, dtype=torch.float32).reshape(30, 100),
                "small": torch.tensor([1, 2], dtype=torch.uint16), "tiny": torch.tensor([True])}

@@ -50,7 +50,7 @@ def _package(path, data: bytes, method=zipfile.ZIP_STORED):
 def test_streamed_checkpoint_is_the_file_based_one_byte_for_byte(source, tmp_path, method):
     import torch
 
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
 
     root, tensors, data = source
     expected_file = tmp_path / "file" / "checkpoint_final.pth"
@@ -81,7 +81,7 @@ def test_streamed_checkpoint_is_the_file_based_one_byte_for_byte(source, tmp_pat
 
 
 def test_records_follow_the_safetensors_offsets(source, tmp_path):
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
 
     root, tensors, data = source
     target = tmp_path / "c.pth"
@@ -95,7 +95,7 @@ def test_records_follow_the_safetensors_offsets(source, tmp_path):
 
 
 def test_a_hash_mismatch_refuses_and_leaves_nothing(source, tmp_path):
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
 
     _, _, data = source
     target = tmp_path / "c.pth"
@@ -106,7 +106,7 @@ def test_a_hash_mismatch_refuses_and_leaves_nothing(source, tmp_path):
 
 
 def test_a_changed_tensor_byte_is_caught_by_the_hash(source, tmp_path):
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
 
     _, _, data = source
     changed = bytearray(data)
@@ -119,7 +119,7 @@ def test_a_changed_tensor_byte_is_caught_by_the_hash(source, tmp_path):
 
 @pytest.mark.parametrize("signed_is_the_broken_one", [True, False])
 def test_a_broken_header_is_invalid_if_signed_and_tampering_if_not(source, tmp_path, signed_is_the_broken_one):
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
 
     _, _, data = source
     broken = b"\xff" * 8 + data[8:]  # header length over the limit
@@ -134,7 +134,7 @@ def test_a_broken_header_is_invalid_if_signed_and_tampering_if_not(source, tmp_p
 
 
 def test_a_crc_mismatch_in_the_zip_refuses_and_leaves_nothing(source, tmp_path):
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
 
     _, _, data = source
     package = _package(tmp_path / "p.zip", data)
@@ -149,7 +149,7 @@ def test_a_crc_mismatch_in_the_zip_refuses_and_leaves_nothing(source, tmp_path):
 
 
 def test_an_existing_target_is_never_written_through_or_removed(source, tmp_path):
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
 
     _, _, data = source
     target = tmp_path / "c.pth"
@@ -167,7 +167,7 @@ def test_memory_stays_flat_whatever_the_entry_size(tmp_path):
     import numpy as np
     from safetensors.numpy import save_file
 
-    from nnseal.safezip import open_zip
+    from nnseal.readers.zip_archive import open_zip
 
     path = tmp_path / "big.safetensors"
     meta = {"format": "pt", "nnseal.format": "1", "nnseal.names": json.dumps(["u"]), "nnseal.aliases": "{}",

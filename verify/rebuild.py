@@ -81,7 +81,7 @@ def rebuild_checkpoint_from_entry(archive, entry_name: str, expected_sha256: str
     the Rust loader), then each tensor's bytes are copied into its storage record as they
     pass (safetensors keeps tensors in offset order; the records follow it), while the
     entry's bytes are hashed. Memory stays flat at any size. ``archive`` is an open
-    ``nnseal.safezip.SafeZip``; ``bar`` (optional) gets ``update(n)`` per entry byte read.
+    ``nnseal.readers.zip_archive.SafeZip``; ``bar`` (optional) gets ``update(n)`` per entry byte read.
 
     Returns the sha256 of the written ``.pth``. If the entry's sha256 is not
     ``expected_sha256`` (TamperedPackage), its header is invalid (InvalidSafetensors), the
@@ -91,7 +91,7 @@ def rebuild_checkpoint_from_entry(archive, entry_name: str, expected_sha256: str
     import hashlib
 
     from nnseal.errors import TamperedPackage
-    from nnseal.sanitize.safetensors_io import read_header
+    from nnseal.readers.safetensors_header import read_header
     from nnseal.verify.pth_writer import StoredTensor, stem_of, write_pth
 
     entry = archive.entry(entry_name)
@@ -159,7 +159,7 @@ class _EntryReader:
             nbytes -= len(piece)
             yield piece
 
-    def read(self, nbytes: int) -> bytes:
+    def read(self, nbytes: int = -1, /) -> bytes:
         """Up to ``nbytes`` (fewer only at the end), like a file's read: what read_header uses."""
         parts = []
         try:

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 from nnseal.errors import InvalidSafetensors
 from nnseal.format.strict_json import load_strict_json, show
+
+
+class ByteSource(Protocol):
+    """Where a header is read from: a file, or a zip entry's stream."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
 
 # The Rust loader's own limit on the header.
 MAX_HEADER_BYTES = 100_000_000
@@ -82,7 +89,7 @@ def _parse_tensor(name: str, spec: object) -> TensorInfo:
     return TensorInfo(dtype=dtype, shape=tuple(shape), begin=begin, end=end)
 
 
-def read_header(fileobj: BinaryIO, file_size: int, *, source: str | None = None) -> SafetensorsHeader:
+def read_header(fileobj: ByteSource, file_size: int, *, source: str | None = None) -> SafetensorsHeader:
     """Read and validate a safetensors header at the current position of ``fileobj``.
 
     ``file_size`` is the whole file's size; the data must fill it exactly. Raises
