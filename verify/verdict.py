@@ -2,9 +2,9 @@
 
 ``judge_package`` reads a package's signature, entry names, layout, card, JSON entries and
 checkpoint headers (each checkpoint's trainer, configuration and fold must be its folder's,
-and the folder's plans and configuration plans.json's), and returns every problem it finds. ``verify_package`` reports them
-(and adds each entry's hash against the signed manifest), scan maps their kinds to rules,
-and install refuses on the first one, raising the error that check raised, before it
+and the folder's plans and configuration plans.json's), and returns every problem it finds.
+``verify_package`` reports them (and adds each entry's hash against the signed manifest),
+scan maps their kinds to rules, and install refuses on the first one, raising the error that check raised, before it
 extracts a byte. So a package verify or scan passes is one install takes, apart from the
 destination, and the other way round. Torch-free.
 """

@@ -19,7 +19,6 @@ from nnseal.commands._common import (
 )
 from nnseal.errors import ModelLayoutError
 
-
 SOURCE_DATE_EPOCH_ENV = "SOURCE_DATE_EPOCH"
 
 
