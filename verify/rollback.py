@@ -100,7 +100,7 @@ def installed_release(model_dir: Path, signer_fingerprint: str) -> Release | Non
     if receipt.get("provenance") != Provenance.SIGNED.value or receipt.get("signer_fingerprint") != signer_fingerprint:
         return None
     # Receipts written before "release"/"created" were recorded on their own hold the card's model.
-    model = receipt.get("model") if isinstance(receipt.get("model"), dict) else {}
+    model = receipt["model"] if isinstance(receipt.get("model"), dict) else {}
     return Release(_text(receipt.get("release", model.get("release"))),
                    _text(receipt.get("created", model.get("created"))))
 
