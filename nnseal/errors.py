@@ -40,6 +40,7 @@ class Hint(Enum):
     MAX_SIZE = "raise the download size limit"
     READ_TIMEOUT = "raise the read timeout"
     RESULTS_FOLDER = "give the results folder"
+    ALLOW_DOWNGRADE = "allow installing an older release over a newer one"
 
 
 class NnsealError(Exception):
@@ -131,6 +132,10 @@ class TamperedPackage(Refused):
 
 class WouldOverwrite(Refused):
     """The destination exists and replacing it was not asked for."""
+
+
+class Downgrade(WouldOverwrite):
+    """An older release of an installed model, from the same signer (a rollback), and allowing it was not asked for."""
 
 
 class BadKey(Refused):

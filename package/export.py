@@ -12,12 +12,20 @@ import os
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from nnseal import __version__
-from nnseal.errors import ModelLayoutError
-from nnseal.format.card import METADATA_FIELDS, CheckpointRecord, ModelRecord, build_card, card_bytes
+from nnseal.errors import ModelLayoutError, from_os_error
+from nnseal.format.card import (
+    METADATA_FIELDS,
+    CheckpointRecord,
+    ModelRecord,
+    build_card,
+    card_bytes,
+    format_created,
+)
 from nnseal.format.layout import CARD_NAME
 from nnseal.fsutil import atomic_output
 from nnseal.package import model_folder as layout
@@ -53,13 +61,16 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
                         *, key: str | os.PathLike | ec.EllipticCurvePrivateKey, passphrase: bytes | None = None,
                         folds: Sequence[str | int] | None = None, checkpoints: Sequence[str] | None = None,
                         metadata: dict | None = None, include_progress: bool = False, force: bool = False,
-                        progress: bool = False) -> ExportReport:
+                        progress: bool = False, created: datetime | int | float | None = None) -> ExportReport:
     """Sanitize, package and sign one or more model folders of one dataset into ``output_file``.
 
     ``key`` is a PEM private key path (``passphrase`` unlocks an encrypted one) or a loaded
     ECDSA private key. ``folds``/``checkpoints`` default
     to everything present. ``metadata`` overrides name/description/licence/reference/release,
-    which otherwise come from dataset.json.
+    which otherwise come from dataset.json. ``created`` (an aware datetime, or seconds since the
+    epoch as in SOURCE_DATE_EPOCH) is the card's ``model.created``; by default the newest
+    exported checkpoint's mtime, never the clock, so exporting the same files again gives
+    the same bytes. Install compares it (after the release) to refuse rollbacks.
     """
     from nnseal.format.keys import fingerprint, signing_key
     from nnseal.format.oms import SIGNATURE_NAME
@@ -71,6 +82,7 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     # Unlock the key first: a wrong passphrase should cost nothing.
     private_key = signing_key(key, passphrase)
     models = _collect_models(input_folder, folds, checkpoints)
+    created_text = format_created(created if created is not None else _newest_mtime(models))
     dataset = models[0].dataset
     output = Path(output_file)
     report = ExportReport(output=str(output), signer_fingerprint=fingerprint(private_key.public_key()))
@@ -120,7 +132,8 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
 
             merged = dict(card_metadata)
             merged.update({k: v for k, v in (metadata or {}).items() if v is not None})
-            card = build_card(dataset=dataset, metadata=merged, models=records, versions=_versions())
+            card = build_card(dataset=dataset, metadata=merged, models=records, versions=_versions(),
+                              created=created_text)
             writer.add_bytes(CARD_NAME, card_bytes(card), compress=True)
             bundle = sign_manifest(dataset, dict(writer.digests), private_key)
             writer.add_bytes(SIGNATURE_NAME, bundle, compress=True)
@@ -172,6 +185,14 @@ def _collect_models(input_folder, folds, checkpoints) -> list[layout.ModelFolder
     return models
 
 
+def _newest_mtime(models: list[layout.ModelFolder]) -> int:
+    """The default ``model.created``: when the newest exported checkpoint was written."""
+    try:
+        return max(int(c.source.stat().st_mtime) for m in models for c in m.checkpoints)
+    except OSError as err:
+        raise from_os_error(err) from err
+
+
 def _check_matches_folder(meta: dict, model: layout.ModelFolder, checkpoint: layout.Checkpoint) -> None:
     """A checkpoint must belong where it lies: nnU-Net builds the network from the folder's plans."""
     if meta.get("configuration") != model.configuration:
@@ -180,6 +201,9 @@ def _check_matches_folder(meta: dict, model: layout.ModelFolder, checkpoint: lay
     if meta.get("trainer_name") != model.trainer:
         raise ModelLayoutError(f"checkpoint says trainer {meta.get('trainer_name')!r} but lies in a "
                                f"{model.trainer!r} model folder", path=checkpoint.source)
+    if str(meta.get("fold")) != checkpoint.fold:  # install refuses the same (verify/consistency.py)
+        raise ModelLayoutError(f"checkpoint says fold {meta.get('fold')!r} but lies in {checkpoint.fold_dir}",
+                               path=checkpoint.source)
 
 
 def _versions() -> dict[str, str]:

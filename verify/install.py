@@ -31,7 +31,9 @@ from nnseal.errors import (
 from nnseal.format.layout import EntryKind, PackageEntry
 from nnseal.fsutil import host_tag, left_by_dead_process, open_new, sha256_file
 from nnseal.progress import CountingWriter, byte_bar
+from nnseal.verify.consistency import check_checkpoint_matches_model, check_dataset_id_free, check_plans_match_model
 from nnseal.verify.receipt import RECEIPT_NAME, Provenance, write_receipt
+from nnseal.verify.rollback import check_not_downgrade
 
 STAGING_PREFIX = ".nnseal-staging-"
 UNSIGNED_WARNING = "provenance NOT checked: this model was installed without a signature"
@@ -59,7 +61,8 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
                            trusted_keys: Sequence[str | os.PathLike] = (),
                            trust_folder: str | os.PathLike | None = None, force: bool = False,
                            unsigned: bool = False, sha256: str | None = None, progress: bool = False,
-                           limits=None, source_name: str | None = None) -> InstallReport:
+                           limits=None, source_name: str | None = None,
+                           allow_downgrade: bool = False) -> InstallReport:
     """Verify ``zip_file`` and install its model folder(s) under ``install_location``.
 
     ``install_location`` is the nnU-Net results folder (created if missing). ``trusted_keys``
@@ -68,7 +71,9 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
     nnU-Net's own exporter (every checkpoint sanitized and rebuilt, pickles dropped);
     ``sha256`` pins the zip's digest either way. ``limits`` (``nnseal.readers.zip_archive.Limits``)
     tightens or loosens the zip-bomb limits. ``source_name`` is what reports and the receipt
-    call the package (download passes the URL; default: the file's path).
+    call the package (download passes the URL; default: the file's path). ``allow_downgrade``
+    lets a signed package replace (with ``force``) a newer release of the same model by the
+    same signer (verify/rollback.py).
     """
     from nnseal.readers.zip_archive import Limits, open_zip
 
@@ -99,7 +104,8 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
                                 progress=progress)
             else:
                 _install_signed(archive, results, report, trusted_keys=trusted_keys, trust_folder=trust_folder,
-                                force=force, package_sha256=package_sha256, progress=progress)
+                                force=force, package_sha256=package_sha256, progress=progress,
+                                allow_downgrade=allow_downgrade)
         except Refused as err:
             if err.path is None:  # name the package in every refusal (keeping the error's own fields)
                 raise err.with_path(str(source_name or zip_path)) from err
@@ -111,7 +117,7 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
 
 
 def _install_signed(archive, results: Path, report: InstallReport, *, trusted_keys, trust_folder, force: bool,
-                    package_sha256: str | None, progress: bool) -> None:
+                    package_sha256: str | None, progress: bool, allow_downgrade: bool = False) -> None:
     from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.format.trust import load_trusted_keys
     from nnseal.verify.verdict import judge_package
@@ -133,6 +139,10 @@ def _install_signed(archive, results: Path, report: InstallReport, *, trusted_ke
     card_model = verdict.card["model"] if verdict.card and isinstance(verdict.card.get("model"), dict) else None
     models = sorted({e.model for e in entries if e.model})
     destinations = _check_destinations(results, models, force)
+    # Before staging: one name per dataset id (verify/consistency.py), no rollback (verify/rollback.py).
+    check_dataset_id_free(results, {model.split("/")[0] for model in models})
+    check_not_downgrade(destinations, card=verdict.card, signer_fingerprint=manifest.signer_fingerprint,
+                        allow_downgrade=allow_downgrade)
     total = sum(archive.entry(e.name).size for e in entries)
     with Staging(results) as stage, byte_bar(progress, total, "install") as bar:
         for entry in entries:
@@ -213,6 +223,7 @@ def _install_legacy(archive, results: Path, report: InstallReport, *, force: boo
         if not any(n.endswith(".pth") for n in kept[model]):
             raise ModelLayoutError(f"model folder '{model}' has no checkpoint")
     destinations = _check_destinations(results, models, force)
+    check_dataset_id_free(results, datasets)  # before staging (verify/consistency.py)
     with Staging(results) as stage:
         for model in models:
             parsed: dict[str, Any] = {}
@@ -222,12 +233,16 @@ def _install_legacy(archive, results: Path, report: InstallReport, *, force: boo
                 target.write_bytes(cleaned.to_bytes())
                 parsed[name.rsplit("/", 1)[1]] = cleaned.data
                 report.warnings.extend(f"{name}: {f.action} {f.path} ({f.detail})" for f in cleaned.findings)
+            check_plans_match_model(parsed["plans.json"], model, name=f"{model}/plans.json")  # verify/consistency.py
             for name in sorted(n for n in kept[model] if n.endswith(".pth")):
                 scratch = stage.scratch(name)
                 with byte_bar(progress, archive.entry(name).size, name.rsplit("/", 2)[-2]) as bar:
                     _extract(archive, name, scratch, bar)
                 sanitized = load_sanitized(scratch)
                 scratch.unlink()
+                # The same check the signed path's verdict makes, on what sanitizing kept (verify/consistency.py).
+                check_checkpoint_matches_model(sanitized.meta, model, name.split("/")[2].removeprefix("fold_"),
+                                               name=name)
                 checkpoint = assemble(sanitized.tensors, sanitized.names, sanitized.aliases, sanitized.meta,
                                       parsed["plans.json"], parsed["dataset.json"])
                 write_checkpoint(checkpoint, stage.path(name))

@@ -33,10 +33,14 @@ class Provenance(str, Enum):
 
 def write_receipt(model_dir: Path, *, files: dict[str, str], package: str, package_sha256: str | None,
                   provenance: Provenance, signer_fingerprint: str | None, model: dict | None) -> None:
+    """``model`` is the card's ``model``; its release and creation time are also recorded on their
+    own (``release``, ``created``): the next install compares them to refuse a rollback."""
     receipt = {
         "format": RECEIPT_FORMAT, "format_version": 1,
         "package": package, "package_sha256": package_sha256,
         "provenance": Provenance(provenance).value, "signer_fingerprint": signer_fingerprint, "model": model,
+        "release": _text_or_none((model or {}).get("release")),
+        "created": _text_or_none((model or {}).get("created")),
         "files": dict(sorted(files.items())),
     }
     (model_dir / RECEIPT_NAME).write_text(json.dumps(receipt, indent=2, sort_keys=True) + "\n")
@@ -86,6 +90,16 @@ def check_installed(model_dir: str | os.PathLike) -> DriftReport:
             report.modified.append(rel)
     report.extra = sorted(present - set(files))
     return report
+
+
+def read_receipt(model_dir: str | os.PathLike) -> dict:
+    """An installed model folder's receipt, its shape checked (ModelLayoutError if there is none
+    or it is not one). Nothing in it is verified: anyone who can write the folder can edit it."""
+    model_dir = Path(model_dir)
+    receipt_path = model_dir / RECEIPT_NAME
+    if not receipt_path.is_file():
+        raise ModelLayoutError(f"no {RECEIPT_NAME}: this folder was not installed by nnseal", path=model_dir)
+    return _read_receipt(receipt_path, model_dir)
 
 
 def _read_receipt(receipt_path: Path, model_dir: Path) -> dict:

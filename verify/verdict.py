@@ -1,9 +1,10 @@
 """Whether a package is acceptable: the one decision `verify`, `scan` and `install` share.
 
 ``judge_package`` reads a package's signature, entry names, layout, card, JSON entries and
-checkpoint headers, and returns every problem it finds. ``verify_package`` reports them
-(and adds each entry's hash against the signed manifest), scan maps their kinds to rules,
-and install refuses on the first one, raising the error that check raised, before it
+checkpoint headers (each checkpoint's trainer, configuration and fold must be its folder's,
+and the folder's plans and configuration plans.json's), and returns every problem it finds.
+``verify_package`` reports them (and adds each entry's hash against the signed manifest),
+scan maps their kinds to rules, and install refuses on the first one, raising the error that check raised, before it
 extracts a byte. So a package verify or scan passes is one install takes, apart from the
 destination, and the other way round. Torch-free.
 """
@@ -101,6 +102,8 @@ def judge_package(archive: SafeZip, trusted_keys: Sequence[ec.EllipticCurvePubli
             _judge_card(verdict, archive, resources)
         elif entry.kind is EntryKind.JSON:
             _judge_json(verdict, archive, entry, resources)
+            if entry.filename == "plans.json":
+                _judge_plans(verdict, entry)
     for entry in verdict.entries:
         if entry.kind is EntryKind.CHECKPOINT:
             _judge_checkpoint(verdict, archive, entry)
@@ -120,15 +123,16 @@ def json_entry_data(entry: PackageEntry, data: bytes) -> Any:
     return cleaned.data
 
 
-def check_checkpoint_header(fileobj, size: int, *, name: str) -> None:
-    """A checkpoint entry's safetensors header and nnseal metadata, checked as install reads them."""
+def check_checkpoint_header(fileobj, size: int, *, name: str) -> dict:
+    """A checkpoint entry's safetensors header and nnseal metadata, checked as install reads them;
+    returns the checkpoint metadata (trainer_name, configuration, fold, ...)."""
     from nnseal.errors import InvalidSafetensors
     from nnseal.format.checkpoint_meta import read_metadata
     from nnseal.readers.safetensors_header import read_header
 
     try:
         header = read_header(fileobj, size, source=name)
-        read_metadata(header.metadata, path=name)
+        return read_metadata(header.metadata, path=name)[2]
     except InvalidSafetensors as err:
         raise InvalidSafetensors(f"entry '{name}': {err.reason}") from None
 
@@ -185,9 +189,25 @@ def _judge_json(verdict: Verdict, archive: SafeZip, entry: PackageEntry, resourc
 
 
 def _judge_checkpoint(verdict: Verdict, archive: SafeZip, entry: PackageEntry) -> None:
+    from nnseal.verify.consistency import check_checkpoint_matches_model
+
     member = archive.entry(entry.name)
     try:
-        check_checkpoint_header(_HeaderReader(archive, member), member.size, name=entry.name)
+        meta = check_checkpoint_header(_HeaderReader(archive, member), member.size, name=entry.name)
+        # nnU-Net runs a checkpoint as its folder says, never as the checkpoint says: they must agree.
+        check_checkpoint_matches_model(meta, entry.model or "", entry.fold or "", name=entry.name)
+    except Refused as err:
+        verdict.add(ProblemKind.CONTENT, err, entry.name)
+
+
+def _judge_plans(verdict: Verdict, entry: PackageEntry) -> None:
+    """The folder's plans identifier and configuration must be plans.json's (signed bytes only)."""
+    from nnseal.verify.consistency import check_plans_match_model
+
+    if entry.name not in verdict.json:
+        return  # unsigned, altered or refused bytes: reported already
+    try:
+        check_plans_match_model(verdict.json[entry.name], entry.model or "", name=entry.name)
     except Refused as err:
         verdict.add(ProblemKind.CONTENT, err, entry.name)
 

@@ -34,6 +34,7 @@ HINT_TEXT = {
     Hint.MAX_SIZE: " (raise it with --max-size)",
     Hint.READ_TIMEOUT: "; raise it with --read-timeout",
     Hint.RESULTS_FOLDER: "; set it or pass the results folder explicitly",
+    Hint.ALLOW_DOWNGRADE: "; pass --allow-downgrade to install it anyway",
 }
 
 

@@ -19,6 +19,27 @@ from nnseal.commands._common import (
 )
 from nnseal.errors import ModelLayoutError
 
+SOURCE_DATE_EPOCH_ENV = "SOURCE_DATE_EPOCH"
+
+
+def _check_created(ctx, param, value, *, source: str = "--created"):
+    """A time as export takes it: integer seconds since the epoch, or a UTC YYYY-MM-DDTHH:MM:SSZ."""
+    from nnseal.errors import InvalidArgument
+    from nnseal.format.card import format_created, parse_created
+
+    if value is None:
+        return None
+    text = value.strip()
+    when = parse_created(text) if not text.isdigit() else int(text)
+    if when is None:
+        raise click.BadParameter(f"{value!r} is neither seconds since the epoch nor YYYY-MM-DDTHH:MM:SSZ",
+                                 param_hint=source)
+    try:
+        format_created(when)
+    except InvalidArgument as err:
+        raise click.BadParameter(err.reason, param_hint=source) from None
+    return when
+
 
 def _split(values) -> list[str]:
     """Accept nnU-Net's habits: `-f 0 -f 1`, `-f 0,1` and `--checkpoints final,best`."""
@@ -47,14 +68,17 @@ passphrase from $NNSEAL_KEY_PASSPHRASE.""")
 @click.option("--licence", "--license", "licence", help="Licence (default: dataset.json's).")
 @click.option("--reference", help="Reference / citation (default: dataset.json's).")
 @click.option("--release", help="Release (default: dataset.json's).")
+@click.option("--created", callback=_check_created, metavar="TIME",
+              help="Creation time recorded in the card: seconds since the epoch or YYYY-MM-DDTHH:MM:SSZ. "
+                   "Default: $SOURCE_DATE_EPOCH, else the newest exported checkpoint's mtime.")
 @click.option("--include-progress", is_flag=True, help="Also ship fold_N/progress.png.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @report_errors
 def command(input_folders, output, key, passphrase, passphrase_env, dataset, configurations, trainer, plans, folds,
-            checkpoint_names, name, description, licence, reference, release, include_progress, force, quiet,
-            as_json):
+            checkpoint_names, name, description, licence, reference, release, created, include_progress, force,
+            quiet, as_json):
     from nnseal.package import model_folder as layout
     from nnseal.package.export import export_model_to_zip
 
@@ -75,6 +99,8 @@ def command(input_folders, output, key, passphrase, passphrase_env, dataset, con
         [layout.normalise_checkpoint(c) for c in checkpoint_names]
     except ModelLayoutError as err:
         raise click.BadParameter(err.reason) from None
+    if created is None and os.environ.get(SOURCE_DATE_EPOCH_ENV):  # the reproducible-builds convention
+        created = _check_created(None, None, os.environ[SOURCE_DATE_EPOCH_ENV], source=f"${SOURCE_DATE_EPOCH_ENV}")
     secret = read_passphrase(passphrase, passphrase_env, confirm=False)
     report = export_model_to_zip(
         [os.fspath(f) for f in input_folders], output, key=key,
@@ -82,7 +108,7 @@ def command(input_folders, output, key, passphrase, passphrase_env, dataset, con
         folds=folds or None, checkpoints=checkpoint_names or None,
         metadata={"name": name, "description": description, "licence": licence, "reference": reference,
                   "release": release},
-        include_progress=include_progress, force=force, progress=show_progress(quiet or as_json))
+        include_progress=include_progress, force=force, progress=show_progress(quiet or as_json), created=created)
     if as_json:
         emit_json(report.to_json())
     elif not quiet:

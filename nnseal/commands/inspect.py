@@ -30,7 +30,7 @@ def command(package, trusted_keys, as_json):
     click.echo(f"package:   {show(info.package)}  ({info.bytes:,} bytes in {len(info.entries)} entries)")
     click.echo(f"format:    {show(card.get('format', '?'))} v{show(card.get('format_version', '?'))}, "
                f"made by {show(made_by or '?')}")
-    for key in ("name", "description", "licence", "reference", "release"):
+    for key in ("name", "description", "licence", "reference", "release", "created"):
         if model.get(key):
             click.echo(f"{key + ':':<10} {show(model[key])}")
     trusted = "trusted" if info.signer_trusted else "NOT trusted"

@@ -21,7 +21,10 @@ The signature is checked against --trusted-key files and the trust folder
 (`nnseal trust`); every entry is hashed while it is extracted into a staging folder
 inside the results folder; checkpoints are rebuilt for nnU-Net; then each model
 folder is moved into place in one rename. An existing model folder is refused
-unless --force. --unsigned installs a zip made by nnUNetv2_export_model_to_zip
+unless --force; an older release (or, for the same release, an older creation time)
+of a model installed from the same signer is refused unless --allow-downgrade.
+Checkpoints must match their folder and plans.json, and a dataset id may not be
+installed under a second name. --unsigned installs a zip made by nnUNetv2_export_model_to_zip
 (checkpoints sanitized and rebuilt, pickles dropped), without provenance.""")
 @click.argument("package", type=click.Path(dir_okay=False))
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
@@ -29,17 +32,20 @@ unless --force. --unsigned installs a zip made by nnUNetv2_export_model_to_zip
 @click.option("--results", "-o", "results", type=click.Path(file_okay=False),
               help="Results folder (default: $nnUNet_results).")
 @click.option("--force", is_flag=True, help="Replace an existing model folder (atomically).")
+@click.option("--allow-downgrade", is_flag=True,
+              help="With --force, replace a model with an older release from the same signer.")
 @click.option("--unsigned", is_flag=True, help="Install a legacy nnU-Net zip without a signature.")
 @click.option("--sha256", callback=check_sha256, metavar="HEX", help="Refuse unless the zip has this sha256.")
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @report_errors
-def command(package, trusted_keys, results, force, unsigned, sha256, quiet, as_json):
+def command(package, trusted_keys, results, force, allow_downgrade, unsigned, sha256, quiet, as_json):
     from nnseal.verify.install import install_model_from_zip
 
     report = install_model_from_zip(package, results_folder(results), trusted_keys=trusted_keys,
                                     trust_folder=trust_folder_from_environment(), force=force, unsigned=unsigned,
-                                    sha256=sha256, progress=show_progress(quiet or as_json))
+                                    sha256=sha256, progress=show_progress(quiet or as_json),
+                                    allow_downgrade=allow_downgrade)
     print_install_report(report, quiet=quiet, as_json=as_json)
 
 

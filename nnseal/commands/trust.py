@@ -57,7 +57,11 @@ def list_(as_json):
         click.echo(f"{k.name:<{width}}  {k.fingerprint}")
 
 
-@command.command(name="remove", help="Stop trusting a key, given its name or fingerprint (or 8+ leading hex digits).")
+@command.command(name="remove", help="""Stop trusting a key, given its exact name, its fingerprint, or
+a prefix of its fingerprint (at least 8 hex digits) that no other key shares.
+
+An argument that names one key and is also (the start of) another key's
+fingerprint is refused, listing both: give the full name or a longer fingerprint.""")
 @click.argument("name_or_fingerprint")
 @report_errors
 def remove(name_or_fingerprint):

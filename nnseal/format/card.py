@@ -13,10 +13,12 @@ raises it.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
-from nnseal.errors import Refused, TamperedPackage
+from nnseal.errors import InvalidArgument, Refused, TamperedPackage
 from nnseal.format.layout import CARD_NAME
 from nnseal.format.limits import MAX_CARD_BYTES
 from nnseal.format.strict_json import load_strict_json, show
@@ -24,6 +26,37 @@ from nnseal.format.strict_json import load_strict_json, show
 FORMAT = "nnseal-package"
 FORMAT_VERSION = 1
 METADATA_FIELDS = ("name", "description", "licence", "reference", "release")
+# When the release was made: UTC, to the second. Export takes it from its caller or from the
+# newest source checkpoint's mtime, never from the clock, so the same inputs give the same bytes.
+CREATED_FIELD = "created"
+_CREATED_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+def format_created(when: datetime | int | float) -> str:
+    """``model.created`` for a time (an aware datetime, or seconds since the epoch as in
+    SOURCE_DATE_EPOCH): ``YYYY-MM-DDTHH:MM:SSZ``, UTC, fractions dropped."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None:  # a naive time means a different moment on every machine
+            raise InvalidArgument("created must be a timezone-aware datetime")
+        moment = when.astimezone(timezone.utc)
+    else:
+        try:
+            moment = datetime.fromtimestamp(int(when), tz=timezone.utc)
+        except (OverflowError, OSError, ValueError) as err:
+            raise InvalidArgument(f"created {when!r} is not a time: {err}") from None
+    if not 1000 <= moment.year <= 9999:  # four digits, as parse_created reads it
+        raise InvalidArgument(f"created {when!r} is out of range")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_created(text: str) -> datetime | None:
+    """The time a ``model.created`` value names, or None when it is not one (wrong shape or date)."""
+    if not isinstance(text, str) or not _CREATED_RE.match(text):
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -66,13 +99,18 @@ class ModelRecord:
         }
 
 
-def build_card(*, dataset: str, metadata: dict, models: list[ModelRecord], versions: dict[str, str]) -> dict:
+def build_card(*, dataset: str, metadata: dict, models: list[ModelRecord], versions: dict[str, str],
+               created: str | None = None) -> dict:
+    """``created`` (``format_created``) goes into ``model.created``, beside ``model.release``."""
+    model: dict[str, Any] = {k: metadata.get(k) for k in METADATA_FIELDS}
+    if created is not None:
+        model[CREATED_FIELD] = created
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created_by": versions,
         "dataset": dataset,
-        "model": {k: metadata.get(k) for k in METADATA_FIELDS},
+        "model": model,
         "models": [m.to_json() for m in models],
     }
 
@@ -85,7 +123,8 @@ def parse_card(data: bytes, *, path: str | None = None) -> dict[str, Any]:
     """The card as a dict, once it is strict JSON of this format at a version this nnseal reads.
 
     Refuses (TamperedPackage) a card that is not a JSON object of format ``nnseal-package``
-    with an integer ``format_version`` of at least 1, and (Refused) a newer major version.
+    with an integer ``format_version`` of at least 1, or whose ``model.created`` (optional) is
+    not a ``YYYY-MM-DDTHH:MM:SSZ`` time, and (Refused) a newer major version.
     Pass at most ``MAX_CARD_BYTES + 1`` bytes: anything larger is refused here.
     """
     if len(data) > MAX_CARD_BYTES:
@@ -101,4 +140,10 @@ def parse_card(data: bytes, *, path: str | None = None) -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise Refused(f"card format_version {version} is newer than this nnseal understands ({FORMAT_VERSION}); "
                       "upgrade nnseal", path=path)
+    model = card.get("model")
+    created = model.get(CREATED_FIELD) if isinstance(model, dict) else None
+    if created is not None and parse_created(created) is None:
+        # Install compares it to refuse rollbacks: a value it cannot read is refused, not ignored.
+        raise TamperedPackage(f"{CARD_NAME}: model.created {show(created)} is not a UTC time "
+                              "YYYY-MM-DDTHH:MM:SSZ", path=path)
     return card

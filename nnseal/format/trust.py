@@ -22,6 +22,7 @@ from nnseal.fsutil import atomic_output
 # Names become file names: keep them portable and free of path separators.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MIN_FINGERPRINT_PREFIX = 8
+_FINGERPRINT_PREFIX = re.compile(rf"[0-9A-Fa-f]{{{MIN_FINGERPRINT_PREFIX},}}")
 
 
 @dataclass(frozen=True)
@@ -83,26 +84,42 @@ def list_trusted_keys(folder: str | os.PathLike) -> list[TrustedKey]:
 
 
 def remove_trusted_key(folder: str | os.PathLike, name_or_fingerprint: str) -> TrustedKey:
-    """Remove the key with this name, fingerprint, or unique fingerprint prefix (8+ hex digits)."""
-    folder = Path(folder)
-    wanted = name_or_fingerprint.strip()
-    keys = list_trusted_keys(folder)
-    matches = [k for k in keys if k.name == wanted]
-    if not matches and len(wanted) >= MIN_FINGERPRINT_PREFIX:
-        matches = [k for k in keys if k.fingerprint.startswith(wanted.lower())]
-    if not matches:
-        raise EnvironmentProblem(f"no trusted key named or fingerprinted {wanted!r}", path=folder,
-                                 hint=Hint.LIST_TRUSTED_KEYS)
-    if len(matches) > 1:
-        names = ", ".join(k.name for k in matches)
-        raise EnvironmentProblem(f"{wanted!r} matches several trusted keys ({names}); give the full name",
-                                 path=folder)
-    target = matches[0]
+    """Remove the key named, or fingerprinted, ``name_or_fingerprint`` (see ``find_trusted_key``)."""
+    target = find_trusted_key(folder, name_or_fingerprint)
     try:
         target.path.unlink()
     except OSError as err:
         raise from_os_error(err, target.path) from err
     return target
+
+
+def find_trusted_key(folder: str | os.PathLike, name_or_fingerprint: str) -> TrustedKey:
+    """The one trusted key ``name_or_fingerprint`` means: its exact name, its full fingerprint,
+    or a prefix of at least 8 hex digits of exactly one key's fingerprint.
+
+    A key is never picked by guessing: an argument that names one key and is also (a prefix
+    of) another key's fingerprint is refused (InvalidArgument) with both candidates listed, and
+    so is a prefix that several fingerprints share. No match at all is an EnvironmentProblem.
+    """
+    folder = Path(folder)
+    wanted = name_or_fingerprint.strip()
+    keys = list_trusted_keys(folder)
+    candidates = [k for k in keys if k.name == wanted]
+    if _FINGERPRINT_PREFIX.fullmatch(wanted):
+        hex_digits = wanted.lower()
+        by_fingerprint = [k for k in keys if k.fingerprint == hex_digits]
+        by_fingerprint = by_fingerprint or [k for k in keys if k.fingerprint.startswith(hex_digits)]
+        candidates += [k for k in by_fingerprint if k not in candidates]
+    if not candidates:
+        short = "" if len(wanted) >= MIN_FINGERPRINT_PREFIX or not wanted else (
+            f" (a fingerprint prefix needs at least {MIN_FINGERPRINT_PREFIX} hex digits)")
+        raise EnvironmentProblem(f"no trusted key named or fingerprinted {wanted!r}{short}", path=folder,
+                                 hint=Hint.LIST_TRUSTED_KEYS)
+    if len(candidates) > 1:
+        listed = ", ".join(f"{k.name} ({k.fingerprint})" for k in candidates)
+        raise InvalidArgument(f"{wanted!r} matches several trusted keys: {listed}; give a full name or a longer "
+                              "fingerprint", path=folder)
+    return candidates[0]
 
 
 def load_trusted_keys(paths: Sequence[str | os.PathLike] = (),
