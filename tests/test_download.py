@@ -25,8 +25,9 @@ from http_server import Route, running_server
 
 from nnseal.errors import EnvironmentProblem, Hint, NetworkError, TamperedPackage, WouldOverwrite
 from nnseal.fsutil import TEMP_PREFIX, host_tag
-from nnseal.verify import download, http_fetch
-from nnseal.verify.download import DownloadPolicy, fetch_to_temp, retry_after_seconds
+from nnseal.transport import http_fetch
+from nnseal.transport.fetch import DownloadPolicy, fetch_to_temp, retry_after_seconds
+from nnseal.verify import download
 
 BODY = random.Random(1234).randbytes(300_000)
 BODY_SHA256 = hashlib.sha256(BODY).hexdigest()
