@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from nnseal.errors import Hint, WouldOverwrite, from_os_error
-from nnseal.format.limits import IO_CHUNK
 from nnseal.format.digest import normalise_sha256  # noqa: F401  (re-exported for callers)
 from nnseal.format.layout import DATASET_RE, MODEL_RE
+from nnseal.format.limits import IO_CHUNK
 from nnseal.fsutil import atomic_output
 from nnseal.transport.fetch import (  # noqa: F401  (re-exported: the CLI and callers import them from here)
     DOWNLOAD_PREFIX,
