@@ -6,6 +6,7 @@ import contextlib
 import re
 import signal
 import sys
+import threading
 
 import click
 
@@ -133,6 +134,9 @@ def termination_as_interrupt():
     After the first one, both are ignored so that a second cannot cut the cleanup short.
     """
     caught = (signal.SIGTERM, signal.SIGHUP)
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; signals are delivered there anyway
+        return
 
     def stop(signum, frame):
         for sig in caught:
