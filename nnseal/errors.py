@@ -39,6 +39,8 @@ class Hint(Enum):
     SIGNING_KEY = "give a signing key"
     MAX_SIZE = "raise the download size limit"
     READ_TIMEOUT = "raise the read timeout"
+    DEADLINE = "raise the download deadline"
+    MIN_RATE = "lower the minimum transfer rate, or lengthen the window it is measured over"
     RESULTS_FOLDER = "give the results folder"
     ALLOW_DOWNGRADE = "allow installing an older release over a newer one"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import hashlib
 import os
 import random
@@ -25,8 +26,9 @@ from http_server import Route, running_server
 
 from nnseal.errors import EnvironmentProblem, Hint, NetworkError, TamperedPackage, WouldOverwrite
 from nnseal.fsutil import TEMP_PREFIX, host_tag
-from nnseal.verify import download, http_fetch
-from nnseal.verify.download import DownloadPolicy, fetch_to_temp, retry_after_seconds
+from nnseal.transport import fetch, http_fetch
+from nnseal.transport.fetch import DownloadPolicy, fetch_to_temp, retry_after_seconds
+from nnseal.verify import download
 
 BODY = random.Random(1234).randbytes(300_000)
 BODY_SHA256 = hashlib.sha256(BODY).hexdigest()
@@ -331,6 +333,88 @@ def test_password_in_url_is_not_repeated_in_errors(server, target):
     assert "s3cret" not in str(err) and "alice:***@" in str(err)
 
 
+# --- Content-Encoding: stored as sent, never decoded -------------------------
+
+
+def test_gzip_content_encoding_is_refused_and_never_decoded(server, target, monkeypatch):
+    # 100 MiB of zeros in a ~100 KiB gzip body: decoding it would be a decompression bomb on disk.
+    bomb = gzip.compress(bytes(100 << 20), compresslevel=9)
+    assert len(bomb) < 200 << 10
+    url = server.route("/model.zip", Route(body=bomb, headers={"Content-Encoding": "gzip"}))
+    most = [0]
+    real_write = fetch.Sink.write
+
+    def counting_write(self, block):
+        real_write(self, block)
+        most[0] = max(most[0], self.size)
+
+    monkeypatch.setattr(fetch.Sink, "write", counting_write)
+    err = fetch_fails(url, target)
+    assert str(err) == (f"{url} answered with Content-Encoding 'gzip' although none was asked for; "
+                        "refusing to decode or store it")
+    assert err.exit_code == 3
+    assert most[0] <= len(bomb)  # nothing over the compressed size was ever written (in fact nothing)
+    assert len(server.requests_to("/model.zip")) == 1  # not retried: the server would answer the same
+    assert server.requests_to("/model.zip")[0].headers.get("Accept-Encoding") == "identity"
+
+
+def test_identity_content_encoding_is_accepted(server, target):
+    url = server.route("/model.zip", Route(body=BODY, headers={"Content-Encoding": "identity"}))
+    assert fetch_ok(url, target).path.read_bytes() == BODY
+
+
+def test_gzip_on_a_resumed_body_is_refused_too(server, target):
+    url = server.route("/model.zip", Route(body=BODY, etag='"v1"', drop_after=100_000, times=1),
+                       Route(body=BODY, etag='"v1"', headers={"Content-Encoding": "gzip"}))
+    err = fetch_fails(url, target)
+    assert "Content-Encoding 'gzip'" in str(err)
+
+
+# --- overall deadline and minimum rate: a trickling server ends --------------
+
+# One byte a second: never silent long enough for a read timeout.
+TRICKLE = {"chunk": 1, "delay": 1.0}
+
+
+def test_trickling_server_is_cut_by_the_minimum_rate(server, target):
+    url = server.route("/model.zip", Route(body=BODY, etag='"v1"', **TRICKLE))
+    started = time.monotonic()
+    err = fetch_fails(url, target, policy=DownloadPolicy(connect_timeout=2, read_timeout=5, retries=1,
+                                                         backoff=0.01, min_rate=100, rate_window=1.5, deadline=None))
+    assert time.monotonic() - started < 8.0  # two ~2 s attempts
+    assert str(err).startswith(f"transfer from {url} slower than the minimum of 100 bytes/s over 1.5s (")
+    assert str(err).endswith("2 attempts)") and err.hint is Hint.MIN_RATE and err.exit_code == 3
+    # The second attempt resumed where the first stopped: a slow attempt is a retry like a timeout.
+    assert server.requests_to("/model.zip")[1].headers.get("Range", "").startswith("bytes=")
+
+
+def test_trickling_server_is_cut_by_the_deadline(server, target):
+    url = server.route("/model.zip", Route(body=BODY, **TRICKLE))
+    started = time.monotonic()
+    err = fetch_fails(url, target, policy=DownloadPolicy(connect_timeout=2, read_timeout=5, retries=3,
+                                                         backoff=0.01, min_rate=0, deadline=2.0))
+    assert time.monotonic() - started < 5.0
+    assert str(err).startswith(f"download from {url} did not finish within the deadline of 2s (")
+    assert str(err).endswith(f" of {len(BODY)} bytes received)") and err.hint is Hint.DEADLINE
+    assert len(server.requests_to("/model.zip")) == 1
+
+
+def test_a_wait_past_the_deadline_ends_the_download_at_once(server, target):
+    url = server.route("/model.zip", Route(status=503, headers={"Retry-After": "30"}))
+    started = time.monotonic()
+    err = fetch_fails(url, target, policy=DownloadPolicy(retries=5, max_wait=60, deadline=3.0))
+    assert time.monotonic() - started < 2.0  # did not sleep 30 s to fail afterwards
+    assert "did not finish within the deadline of 3s (0 of an unknown number of bytes received)" in str(err)
+
+
+def test_deadline_bounds_a_silent_server_by_its_read_timeout(server, target):
+    url = server.route("/model.zip", Route(body=BODY, delay=30.0))
+    started = time.monotonic()
+    err = fetch_fails(url, target, policy=DownloadPolicy(read_timeout=60, retries=3, deadline=1.0))
+    assert time.monotonic() - started < 3.0  # the 60 s read timeout was cut to what was left of the deadline
+    assert "did not finish within the deadline of 1s" in str(err)
+
+
 def test_keyboard_interrupt_mid_stream_removes_the_temporary_file(server, target, monkeypatch):
     url = server.route("/model.zip", Route(body=BODY))
     seen_temp = []
@@ -465,7 +549,39 @@ def test_cli_max_size_accepts_units(server, target):
     assert proc.exit_code == 3 and f"exceeds the limit of {200 << 10} bytes" in proc.stderr
 
 
-def test_cli_ctrl_c_removes_the_temporary_file(server, target):
+def test_cli_deadline_and_min_rate_are_one_line_exit_3(server, target):
+    url = server.route("/model.zip", Route(body=BODY, **TRICKLE))
+    before = tree_listing(target)
+    proc = run_cli("download", url, "-o", target, "--deadline", "1.5", "--min-rate", "0", "--quiet")
+    assert proc.exit_code == 3, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("nnseal: error: download from ") and line.endswith("; raise it with --deadline")
+    proc = run_cli("download", url, "-o", target, "--min-rate", "1K", "--rate-window", "1", "--retries", "0",
+                   "--quiet")
+    assert proc.exit_code == 3, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "slower than the minimum of 1024 bytes/s over 1s" in line
+    assert line.endswith("; lower --min-rate or lengthen --rate-window")
+    assert tree_listing(target) == before
+
+
+def test_cli_gzip_content_encoding_is_one_line_exit_3(server, target):
+    url = server.route("/model.zip", Route(body=gzip.compress(BODY), headers={"Content-Encoding": "gzip"}))
+    before = tree_listing(target)
+    proc = run_cli("download", url, "-o", target, "--quiet")
+    assert proc.exit_code == 3, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"nnseal: error: {url} answered with Content-Encoding 'gzip' although none was asked for; "
+        "refusing to decode or store it"]
+    assert tree_listing(target) == before
+
+
+@pytest.mark.parametrize("sig, code, message", [
+    (signal.SIGINT, 130, "nnseal: interrupted"),
+    (signal.SIGTERM, 143, "nnseal: interrupted by SIGTERM"),
+    (signal.SIGHUP, 129, "nnseal: interrupted by SIGHUP"),
+])
+def test_cli_ctrl_c_and_sigterm_remove_the_temporary_file(server, target, sig, code, message):
     url = server.route("/model.zip", Route(body=BODY, chunk=1000, delay=0.2))
     before = tree_listing(target)
     # Ctrl-C needs a real process: SIGINT goes to the process, not to a function call.
@@ -477,11 +593,11 @@ def test_cli_ctrl_c_removes_the_temporary_file(server, target):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the download never started"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr
-    assert stderr.strip() == "nnseal: interrupted"
+    assert proc.returncode == code, stderr
+    assert stderr.strip() == message
     assert tree_listing(target) == before

@@ -18,7 +18,7 @@ from helpers import assert_one_line_refusal, run_cli, tree_listing
 from http_server import Route, running_server
 
 from nnseal import toy_model
-from nnseal.errors import NetworkError, Refused, TamperedPackage
+from nnseal.errors import Hint, NetworkError, Refused, TamperedPackage, WouldOverwrite
 from nnseal.fsutil import TEMP_PREFIX
 from nnseal.verify.download import DownloadPolicy, download_and_install_from_url
 
@@ -194,3 +194,87 @@ def test_destination_defaults_to_nnunet_results(server, package_bytes, session_k
                    env={"nnUNet_results": str(results)})
     assert proc.exit_code == 0, proc.stderr
     assert_installed(results)
+
+
+# --- the destination is checked before a byte is downloaded -------------------
+
+
+def test_model_of_the_named_dataset_installed_is_refused_before_downloading(server, package_bytes, session_key,
+                                                                            results):
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
+    download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
+    assert len(server.requests_to("/Dataset042_Toy.zip")) == 1
+    before = tree_listing(results)
+    with pytest.raises(WouldOverwrite) as caught:
+        download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
+    assert caught.value.hint is Hint.FORCE and caught.value.path == str(results / toy_model.DATASET)
+    assert toy_model.model_folder_name("2d") in caught.value.reason and "nothing was downloaded" in caught.value.reason
+    assert len(server.requests_to("/Dataset042_Toy.zip")) == 1  # not a byte more
+    assert tree_listing(results) == before
+    # Any dataset name with that id counts (one id is one dataset in nnU-Net), and the CLI says so in one line.
+    other = server.route("/Dataset042_Renamed_v2.zip", Route(body=package_bytes))
+    proc = run_cli("download", other, "-o", results, "--trusted-key", session_key.public_path, *FAST_CLI)
+    assert_one_line_refusal(proc)
+    assert "dataset 042" in proc.stderr and "--force" in proc.stderr
+    assert server.requests_to("/Dataset042_Renamed_v2.zip") == [] and tree_listing(results) == before
+
+
+def test_force_skips_the_early_check_and_replaces(server, package_bytes, session_key, results):
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
+    download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
+    (results / MODEL / "stale.txt").write_text("from before\n")
+    report = download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST,
+                                           force=True)
+    assert report.models == installed(results) and not (results / MODEL / "stale.txt").exists()
+    assert_installed(results)
+
+
+def test_dataset_folder_without_a_model_folder_does_not_stop_the_download(server, package_bytes, session_key,
+                                                                          results):
+    (results / toy_model.DATASET).mkdir()
+    (results / toy_model.DATASET / "notes.txt").write_text("no model here\n")
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
+    report = download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
+    assert report.models == installed(results)
+
+
+def test_a_file_name_naming_no_dataset_is_checked_late_by_the_install(server, package_bytes, session_key, results):
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
+    download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
+    latest = server.route("/latest.zip", Route(body=package_bytes))
+    before = tree_listing(results)
+    with pytest.raises(WouldOverwrite, match="model folder .* exists"):
+        download_and_install_from_url(latest, results, trusted_keys=[session_key.public_path], policy=FAST)
+    assert len(server.requests_to("/latest.zip")) == 1  # downloaded, then refused by the install
+    assert tree_listing(results) == before
+
+
+# --- hash once -----------------------------------------------------------------
+
+
+def test_download_and_install_hash_the_zip_once(server, package_bytes, session_key, results, monkeypatch):
+    import nnseal.verify.install as install
+
+    hashed = []
+    real_sha256_file = install.sha256_file
+
+    def counting_sha256_file(path, *args, **kwargs):
+        hashed.append(Path(path))
+        return real_sha256_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(install, "sha256_file", counting_sha256_file)
+    digest = hashlib.sha256(package_bytes).hexdigest()
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
+    report = download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], sha256=digest,
+                                           policy=FAST)
+    assert report.models == installed(results)
+    # The pin was checked against the digest taken as the bytes streamed: the zip was not read for it again.
+    assert [p for p in hashed if p.name.startswith(TEMP_PREFIX)] == []
+    receipt = json.loads((results / MODEL / "nnseal-receipt.json").read_text())
+    assert receipt["package_sha256"] == digest
+    # The counter does see a zip the install hashes itself.
+    copy = results.parent / "package.zip"
+    copy.write_bytes(package_bytes)
+    install.install_model_from_zip(copy, results.parent / "again", trusted_keys=[session_key.public_path],
+                                   sha256=digest)
+    assert hashed.count(copy) == 1

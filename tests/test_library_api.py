@@ -23,9 +23,9 @@ from nnseal.errors import (
     WouldOverwrite,
 )
 from nnseal.format import keys, oms, trust
+from nnseal.format.digest import normalise_sha256
 from nnseal.fsutil import atomic_output
 from nnseal.toy_model import DATASET, model_folder_name
-from nnseal.verify.fetch import normalise_sha256
 from nnseal.verify.install import install_model_from_zip
 from nnseal.verify.report import inspect_package, verify_package
 from nnseal.verify.signature import verify_bundle

@@ -2,8 +2,16 @@
 
 Replaces nnU-Net's ``download_and_install_from_url``, which wrote into the home folder,
 had one 100 s timeout, no retry, no resume, no hash, and crashed (``int(None)``) when a
-server sent no Content-Length. The transfer is ``nnseal.verify.fetch``; this module puts
-its temporary file in the results folder, pins it, installs it and cleans up.
+server sent no Content-Length. The transfer is ``nnseal.transport``; this module checks
+the destination, puts the temporary file in the results folder, pins it, installs it
+(handing over the digest computed as the bytes streamed: the zip is hashed once) and
+cleans up.
+
+What is checked before a byte is downloaded: the --keep file, and, when the URL's file
+name starts with a dataset folder name (``DatasetNNN_...``), that the results folder
+holds no model folder of dataset NNN (unless ``force``). Which model folders a package
+holds is only known from its signed contents, so the install checks each one again,
+after the download.
 
 No torch here, and ``requests`` is imported only when an http(s) URL is fetched.
 """
@@ -13,21 +21,24 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
 
 from nnseal.errors import Hint, WouldOverwrite, from_os_error
+from nnseal.format.digest import normalise_sha256  # noqa: F401  (re-exported for callers)
+from nnseal.format.layout import DATASET_RE, MODEL_RE
 from nnseal.format.limits import IO_CHUNK
 from nnseal.fsutil import atomic_output
-from nnseal.verify.fetch import (  # noqa: F401  (re-exported: the CLI and callers import them from here)
+from nnseal.transport.fetch import (  # noqa: F401  (re-exported: the CLI and callers import them from here)
     DOWNLOAD_PREFIX,
     DownloadPolicy,
     DownloadResult,
     fetch_to_temp,
-    normalise_sha256,
     redact,
     remove_stale_downloads,
     retry_after_seconds,
@@ -35,6 +46,9 @@ from nnseal.verify.fetch import (  # noqa: F401  (re-exported: the CLI and calle
 
 if TYPE_CHECKING:
     from nnseal.verify.install import InstallReport
+
+# A file name such as Dataset042_Liver.zip or Dataset042_Liver_v2.zip names dataset 042.
+_DATASET_IN_FILE_NAME = re.compile(r"^Dataset(\d{3})_")
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,8 @@ def download_then_install(
     if keep_path is not None and keep_path.exists() and not force:
         # Checked before a long download, and again when the file is kept.
         raise WouldOverwrite("exists", path=keep_path, hint=Hint.FORCE)
+    if not force:
+        refuse_named_dataset_installed(url, results)  # before a long download; install checks each model again
     created = not results.exists()
     try:
         results.mkdir(parents=True, exist_ok=True)
@@ -103,6 +119,7 @@ def download_then_install(
             downloaded.path, install_location=results, trusted_keys=tuple(trusted_keys),
             trust_folder=trust_folder, force=force,
             unsigned=unsigned, sha256=sha256, progress=progress, source_name=redact(url),
+            zip_sha256=downloaded.sha256,  # hashed as it streamed: install does not read the zip again for it
         )
         if keep_path is not None:
             keep_file(downloaded.path, keep_path, force=force)
@@ -112,6 +129,23 @@ def download_then_install(
 
 
 # --- helpers -----------------------------------------------------------------
+
+
+def refuse_named_dataset_installed(url: str, results: Path) -> None:
+    """Refuse (WouldOverwrite) when the URL's file name names a dataset (``DatasetNNN_...``) of which
+    ``results`` already holds a model folder. A file name that names no dataset is not checked here."""
+    name = unquote(PurePosixPath(urlsplit(url).path).name)
+    match = _DATASET_IN_FILE_NAME.match(name)
+    if match is None or not results.is_dir():
+        return
+    for dataset in sorted(results.glob(f"Dataset{match[1]}_*")):
+        if not DATASET_RE.match(dataset.name) or dataset.is_symlink() or not dataset.is_dir():
+            continue
+        models = sorted(child.name for child in dataset.iterdir() if MODEL_RE.match(child.name) and child.is_dir())
+        if models:
+            raise WouldOverwrite(
+                f"holds model folder(s) {', '.join(models)} of dataset {match[1]}, which the download's file "
+                f"name {name!r} names; nothing was downloaded", path=dataset, hint=Hint.FORCE)
 
 
 def keep_file(source: Path, keep: Path, *, force: bool) -> None:

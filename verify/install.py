@@ -62,7 +62,7 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
                            trust_folder: str | os.PathLike | None = None, force: bool = False,
                            unsigned: bool = False, sha256: str | None = None, progress: bool = False,
                            limits=None, source_name: str | None = None,
-                           allow_downgrade: bool = False) -> InstallReport:
+                           allow_downgrade: bool = False, zip_sha256: str | None = None) -> InstallReport:
     """Verify ``zip_file`` and install its model folder(s) under ``install_location``.
 
     ``install_location`` is the nnU-Net results folder (created if missing). ``trusted_keys``
@@ -73,7 +73,9 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
     tightens or loosens the zip-bomb limits. ``source_name`` is what reports and the receipt
     call the package (download passes the URL; default: the file's path). ``allow_downgrade``
     lets a signed package replace (with ``force``) a newer release of the same model by the
-    same signer (verify/rollback.py).
+    same signer (verify/rollback.py). ``zip_sha256`` is the zip's digest when the caller
+    already has it (download hashes as it streams): the pin is checked against it instead of
+    reading the zip once more.
     """
     from nnseal.readers.zip_archive import Limits, open_zip
 
@@ -89,10 +91,10 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
     remove_stale_staging(results)
     package_sha256 = None
     if sha256 is not None:
-        from nnseal.verify.fetch import normalise_sha256
+        from nnseal.format.digest import normalise_sha256
 
         expected = normalise_sha256(sha256)  # InvalidArgument for a malformed pin: never "no pin"
-        package_sha256 = sha256_file(zip_path)
+        package_sha256 = normalise_sha256(zip_sha256) if zip_sha256 is not None else sha256_file(zip_path)
         if package_sha256 != expected:
             raise TamperedPackage(f"sha256 is {package_sha256}, expected {expected}", path=zip_path)
     report = InstallReport(package=source_name or str(zip_path), results=str(results),

@@ -33,6 +33,8 @@ HINT_TEXT = {
     Hint.SIGNING_KEY: f": pass --key KEY.pem or set {SIGNING_KEY_ENV}",
     Hint.MAX_SIZE: " (raise it with --max-size)",
     Hint.READ_TIMEOUT: "; raise it with --read-timeout",
+    Hint.DEADLINE: "; raise it with --deadline",
+    Hint.MIN_RATE: "; lower --min-rate or lengthen --rate-window",
     Hint.RESULTS_FOLDER: "; set it or pass the results folder explicitly",
     Hint.ALLOW_DOWNGRADE: "; pass --allow-downgrade to install it anyway",
 }
@@ -123,7 +125,7 @@ def check_sha256(ctx, param, value):
     if value is None:
         return None
     from nnseal.errors import InvalidArgument
-    from nnseal.verify.fetch import normalise_sha256
+    from nnseal.format.digest import normalise_sha256
 
     try:
         return normalise_sha256(value)

@@ -4,7 +4,11 @@ Retries connection errors, read timeouts, 429 and 5xx with exponential backoff
 (Retry-After honoured, capped); resumes a dropped body with a Range request guarded by
 If-Range, restarting from zero when the server ignores the Range or the file changed;
 follows redirects up to a limit, refusing loops, https->http downgrades and other
-schemes; stops at the size limit. Imported only when an http(s) URL is fetched.
+schemes; stops at the size limit, the overall deadline and below the minimum rate.
+Bytes are stored exactly as they came over the wire: the request asks for no
+Content-Encoding and a response that carries one is refused, never decoded (a 200 KiB
+gzip body could otherwise grow to gigabytes on disk). Imported only when an http(s) URL
+is fetched.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from urllib.parse import urljoin, urlsplit
 from nnseal import __version__
 from nnseal.errors import Hint, NetworkError
 from nnseal.progress import byte_bar
-from nnseal.verify.fetch import DownloadPolicy, Sink, describe, redact, retry_after_seconds
+from nnseal.transport.fetch import DownloadPolicy, Sink, deadline_error, describe, redact, retry_after_seconds
 
 if TYPE_CHECKING:
     import requests
@@ -44,15 +48,16 @@ class _Retryable(Exception):
 
     def __init__(self, kind: str, detail: str, *, retry_after: float | None = None, wait: bool = True):
         super().__init__(detail)
-        self.kind = kind  # "connect", "timeout", "status", "body", "changed"
+        self.kind = kind  # "connect", "timeout", "slow", "status", "body", "changed"
         self.detail = detail
         self.retry_after = retry_after
         self.wait = wait
 
 
 class HttpDownload:
-    def __init__(self, url: str, sink: Sink, policy: DownloadPolicy, progress: bool):
+    def __init__(self, url: str, sink: Sink, policy: DownloadPolicy, progress: bool, started: float | None = None):
         self.url = url
+        self.started = time.monotonic() if started is None else started
         self.sink = sink
         self.policy = policy
         self.progress = progress
@@ -91,6 +96,7 @@ class HttpDownload:
                 except _Retryable as problem:
                     if bar is not None and start is None:
                         bar.update(self.sink.size - before)  # a restart before any body
+                    self._check_deadline()  # a timeout cut short by the deadline is the deadline
                     gained = max(0, self.sink.size - furthest)
                     furthest = max(furthest, self.sink.size)
                     if gained < RETRY_FREE_PROGRESS:
@@ -98,7 +104,11 @@ class HttpDownload:
                     if failures > self.policy.retries:
                         raise self._give_up(problem, failures) from None
                     if problem.wait:
-                        time.sleep(self._wait(failures, problem.retry_after))
+                        wait = self._wait(failures, problem.retry_after)
+                        remaining = self._remaining()
+                        if remaining is not None and wait >= remaining:
+                            raise self._deadline_error() from None  # waiting would only end there
+                        time.sleep(wait)
 
     # One request, following redirects by hand so that loops and downgrades are ours to refuse.
     def _open(self, session: requests.Session) -> requests.Response:
@@ -114,10 +124,11 @@ class HttpDownload:
         seen = {current}
         hops = 0
         while True:
+            self._check_deadline()
             try:
                 response = session.get(
                     current, headers=headers, stream=True, allow_redirects=False,
-                    timeout=(self.policy.connect_timeout, self.policy.read_timeout),
+                    timeout=(self._bounded(self.policy.connect_timeout), self._bounded(self.policy.read_timeout)),
                 )
             except requests.exceptions.ConnectTimeout as err:
                 raise _Retryable("connect", f"could not connect to {_host(current)}: connection timed out") from err
@@ -174,6 +185,12 @@ class HttpDownload:
     def _accept(self, response: requests.Response) -> None:
         """Decide whether this response continues our bytes, restarts them, or is useless."""
         headers = response.headers
+        encoding = headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            # We asked for identity: the length, the ranges and the hash are of the wire bytes.
+            raise NetworkError(
+                f"{redact(self.final_url)} answered with Content-Encoding {encoding!r} although none was "
+                "asked for; refusing to decode or store it")
         if self.sink.size > 0 and response.status_code == 206:
             if not self._continues(response):
                 self._restart()
@@ -218,10 +235,19 @@ class HttpDownload:
         # A short body is ours to detect (size < total, then resume): urllib3's own check
         # would raise and drop the bytes it had already read in the last chunk.
         response.raw.enforce_content_length = False
+        window_start, window_size = time.monotonic(), self.sink.size
         try:
             for block in _body_blocks(response):
                 self.sink.write(block)
                 bar.update(len(block))
+                now = time.monotonic()
+                self._check_deadline(now)
+                # Whole windows, each measured on its own: a fast start does not pay for a stall later.
+                if self.policy.min_rate and now - window_start >= self.policy.rate_window:
+                    got, took = self.sink.size - window_size, now - window_start
+                    if got < self.policy.min_rate * took:
+                        raise _Retryable("slow", f"{got} bytes in the last {took:.1f}s")
+                    window_start, window_size = now, self.sink.size
         except ReadTimeoutError as err:
             raise _Retryable("timeout", "the server stopped sending") from err
         except requests.exceptions.ConnectionError as err:
@@ -230,6 +256,24 @@ class HttpDownload:
             raise _Retryable("body", f"the connection broke ({_reason(err)})") from err
         except (requests.exceptions.RequestException, Urllib3Error) as err:
             raise _Retryable("body", f"the connection broke ({_reason(err)})") from err
+
+    def _remaining(self, now: float | None = None) -> float | None:
+        if self.policy.deadline is None:
+            return None
+        return self.policy.deadline - ((time.monotonic() if now is None else now) - self.started)
+
+    def _check_deadline(self, now: float | None = None) -> None:
+        remaining = self._remaining(now)
+        if remaining is not None and remaining <= 0:
+            raise self._deadline_error()
+
+    def _deadline_error(self) -> NetworkError:
+        return deadline_error(self.url, self.policy, self.sink.size, self.total)
+
+    def _bounded(self, timeout: float) -> float:
+        """A timeout that does not outlast the deadline (a silent server overruns it by no more)."""
+        remaining = self._remaining()
+        return timeout if remaining is None else max(0.001, min(timeout, remaining))
 
     def _wait(self, failures: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -243,6 +287,10 @@ class HttpDownload:
             return NetworkError(
                 f"read timed out after {self.policy.read_timeout:g}s from {where} ({attempts})",
                 hint=Hint.READ_TIMEOUT)
+        if problem.kind == "slow":
+            return NetworkError(
+                f"transfer from {where} slower than the minimum of {self.policy.min_rate} bytes/s over "
+                f"{self.policy.rate_window:g}s ({problem.detail}; {attempts})", hint=Hint.MIN_RATE)
         if problem.kind in ("body", "changed"):
             of = f"{self.total}" if self.total is not None else "an unknown number of"
             return NetworkError(
@@ -253,22 +301,22 @@ class HttpDownload:
 
 
 def _body_blocks(response: requests.Response) -> Iterator[bytes]:
+    # decode_content=False throughout: what is stored is what was hashed on the wire (and
+    # _accept already refused any Content-Encoding); requests' iter_content would decode.
     raw = response.raw
     if not hasattr(raw, "read1"):  # urllib3 < 2.3
-        yield from response.iter_content(NET_CHUNK)
+        yield from raw.stream(NET_CHUNK, decode_content=False)
         return
-    # read1 returns what arrived, where iter_content waits for a full chunk: on a slow
+    # read1 returns what arrived, where stream() waits for a full chunk: on a slow
     # link the bar moves and Ctrl-C finds bytes on disk, not a silent 64 KiB wait.
     while True:
-        block = raw.read1(NET_CHUNK, decode_content=True)
+        block = raw.read1(NET_CHUNK, decode_content=False)
         if not block:
             return
         yield block
 
 
 def _content_length(response: requests.Response) -> int | None:
-    if response.headers.get("Content-Encoding", "identity").lower() != "identity":
-        return None  # the length is of the encoded bytes, not of what we store
     value = response.headers.get("Content-Length")
     if value is None or not value.strip().isdigit():
         return None

@@ -3,7 +3,7 @@
 The temporary file lives in the folder the caller names (download puts it in the results
 folder: same filesystem as the install, never the home folder) and is removed on every
 failure, Ctrl-C included. http(s) transfers, with their retries, resume and redirect
-rules, are in ``nnseal.verify.http_fetch``; requests is imported only for those.
+rules, are in ``nnseal.transport.http_fetch``; requests is imported only for those.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,8 +22,8 @@ from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 from urllib.request import url2pathname
 
-from nnseal.errors import Hint, InvalidArgument, NetworkError, NnsealError, TamperedPackage, from_os_error
-from nnseal.format.digest import is_sha256_hex
+from nnseal.errors import Hint, NetworkError, NnsealError, TamperedPackage, from_os_error
+from nnseal.format.digest import normalise_sha256
 from nnseal.format.limits import IO_CHUNK
 from nnseal.fsutil import TEMP_PREFIX, host_tag, left_by_dead_process
 from nnseal.progress import byte_bar
@@ -48,6 +49,13 @@ class DownloadPolicy:
     max_redirects: int = 10
     # A 5-fold model with final+best checkpoints is about 2.4 GB as .pth, half that packaged.
     max_bytes: int = 8 << 30
+    # Seconds the whole download may take, every attempt and wait included (None: no limit).
+    # 8 GiB at 500 kB/s is under 5 hours; a server that never finishes ends here at the latest.
+    deadline: float | None = 6 * 3600.0
+    # Bytes per second an http(s) body must average over each rate_window seconds (0: no
+    # minimum): a server trickling a byte a second never trips the read timeout, but this.
+    min_rate: int = 1024
+    rate_window: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,7 @@ def fetch_to_temp(
     if scheme not in SCHEMES:
         raise NetworkError(f"unsupported URL scheme {scheme or '(none)'!r} in {redact(url)}: use http, https or file")
     directory = Path(directory)
+    started = time.monotonic()
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f"{DOWNLOAD_PREFIX}{os.getpid()}-{host_tag()}-",
                                         suffix=f"-{_safe_name(url)}.part", dir=directory)
@@ -100,11 +109,11 @@ def fetch_to_temp(
         with os.fdopen(fd, "w+b") as handle:
             sink = Sink(handle, policy.max_bytes, url)
             if scheme == "file":
-                final_url, resumed, restarts = _copy_file_url(url, sink, progress), 0, 0
+                final_url, resumed, restarts = _copy_file_url(url, sink, progress, policy, started), 0, 0
             else:
-                from nnseal.verify.http_fetch import HttpDownload
+                from nnseal.transport.http_fetch import HttpDownload
 
-                final_url, resumed, restarts = HttpDownload(url, sink, policy, progress).run()
+                final_url, resumed, restarts = HttpDownload(url, sink, policy, progress, started).run()
             handle.flush()
             os.fsync(handle.fileno())
         digest = sink.sha256.hexdigest()
@@ -143,13 +152,6 @@ def remove_stale_downloads(directory: Path) -> list[Path]:
     return removed
 
 
-def normalise_sha256(value: str) -> str:
-    hexdigest = value.strip().lower()
-    if not is_sha256_hex(hexdigest):
-        raise InvalidArgument(f"not a sha256 hex digest (64 hex digits): {value!r}")
-    return hexdigest
-
-
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds asked by a Retry-After header (delta-seconds or HTTP-date), None if absent or unreadable."""
     if value is None:
@@ -164,6 +166,13 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+def deadline_error(url: str, policy: DownloadPolicy, received: int, total: int | None) -> NetworkError:
+    of = f"{total}" if total is not None else "an unknown number of"
+    return NetworkError(
+        f"download from {redact(url)} did not finish within the deadline of {policy.deadline:g}s "
+        f"({received} of {of} bytes received)", hint=Hint.DEADLINE)
 
 
 def redact(url: str) -> str:
@@ -225,7 +234,7 @@ def describe(url: str) -> str:
     return name or "download"
 
 
-def _copy_file_url(url: str, sink: Sink, progress: bool) -> str:
+def _copy_file_url(url: str, sink: Sink, progress: bool, policy: DownloadPolicy, started: float) -> str:
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
         raise NetworkError(f"file URL with a remote host is not supported: {url}")
@@ -239,6 +248,9 @@ def _copy_file_url(url: str, sink: Sink, progress: bool) -> str:
         sink.check_declared(size)
         with byte_bar(progress, size, describe(url)) as bar:
             for block in iter(lambda: handle.read(IO_CHUNK), b""):
+                # A hung network filesystem is a slow server too.
+                if policy.deadline is not None and time.monotonic() - started > policy.deadline:
+                    raise deadline_error(url, policy, sink.size, size)
                 sink.write(block)
                 bar.update(len(block))
     return url
