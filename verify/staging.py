@@ -218,6 +218,7 @@ class Staging:
         """
         deferred = self._defer.enter_context(deferred_interrupts())
         self._defer.callback(lambda: self.late_signals.extend(deferred.signals))
+        self._defer.enter_context(_commit_lock(self.results))
         done: list[tuple[Path, Path, Path | None]] = []  # (destination, staged, parking of the old folder)
         expected: dict[Path, tuple[dict[str, int], bytes]] = {}
         try:
@@ -247,6 +248,21 @@ class Staging:
             raise
         self.committed = True
         return [str(dest) for dest, _, parking in done if parking is not None]
+
+
+@contextlib.contextmanager
+def _commit_lock(results: Path):
+    """Commits into one results folder take turns (a flock on the folder itself, no extra file):
+    two ``--force`` installs of the same model would otherwise swap between each other's
+    rename and receipt check. Held for the renames only; the later commit wins. Where the
+    filesystem cannot lock a folder (some NFS mounts) commits go unserialized."""
+    fd = os.open(results, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _make_folders(folder: Path) -> list[Path]:
