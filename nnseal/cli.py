@@ -63,5 +63,6 @@ def main():
     """Safety-first export, signing and verified install of nnU-Net models.
 
     Exit codes: 0 success, 1 refused (unsafe, unverified, tampered, would
-    overwrite), 2 usage error, 3 environment or I/O error.
+    overwrite), 2 usage error, 3 environment or I/O error; 130, 143, 129
+    interrupted by SIGINT, SIGTERM, SIGHUP (everything begun is undone).
     """

@@ -48,22 +48,27 @@ def error_line(err: NnsealError) -> str:
 def report_errors(fn):
     """Run a command body; print any failure as one line on stderr and exit with its code.
 
-    Set NNSEAL_DEBUG=1 to get the traceback of an unexpected error.
+    Set NNSEAL_DEBUG=1 to get the traceback of an unexpected error. SIGTERM and SIGHUP take the
+    path Ctrl-C takes (every cleanup runs); the exit status is 128 + the signal: 130, 143, 129.
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from nnseal.interrupt import interrupts_as_keyboard_interrupt
+
         try:
-            return fn(*args, **kwargs)
+            with interrupts_as_keyboard_interrupt():
+                return fn(*args, **kwargs)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except NnsealError as err:
             kind = "refused" if isinstance(err, Refused) else "error"
             click.echo(f"nnseal: {kind}: {one_line(error_line(err))}", err=True)
             sys.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("nnseal: interrupted", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as err:
+            code = getattr(err, "exit_code", 130)
+            click.echo("nnseal: interrupted" + (f" ({err})" if code != 130 else ""), err=True)
+            sys.exit(code)
         except OSError as err:
             where = f"{err.filename}: " if err.filename else ""
             click.echo(f"nnseal: error: {where}{one_line(err.strerror or str(err))}", err=True)

@@ -20,11 +20,16 @@ from nnseal.commands._common import (
 The signature is checked against --trusted-key files and the trust folder
 (`nnseal trust`); every entry is hashed while it is extracted into a staging folder
 inside the results folder; checkpoints are rebuilt for nnU-Net; then each model
-folder is moved into place in one rename. An existing model folder is refused
-unless --force; an older release (or, for the same release, an older creation time)
-of a model installed from the same signer is refused unless --allow-downgrade.
+folder is moved into place in one rename. All model folders of the package
+appear, or none; a refused, failed or interrupted install leaves the results
+folder exactly as it was, and a missing results folder is created only when
+the install succeeds. An existing model folder is refused unless --force; an
+older release (or, for the same release, an older creation time) of a model
+installed from the same signer is refused unless --allow-downgrade.
 Checkpoints must match their folder and plans.json, and a dataset id may not be
-installed under a second name. --unsigned installs a zip made by nnUNetv2_export_model_to_zip
+installed under a second name. Ctrl-C, SIGTERM and SIGHUP undo the install
+(exit 130, 143, 129); once the folders are in place the install completes.
+--unsigned installs a zip made by nnUNetv2_export_model_to_zip
 (checkpoints sanitized and rebuilt, pickles dropped), without provenance.""")
 @click.argument("package", type=click.Path(dir_okay=False))
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),

@@ -1,0 +1,92 @@
+"""SIGTERM and SIGHUP take the path Ctrl-C takes, so every cleanup runs for all three.
+
+`timeout`, systemd, CI cancellation and a closed terminal send SIGTERM or SIGHUP, whose
+default action kills the process without running a single ``finally`` block: staging
+folders and temporary files would stay behind. Inside ``interrupts_as_keyboard_interrupt``
+the three signals raise ``Interrupted`` (a KeyboardInterrupt), so the cleanup code written
+for Ctrl-C is the only cleanup code. ``deferred_interrupts`` holds them back while a short
+step that must not be cut in two runs (the final renames of an install).
+
+Python runs signal handlers only in the main thread; elsewhere both are no-ops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Interrupted(KeyboardInterrupt):
+    """A KeyboardInterrupt that remembers which signal caused it (exit status 128 + signal)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class _State:
+    depth = 0  # nesting of deferred_interrupts
+    pending: list[int] = []
+
+
+def _handler(signum, frame) -> None:
+    if _State.depth:
+        _State.pending.append(signum)
+        return
+    raise Interrupted(signum)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def interrupts_as_keyboard_interrupt() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise ``Interrupted`` inside the block; the previous handlers
+    come back afterwards. A signal that was ignored (SIG_IGN, e.g. under nohup) stays ignored."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = {}
+    for signum in SIGNALS:
+        old = signal.getsignal(signum)
+        if old is signal.SIG_IGN:
+            continue
+        previous[signum] = old
+        signal.signal(signum, _handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+
+class Deferred:
+    """What ``deferred_interrupts`` saw: the signals that arrived while it held them back."""
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[Deferred]:
+    """Inside the block the three signals are recorded, not raised; the caller decides what they
+    mean when it ends (``Deferred.signals``). Handlers are installed for the block if needed."""
+    seen = Deferred()
+    with interrupts_as_keyboard_interrupt():
+        _State.depth += 1
+        mark = len(_State.pending)
+        try:
+            yield seen
+        finally:
+            _State.depth -= 1
+            seen.signals = _State.pending[mark:]
+            del _State.pending[mark:]

@@ -1,0 +1,89 @@
+"""Install a zip made by nnU-Net's own exporter (``--unsigned``): keep only what inference
+needs, clean the JSON, sanitize and rebuild every checkpoint, drop pickles unread; then the
+same staging and commit as a signed package (``nnseal.verify.staging``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nnseal.errors import Hint, ModelLayoutError, Refused
+from nnseal.progress import byte_bar
+from nnseal.verify.consistency import check_checkpoint_matches_model, check_dataset_id_free, check_plans_match_model
+from nnseal.verify.install import (
+    UNSIGNED_WARNING,
+    InstallReport,
+    commit,
+    extract_entry,
+    note_late_signals,
+    write_model_receipt,
+)
+from nnseal.verify.staging import Staging, check_destinations
+
+
+def install_legacy(archive, results: Path, report: InstallReport, *, force: bool, package_sha256: str | None,
+                    progress: bool) -> None:
+    """A zip from nnUNetv2_export_model_to_zip: keep only what inference needs, rebuilt clean."""
+    import re
+
+    from nnseal.format.layout import DATASET_RE, MODEL_RE
+    from nnseal.format.oms import SIGNATURE_NAME
+    from nnseal.sanitize.checkpoint import load_sanitized
+    from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
+    from nnseal.verify.rebuild import assemble, write_checkpoint
+
+    if archive.get(SIGNATURE_NAME) is not None:
+        raise Refused("this is a signed nnseal package", hint=Hint.SIGNED)
+    report.warnings.append(UNSIGNED_WARNING)
+    keep_re = re.compile(r"^([^/]+)/([^/]+)/(plans\.json|dataset\.json|dataset_fingerprint\.json|"
+                         r"fold_([0-4]|all)/(checkpoint_final|checkpoint_best)\.pth)$")
+    kept: dict[str, list[str]] = {}
+    for name in archive.names():
+        match = keep_re.match(name)
+        if match and DATASET_RE.match(match[1]) and MODEL_RE.match(match[2]):
+            kept.setdefault(f"{match[1]}/{match[2]}", []).append(name)
+        else:
+            report.dropped.append(name)
+            if name.lower().endswith((".pkl", ".pickle")):
+                report.warnings.append(f"dropped pickle '{name}' without loading it")
+    if not kept:
+        raise ModelLayoutError("no nnU-Net model folder (DatasetXXX_Name/Trainer__Plans__configuration) in this zip")
+    datasets = {m.split("/")[0] for m in kept}
+    if len(datasets) > 1:
+        raise ModelLayoutError(f"zip spans several datasets: {', '.join(sorted(datasets))}")
+    models = sorted(kept)
+    for model in models:
+        for required in ("plans.json", "dataset.json"):
+            if f"{model}/{required}" not in kept[model]:
+                raise ModelLayoutError(f"model folder '{model}' lacks {required}")
+        if not any(n.endswith(".pth") for n in kept[model]):
+            raise ModelLayoutError(f"model folder '{model}' has no checkpoint")
+    destinations = check_destinations(results, models, force)
+    check_dataset_id_free(results, datasets)  # before staging (verify/consistency.py)
+    with Staging(results) as stage:
+        for model in models:
+            parsed: dict[str, Any] = {}
+            for name in sorted(n for n in kept[model] if n.endswith(".json")):
+                cleaned = clean_json_file(KIND_BY_FILE_NAME[name.rsplit("/", 1)[1]], archive.read(name), name=name)
+                target = stage.path(name)
+                target.write_bytes(cleaned.to_bytes())
+                parsed[name.rsplit("/", 1)[1]] = cleaned.data
+                report.warnings.extend(f"{name}: {f.action} {f.path} ({f.detail})" for f in cleaned.findings)
+            check_plans_match_model(parsed["plans.json"], model, name=f"{model}/plans.json")  # verify/consistency.py
+            for name in sorted(n for n in kept[model] if n.endswith(".pth")):
+                scratch = stage.scratch(name)
+                with byte_bar(progress, archive.entry(name).size, name.rsplit("/", 2)[-2]) as bar:
+                    extract_entry(archive, name, scratch, bar)
+                sanitized = load_sanitized(scratch)
+                scratch.unlink()
+                # The same check the signed path's verdict makes, on what sanitizing kept (verify/consistency.py).
+                check_checkpoint_matches_model(sanitized.meta, model, name.split("/")[2].removeprefix("fold_"),
+                                               name=name)
+                checkpoint = assemble(sanitized.tensors, sanitized.names, sanitized.aliases, sanitized.meta,
+                                      parsed["plans.json"], parsed["dataset.json"])
+                write_checkpoint(checkpoint, stage.path(name))
+                del sanitized, checkpoint
+                report.checkpoints.append(name)
+            write_model_receipt(stage, model, report, package_sha256, None)
+        commit(stage, models, destinations, report, force)
+    note_late_signals(stage, report)

@@ -1,0 +1,84 @@
+"""Install a signed nnseal package: the shared verdict (signature, entry set, layout, content),
+the destination checks (dataset id, rollback), then staged extraction hashing exactly the bytes
+written (checkpoints streamed straight into their rebuilt .pth), receipts, and one commit for
+all model folders (``nnseal.verify.staging``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nnseal.errors import Hint, SignatureError, TamperedPackage
+from nnseal.format.layout import EntryKind, PackageEntry
+from nnseal.progress import byte_bar
+from nnseal.verify.consistency import check_dataset_id_free
+from nnseal.verify.install import InstallReport, commit, extract_entry, note_late_signals, write_model_receipt
+from nnseal.verify.rollback import check_not_downgrade
+from nnseal.verify.staging import Staging, check_destinations
+
+
+def install_signed(archive, results: Path, report: InstallReport, *, trusted_keys, trust_folder, force: bool,
+                    package_sha256: str | None, progress: bool, allow_downgrade: bool = False) -> None:
+    from nnseal.format.oms import SIGNATURE_NAME
+    from nnseal.format.trust import load_trusted_keys
+    from nnseal.verify.verdict import judge_package
+
+    signature = archive.get(SIGNATURE_NAME)
+    if signature is None:
+        raise SignatureError(f"no {SIGNATURE_NAME}: not a signed nnseal package", hint=Hint.UNSIGNED)
+    keys = load_trusted_keys(list(trusted_keys), trust_folder)
+    if not keys:
+        raise SignatureError("no trusted key", hint=Hint.TRUSTED_KEY)
+    # The same decision verify and scan make; install refuses on its first problem, unextracted.
+    verdict = judge_package(archive, [k.key for k in keys])
+    manifest = verdict.manifest
+    if verdict.problems or manifest is None:
+        first = verdict.problems[0] if verdict.problems else None
+        raise first.error if first and first.error else TamperedPackage("the signed manifest could not be read")
+    report.signer_fingerprint = manifest.signer_fingerprint
+    entries = verdict.entries
+    card_model = verdict.card["model"] if verdict.card and isinstance(verdict.card.get("model"), dict) else None
+    models = sorted({e.model for e in entries if e.model})
+    destinations = check_destinations(results, models, force)
+    # Before staging: one name per dataset id (verify/consistency.py), no rollback (verify/rollback.py).
+    check_dataset_id_free(results, {model.split("/")[0] for model in models})
+    check_not_downgrade(destinations, card=verdict.card, signer_fingerprint=manifest.signer_fingerprint,
+                        allow_downgrade=allow_downgrade)
+    total = sum(archive.entry(e.name).size for e in entries)
+    with Staging(results) as stage, byte_bar(progress, total, "install") as bar:
+        for entry in entries:
+            if entry.kind == "checkpoint":
+                continue  # streamed straight into its .pth by _finish_model: one write, one hash
+            target = stage.path(entry.name)
+            digest = extract_entry(archive, entry.name, target, bar)
+            if digest != manifest.resources[entry.name]:
+                raise TamperedPackage(f"entry '{entry.name}' does not match the signed manifest")
+        for model in models:
+            written = _finish_model(stage, model, [e for e in entries if e.model == model], verdict.json, report,
+                                    archive, manifest.resources, bar)
+            write_model_receipt(stage, model, report, package_sha256, card_model, known_digests=written)
+        commit(stage, models, destinations, report, force)
+    note_late_signals(stage, report)
+
+
+def _finish_model(stage: Staging, model: str, entries: list[PackageEntry], json_entries: dict[str, Any],
+                  report: InstallReport, archive, digests: dict[str, str], bar) -> dict[Path, str]:
+    """Rebuild nnU-Net checkpoints straight from the package's safetensors entries (headers checked
+    as they are read, bytes hashed against ``digests``, the signed manifest, as they pass).
+    ``json_entries`` is the verdict's parsed JSON, by entry name.
+
+    Returns the sha256 of each checkpoint written, hashed as it was written (the receipt needs it).
+    """
+    from nnseal.verify.rebuild import rebuild_checkpoint_from_entry
+
+    model_dir = stage.path(model)
+    parsed = {entry.filename: json_entries[entry.name] for entry in entries if entry.kind is EntryKind.JSON}
+    written: dict[Path, str] = {}
+    for entry in entries:
+        if entry.kind != "checkpoint":
+            continue
+        pth = stage.path(entry.name).with_suffix(".pth")
+        written[pth] = rebuild_checkpoint_from_entry(archive, entry.name, digests[entry.name], parsed["plans.json"],
+                                                     parsed["dataset.json"], pth, bar=bar)
+        report.checkpoints.append(f"{model}/{pth.relative_to(model_dir)}")
+    return written
