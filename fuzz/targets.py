@@ -147,7 +147,7 @@ def fuzz_pickle(data: bytes) -> None:
 
     scan = scan_pickle(data, source="input.pkl")
     assert all(isinstance(name, str) for name in scan.globals)
-    repr(scan.persistent_ids)  # archive.py prints them in refusals: must not blow the stack
+    repr(scan.persistent_ids)  # torch_archive prints them in refusals: must not blow the stack
 
 
 def fuzz_checkpoint_archive(data: bytes) -> None:

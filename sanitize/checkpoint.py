@@ -1,6 +1,6 @@
 """Sanitize one nnU-Net checkpoint: check it, load it the restricted way, keep what inference needs.
 
-Order matters: the file is inspected statically (archive.py) before torch sees it, loaded
+Order matters: the file is inspected statically (nnseal.readers.torch_archive) before torch sees it, loaded
 with ``torch.load(weights_only=True, mmap=True)`` plus the numpy allowlist, and every
 tensor is checked from its metadata (tensors.py) before any of its bytes are copied.
 There is no fallback: whatever fails is refused.
@@ -135,7 +135,7 @@ def _restricted_load(path: Path) -> Any:
         raise UnsafeCheckpoint(f"torch.load(weights_only=True) refused it: {_first_line(err)}", path=path) from None
 
 
-def _is_int(value: Any) -> bool:
+def _is_integral(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -154,15 +154,16 @@ def _inference_metadata(obj: dict, path: Path) -> dict[str, Any]:
         raise UnsafeCheckpoint(f"init_args['configuration'] must be a plain configuration name such as "
                                f"3d_fullres, got {show(configuration)}", path=path)
     fold = init_args.get("fold")
-    if fold is not None and fold != "all" and not (_is_int(fold) and int(fold) >= 0):
+    if fold is not None and fold != "all" and not (_is_integral(fold) and int(fold) >= 0):
         raise UnsafeCheckpoint(f"init_args['fold'] must be a non-negative integer or 'all', got {show(fold, 40)}",
                                path=path)
     axes = obj.get("inference_allowed_mirroring_axes")
-    if axes is not None and not (isinstance(axes, (tuple, list)) and all(_is_int(a) and int(a) >= 0 for a in axes)):
+    if axes is not None and not (isinstance(axes, (tuple, list))
+                                 and all(_is_integral(a) and int(a) >= 0 for a in axes)):
         raise UnsafeCheckpoint(f"inference_allowed_mirroring_axes must be a tuple of axes, got {show(axes, 60)}",
                                path=path)
     epoch = obj.get("current_epoch")
-    if epoch is not None and not (_is_int(epoch) and int(epoch) >= 0):
+    if epoch is not None and not (_is_integral(epoch) and int(epoch) >= 0):
         raise UnsafeCheckpoint(f"current_epoch must be a non-negative integer, got {show(epoch, 40)}", path=path)
     return {
         "trainer_name": trainer,

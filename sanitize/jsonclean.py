@@ -66,11 +66,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nnseal.errors import InvalidArgument, UnsafeJson
+from nnseal.format.limits import MAX_JSON_BYTES
 from nnseal.format.strict_json import load_strict_json
 from nnseal.format.strict_json import show as _show
 
 REDACTED = "<redacted>"
-DEFAULT_MAX_BYTES = 32 << 20
+DEFAULT_MAX_BYTES = MAX_JSON_BYTES
 DEFAULT_MAX_DEPTH = 64
 JSON_KINDS = ("plans", "dataset", "fingerprint")
 # The JSON files of an nnU-Net model folder and how each is cleaned.

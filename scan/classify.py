@@ -33,8 +33,6 @@ EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 # nnseal.format.oms.SIGNATURE_NAME, spelled out so that classifying a file does not import
 # the signing stack (a test checks that the two agree).
 SIGNATURE_NAME = "model.sig"
-# What tarfile's nti() can parse in the checksum field: octal digits, spaces and NULs, or a
-# base-256 number (first byte 0x80 or 0xff).
 # How a pickle reaches code: it imports (GLOBAL, INST, STACK_GLOBAL), then calls (REDUCE, BUILD,
 # OBJ, NEWOBJ, NEWOBJ_EX, INST); the copyreg extension opcodes import by number.
 _IMPORTS = frozenset("ci\x93")

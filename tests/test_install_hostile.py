@@ -208,6 +208,27 @@ def test_signed_package_with_hostile_safetensors_header(hostile, package_entries
     _assert_refused_and_untouched(package, results, session_key.public_path, canary, "checkpoint_final.safetensors")
 
 
+def make_alias_to_missing_tensor(blob: bytes) -> bytes:
+    """A checkpoint whose nnseal metadata maps a weight onto a tensor the file does not store."""
+    length = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8:8 + length])
+    names = json.loads(header["__metadata__"]["nnseal.names"])
+    header["__metadata__"]["nnseal.aliases"] = json.dumps({names[0]: "does.not.exist"}, separators=(",", ":"))
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + blob[8 + length:]
+
+
+def test_signed_checkpoint_aliasing_a_missing_tensor(package_entries, results, session_key, canary, tmp_path):
+    """Found by review: verify and scan passed it, install refused it. Now all three refuse."""
+    name = f"{MODEL}/fold_0/checkpoint_final.safetensors"
+    blob = make_alias_to_missing_tensor(dict(package_entries)[name])
+    package = _signed(tmp_path / "alias.zip", _replace(package_entries, name, blob), session_key.private_path)
+    _assert_refused_and_untouched(package, results, session_key.public_path, canary, "does.not.exist")
+    verify = run_cli("verify", package, "--trusted-key", session_key.public_path)
+    assert_one_line_refusal(verify, "does.not.exist")
+
+
 def test_signed_dataset_json_with_absolute_path(package_entries, results, session_key, canary, tmp_path):
     dataset = json.loads(dict(package_entries)[f"{MODEL}/dataset.json"])
     dataset["description"] = "trained on /home/alice/secret_cases"

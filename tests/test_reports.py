@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from nnseal import toy_model
 from nnseal.format.oms import SIGNATURE_NAME
@@ -265,3 +266,13 @@ def test_status_enums_print_as_their_values():
         assert str(member) == f"{member}" == member.value and json.dumps(member) == f'"{member.value}"'
     assert [s.value for s in SignatureStatus] == ["valid", "untrusted", "invalid", "missing"]
     assert [p.value for p in Provenance] == ["signed", "unsigned"]
+
+
+def test_verify_json_problem_names_the_remedy_as_the_text_output_does(toy_package_session):
+    """The library's problem names no flag; the CLI adds the remedy to --json as to the text line."""
+    proc = run_cli("verify", toy_package_session, "--json")
+    assert proc.exit_code == 1
+    problems = json.loads(proc.stdout)["problems"]
+    assert any("nnseal trust add KEY.pub" in p and "--trusted-key" in p for p in problems), problems
+    text = run_cli("verify", toy_package_session)
+    assert problems[0] in text.stderr

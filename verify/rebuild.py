@@ -51,7 +51,7 @@ def rebuild_from_safetensors(path: str | os.PathLike, plans: dict, dataset_json:
     path = str(path)
     with open(path, "rb") as handle:
         header = read_header(handle, os.fstat(handle.fileno()).st_size, source=path)
-    names, aliases, meta = read_metadata(header.metadata, path=path)
+    names, aliases, meta = read_metadata(header.metadata, path=path, stored=header.tensors)
     tensors = {name: StoredTensor(source=path, offset=header.data_start + info.begin, nbytes=info.end - info.begin,
                                   dtype=info.dtype, shape=info.shape)
                for name, info in header.tensors.items()}
@@ -107,7 +107,7 @@ def rebuild_checkpoint_from_entry(archive, entry_name: str, expected_sha256: str
         with handle:
             try:
                 header = read_header(reader, entry.size, source=entry_name)
-                names, aliases, meta = read_metadata(header.metadata, path=entry_name)
+                names, aliases, meta = read_metadata(header.metadata, path=entry_name, stored=header.tensors)
                 tensors = {name: StoredTensor(source=None, offset=header.data_start + info.begin,
                                               nbytes=info.end - info.begin, dtype=info.dtype, shape=info.shape)
                            for name, info in header.tensors.items()}

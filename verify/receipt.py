@@ -13,6 +13,7 @@ from enum import Enum
 from pathlib import Path
 
 from nnseal.errors import ModelLayoutError, Refused, from_os_error
+from nnseal.format.limits import MAX_RECEIPT_BYTES
 from nnseal.format.strict_json import load_strict_json
 from nnseal.fsutil import sha256_file
 from nnseal.verify.problems import Problem, ProblemKind
@@ -20,7 +21,6 @@ from nnseal.verify.problems import Problem, ProblemKind
 RECEIPT_NAME = "nnseal-receipt.json"
 RECEIPT_FORMAT = "nnseal-receipt"
 # A receipt lists a few dozen files; anything far larger is not one nnseal wrote.
-MAX_RECEIPT_BYTES = 16 << 20
 
 
 class Provenance(str, Enum):

@@ -23,13 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from nnseal.errors import NnsealError, Refused, SignatureError, TamperedPackage, UnsafeJson, UntrustedSigner
 from nnseal.format.card import parse_card
 from nnseal.format.layout import CARD_NAME, EntryKind, PackageEntry, classify, classify_all
-from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_CARD_BYTES
+from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_CARD_BYTES, MAX_JSON_BYTES
 from nnseal.format.oms import SIGNATURE_NAME, SignedManifest
 from nnseal.readers.zip_archive import Entry, SafeZip
 from nnseal.verify.problems import Problem, ProblemKind
-
-# The JSON sanitizer's own limit: JSON is parsed whole, so a larger entry is refused unread.
-MAX_JSON_BYTES = 32 << 20
 
 
 class SignatureStatus(str, Enum):
@@ -132,7 +129,7 @@ def check_checkpoint_header(fileobj, size: int, *, name: str) -> dict:
 
     try:
         header = read_header(fileobj, size, source=name)
-        return read_metadata(header.metadata, path=name)[2]
+        return read_metadata(header.metadata, path=name, stored=header.tensors)[2]
     except InvalidSafetensors as err:
         raise InvalidSafetensors(f"entry '{name}': {err.reason}") from None
 

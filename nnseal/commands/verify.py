@@ -45,7 +45,10 @@ def command(target, trusted_keys, as_json):
         ok_line = (f"{target}: OK, signed by trusted key {report.signer_fingerprint}, "
                    f"{report.entries} entries match")
     if as_json:
-        emit_json(report.to_json())
+        document = report.to_json()
+        if "problems" in document:  # as a person reads them, remedies included
+            document["problems"] = problems
+        emit_json(document)
     elif report.ok:
         click.echo(ok_line)
     else:

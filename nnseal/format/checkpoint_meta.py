@@ -7,11 +7,11 @@ which checks every type, so the rebuilt nnU-Net checkpoint holds only what nnsea
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from nnseal.errors import InvalidSafetensors
-from nnseal.format.strict_json import load_strict_json
+from nnseal.format.strict_json import load_strict_json, show
 
 FORMAT_KEY = "nnseal.format"
 NAMES_KEY = "nnseal.names"
@@ -37,8 +37,13 @@ def build_metadata(names: list[str], aliases: Mapping[str, str], meta: Mapping[s
     }
 
 
-def read_metadata(metadata: Mapping[str, str], *, path: str) -> tuple[list[str], dict[str, str], dict]:
-    """Parse and type-check the nnseal keys of a safetensors ``__metadata__``: (names, aliases, meta)."""
+def read_metadata(metadata: Mapping[str, str], *, path: str,
+                  stored: Collection[str]) -> tuple[list[str], dict[str, str], dict]:
+    """Parse and type-check the nnseal keys of a safetensors ``__metadata__``: (names, aliases, meta).
+
+    ``stored`` are the tensor names the file's header holds: every weight name must be one of
+    them or an alias of one, so what install rebuilds is exactly what verify accepted.
+    """
     fields = []
     for key in (NAMES_KEY, ALIASES_KEY, CHECKPOINT_KEY):
         if not isinstance(metadata.get(key), str):
@@ -50,15 +55,23 @@ def read_metadata(metadata: Mapping[str, str], *, path: str) -> tuple[list[str],
           and isinstance(aliases, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items())
           and isinstance(meta, dict) and isinstance(meta.get("trainer_name"), str)
           and meta["trainer_name"].isidentifier() and isinstance(meta.get("configuration"), str)
-          and (meta.get("fold") == "all" or _is_int(meta.get("fold")))
+          and (meta.get("fold") == "all" or is_index(meta.get("fold")))
           and (meta.get("inference_allowed_mirroring_axes") is None
                or (isinstance(meta["inference_allowed_mirroring_axes"], list)
-                   and all(_is_int(a) for a in meta["inference_allowed_mirroring_axes"])))
-          and (meta.get("current_epoch") is None or _is_int(meta.get("current_epoch"))))
+                   and all(is_index(a) for a in meta["inference_allowed_mirroring_axes"])))
+          and (meta.get("current_epoch") is None or is_index(meta.get("current_epoch"))))
     if not ok or len(set(names)) != len(names):
         raise InvalidSafetensors("nnseal metadata has the wrong shape", path=path)
+    for name in names:
+        target = aliases.get(name, name)
+        if target not in stored:
+            raise InvalidSafetensors(f"weight {show(name)} refers to {show(target)}, which is not stored", path=path)
+    for alias in aliases:
+        if alias not in names:
+            raise InvalidSafetensors(f"alias {show(alias)} names no weight", path=path)
     return names, aliases, meta
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def is_index(value: object) -> bool:
+    """A non-negative int that is not a bool: folds, epochs and axes."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

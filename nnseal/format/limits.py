@@ -13,5 +13,9 @@ MAX_RESOURCES = 100_000
 MAX_SHORT_TEXT = 4096
 # nnseal-card.json: a few kilobytes in practice.
 MAX_CARD_BYTES = 16 << 20
+# plans.json, dataset.json, dataset_fingerprint.json: parsed whole, so larger ones are refused unread.
+MAX_JSON_BYTES = 32 << 20
+# nnseal-receipt.json: one line per installed file.
+MAX_RECEIPT_BYTES = 16 << 20
 # Real PEM keys are a few hundred bytes; larger files are not read into memory.
 MAX_KEY_FILE_BYTES = 64 * 1024
