@@ -8,15 +8,17 @@ There is no fallback: whatever fails is refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import numbers
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nnseal.errors import EnvironmentProblem, UnsafeCheckpoint, from_os_error
+from nnseal.errors import EnvironmentProblem, NnsealError, UnsafeCheckpoint, from_os_error
 from nnseal.format.checkpoint_meta import build_metadata
 from nnseal.format.strict_json import show
 from nnseal.fsutil import ByteSink, HashingWriter, atomic_output, sha256_file
@@ -196,16 +198,41 @@ def _network_weights(obj: dict, path: Path) -> dict[str, torch.Tensor]:
     return dict(weights)
 
 
+@contextlib.contextmanager
+def _one_opening(path: Path) -> Iterator[Path]:
+    """A name for one open file that every check and the load then use.
+
+    Opened once, read everywhere through ``/proc/self/fd/N`` (Linux): a path swapped for
+    another file between the static checks and ``torch.load`` cannot make torch load bytes
+    nnseal did not check. Where /proc is missing, the path itself is used.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except IsADirectoryError:
+        yield path  # inspect_checkpoint words this case
+        return
+    except OSError as err:
+        raise from_os_error(err, path) from err
+    try:
+        pinned = Path(f"/proc/self/fd/{fd}")
+        yield pinned if pinned.exists() else path
+    finally:
+        os.close(fd)
+
+
 def load_sanitized(path: str | os.PathLike) -> SanitizedCheckpoint:
     """Check, load and reduce a checkpoint; raise UnsafeCheckpoint/HostileArchive on any refusal."""
     path = Path(path)
-    info = inspect_checkpoint(path)  # static: nothing is loaded unless this passes
-    check_torch_reads_the_same(path, info)
-    try:
-        source_sha256 = sha256_file(path)
-    except OSError as err:
-        raise from_os_error(err, path) from err
-    obj = _restricted_load(path)
+    with _one_opening(path) as opened:
+        try:
+            info = inspect_checkpoint(opened)  # static: nothing is loaded unless this passes
+            check_torch_reads_the_same(opened, info)
+            source_sha256 = sha256_file(opened)
+            obj = _restricted_load(opened)
+        except NnsealError as err:  # name the file the caller gave, not the descriptor's path
+            raise err.with_path(path) from None
+        except OSError as err:
+            raise from_os_error(err, path) from err
     if not isinstance(obj, dict):
         raise UnsafeCheckpoint(f"holds a {type(obj).__name__}, not the dict nnU-Net saves", path=path)
     weights = _network_weights(obj, path)

@@ -536,3 +536,24 @@ def test_geometry_check_agrees_with_torch_on_real_views():
         check_tensor("v", torch.zeros(1).expand(3, 3), "x")
     with pytest.raises(UnsafeCheckpoint, match="overlapping"):
         check_tensor("v", base.reshape(-1).as_strided((3, 3), (1, 1)), "x")
+
+
+def test_a_file_swapped_after_the_checks_is_not_what_gets_loaded(tmp_path, toy_pth, toy_dict, monkeypatch):
+    """sanitize opens the checkpoint once: replacing the path between the static checks and
+    torch.load cannot make torch load bytes nnseal did not check."""
+    swapped = dict(toy_dict)
+    swapped["network_weights"] = {k: torch.full_like(v, 666.0) if v.is_floating_point() else v
+                                  for k, v in toy_dict["network_weights"].items()}
+    other = tmp_path / "other.pth"
+    torch.save(swapped, other)
+    real_check = sanitize_mod.check_torch_reads_the_same
+
+    def check_then_swap(path, info):
+        real_check(path, info)
+        os.replace(other, toy_pth)  # the attacker's moment: after the checks, before the load
+
+    monkeypatch.setattr(sanitize_mod, "check_torch_reads_the_same", check_then_swap)
+    ck = load_sanitized(toy_pth)
+    assert not any((t == 666.0).all() for t in ck.tensors.values() if t.is_floating_point() and t.numel())
+    name = next(k for k, v in toy_dict["network_weights"].items() if v.is_floating_point())
+    assert torch.equal(ck.tensors[name], toy_dict["network_weights"][name])
