@@ -66,7 +66,7 @@ def installed(results: Path) -> list[str]:
 
 
 def assert_no_leftovers(results: Path) -> None:
-    leftovers = [p for p in results.rglob("*") if p.name.startswith((TEMP_PREFIX, ".nnseal-staging-"))]
+    leftovers = [p for p in results.rglob("*") if p.name.startswith(".nnseal-")]  # locks too
     assert leftovers == []
 
 
