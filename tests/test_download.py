@@ -24,8 +24,8 @@ import pytest
 from helpers import NNSEAL_EXE, run_cli, tree_listing
 from http_server import Route, running_server
 
-from nnseal.errors import EnvironmentProblem, Hint, NetworkError, TamperedPackage, WouldOverwrite
 from nnseal import locks
+from nnseal.errors import EnvironmentProblem, Hint, NetworkError, TamperedPackage, WouldOverwrite
 from nnseal.fsutil import TEMP_PREFIX
 from nnseal.transport import fetch, http_fetch
 from nnseal.transport.fetch import DownloadPolicy, fetch_to_temp, retry_after_seconds
