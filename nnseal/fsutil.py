@@ -103,30 +103,3 @@ class HashingWriter:
     def hexdigest(self) -> str:
         return self.sha256.hexdigest()
 
-
-def host_tag() -> str:
-    """This host's name, safe inside a file name and free of '-' (so names split back)."""
-    import re
-    import socket
-
-    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
-
-
-def left_by_dead_process(pid_text: str, host: str) -> bool:
-    """Whether a temporary file or folder tagged (pid, host) belongs to a process that is gone.
-
-    Results folders are often shared between hosts (NFS): another host's leftovers are
-    never judged dead, since its processes cannot be checked from here.
-    """
-    if host != host_tag() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # someone else's live process
-    return False

@@ -4,7 +4,9 @@
 default action kills the process without running a single ``finally`` block: staging
 folders and temporary files would stay behind. Inside ``interrupts_as_keyboard_interrupt``
 the three signals raise ``Interrupted`` (a KeyboardInterrupt), so the cleanup code written
-for Ctrl-C is the only cleanup code. ``deferred_interrupts`` holds them back while a short
+for Ctrl-C is the only cleanup code. Once one has been raised, the next ones are held back
+until the outermost block ends, so that a second signal cannot cut that cleanup short (the
+exit status stays that of the first). ``deferred_interrupts`` holds them back while a short
 step that must not be cut in two runs (the final renames of an install).
 
 Python runs signal handlers only in the main thread; elsewhere both are no-ops.
@@ -35,12 +37,15 @@ class Interrupted(KeyboardInterrupt):
 class _State:
     depth = 0  # nesting of deferred_interrupts
     pending: list[int] = []
+    blocks = 0  # nesting of interrupts_as_keyboard_interrupt that installed the handlers
+    raised = False  # an Interrupted was raised in the outermost block: the cleanup is running
 
 
 def _handler(signum, frame) -> None:
-    if _State.depth:
+    if _State.depth or _State.raised:
         _State.pending.append(signum)
         return
+    _State.raised = True
     raise Interrupted(signum)
 
 
@@ -62,11 +67,17 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
             continue
         previous[signum] = old
         signal.signal(signum, _handler)
+    _State.blocks += 1
     try:
         yield
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old if old is not None else signal.SIG_DFL)
+        _State.blocks -= 1
+        if not _State.blocks:
+            _State.raised = False
+            if not _State.depth:
+                _State.pending.clear()
 
 
 class Deferred:

@@ -24,8 +24,9 @@ import pytest
 from helpers import NNSEAL_EXE, run_cli, tree_listing
 from http_server import Route, running_server
 
+from nnseal import locks
 from nnseal.errors import EnvironmentProblem, Hint, NetworkError, TamperedPackage, WouldOverwrite
-from nnseal.fsutil import TEMP_PREFIX, host_tag
+from nnseal.fsutil import TEMP_PREFIX
 from nnseal.transport import fetch, http_fetch
 from nnseal.transport.fetch import DownloadPolicy, fetch_to_temp, retry_after_seconds
 from nnseal.verify import download
@@ -467,18 +468,89 @@ def test_keep_file_copies_across_filesystems(tmp_path, monkeypatch):
     assert [p.name for p in keep.parent.iterdir()] == ["kept.zip"]  # no temporary file beside it
 
 
-def test_stale_downloads_of_dead_processes_are_removed(tmp_path):
-    finished = subprocess.Popen([sys.executable, "-c", "pass"])
-    finished.wait()
-    host = host_tag()
-    dead = tmp_path / f"{download.DOWNLOAD_PREFIX}{finished.pid}-{host}-abc123.part"
-    mine = tmp_path / f"{download.DOWNLOAD_PREFIX}{os.getpid()}-{host}-abc123.part"
-    elsewhere = tmp_path / f"{download.DOWNLOAD_PREFIX}{finished.pid}-another.host-abc123.part"
-    unrelated = tmp_path / "Dataset001_Other.zip"
-    for path in (dead, mine, elsewhere, unrelated):
-        path.write_bytes(b"partial")
-    assert download.remove_stale_downloads(tmp_path) == [dead]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (mine, elsewhere, unrelated))
+# A download that stays in progress: fetched (its lock held), then the process waits to be killed.
+HOLD_DOWNLOAD = """
+import sys, time
+from nnseal.transport.fetch import fetch_to_temp
+result = fetch_to_temp(sys.argv[1], sys.argv[2])
+print(result.path.name, flush=True)
+time.sleep(120)
+"""
+
+
+def _downloading(source: Path, directory: Path, *prefix: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([*prefix, sys.executable, "-c", HOLD_DOWNLOAD, source.as_uri(), str(directory)],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    return proc, proc.stdout.readline().strip()
+
+
+def _can_unshare() -> bool:
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True).returncode == 0
+
+
+# --kill-child: killing unshare kills the download inside, PID 1 of its namespace.
+NAMESPACES = [pytest.param((), id="same-namespace"),
+              pytest.param(("unshare", "--pid", "--fork", "--mount-proc", "--kill-child"), id="own-pid-namespace",
+                           marks=pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare(1) for PID "
+                                                                               "namespaces (CI runs as root)"))]
+
+
+def _sweep_until_one(folder: Path) -> list[str]:
+    """The sweep, repeated until it removes something: a killed namespace's last process dies an
+    instant after the process that was killed."""
+    deadline = time.monotonic() + 10
+    while not (swept := locks.sweep_stale(folder)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return swept
+
+
+@pytest.mark.parametrize("prefix", NAMESPACES)
+def test_sweep_removes_a_dead_downloads_part_file_never_a_live_one(tmp_path, prefix):
+    """A .part file is guarded by a lock held for as long as its download lives: the sweep takes
+    what it can lock (its holder is gone, whatever its PID namespace: in its own, each holder is
+    PID 1 or 2, numbers that mean other, live processes here) and nothing else."""
+    source = tmp_path / "model.zip"
+    source.write_bytes(BODY)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "Dataset001_Other.zip").write_bytes(b"unrelated")
+    live, live_part = _downloading(source, folder, *prefix)
+    dead, dead_part = _downloading(source, folder, *prefix)
+    try:
+        assert live_part.startswith(download.DOWNLOAD_PREFIX) and dead_part.startswith(download.DOWNLOAD_PREFIX)
+        assert locks.sweep_stale(folder) == []  # both alive
+        dead.kill()
+        dead.wait()
+        assert len(list(folder.glob(f"{locks.LOCK_PREFIX}*"))) == 2  # the dead one's lock file is left, no holder
+        [token] = _sweep_until_one(folder)
+        assert token in dead_part and token not in live_part
+        [live_lock] = [p.name for p in folder.glob(f"{locks.LOCK_PREFIX}*")]
+        assert live_lock[len(locks.LOCK_PREFIX):] in live_part
+        assert sorted(p.name for p in folder.iterdir()) == sorted(["Dataset001_Other.zip", live_part, live_lock])
+        assert (folder / live_part).read_bytes() == BODY
+        assert locks.sweep_stale(folder) == []  # the live one, again
+    finally:
+        live.kill()
+        live.wait()
+    assert len(_sweep_until_one(folder)) == 1  # now that one is dead too
+    assert [p.name for p in folder.iterdir()] == ["Dataset001_Other.zip"]
+
+
+def test_fetch_to_temp_holds_its_own_lock_until_discard(tmp_path):
+    """Without a lock from the caller, fetch_to_temp takes one: a sweep leaves the file alone
+    until ``discard`` removes the file and the lock."""
+    source = tmp_path / "model.zip"
+    source.write_bytes(BODY)
+    result = fetch_to_temp(source.as_uri(), tmp_path, policy=FAST)
+    assert result.lock is not None and result.lock.held
+    assert locks.sweep_stale(tmp_path) == []
+    assert result.path.read_bytes() == BODY
+    result.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.zip"]
 
 
 def test_retry_after_accepts_seconds_and_http_dates():
@@ -578,8 +650,8 @@ def test_cli_gzip_content_encoding_is_one_line_exit_3(server, target):
 
 @pytest.mark.parametrize("sig, code, message", [
     (signal.SIGINT, 130, "nnseal: interrupted"),
-    (signal.SIGTERM, 143, "nnseal: interrupted by SIGTERM"),
-    (signal.SIGHUP, 129, "nnseal: interrupted by SIGHUP"),
+    (signal.SIGTERM, 143, "nnseal: interrupted (SIGTERM)"),
+    (signal.SIGHUP, 129, "nnseal: interrupted (SIGHUP)"),
 ])
 def test_cli_ctrl_c_and_sigterm_remove_the_temporary_file(server, target, sig, code, message):
     url = server.route("/model.zip", Route(body=BODY, chunk=1000, delay=0.2))

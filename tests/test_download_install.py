@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import subprocess
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_refusal, run_cli, tree_listing
+from helpers import NNSEAL_EXE, assert_one_line_refusal, run_cli, tree_listing
 from http_server import Route, running_server
 
 from nnseal import toy_model
@@ -66,7 +69,7 @@ def installed(results: Path) -> list[str]:
 
 
 def assert_no_leftovers(results: Path) -> None:
-    leftovers = [p for p in results.rglob("*") if p.name.startswith((TEMP_PREFIX, ".nnseal-staging-"))]
+    leftovers = [p for p in results.rglob("*") if p.name.startswith(".nnseal-")]  # locks too
     assert leftovers == []
 
 
@@ -278,3 +281,117 @@ def test_download_and_install_hash_the_zip_once(server, package_bytes, session_k
     install.install_model_from_zip(copy, results.parent / "again", trusted_keys=[session_key.public_path],
                                    sha256=digest)
     assert hashed.count(copy) == 1
+
+
+# --- a failed download leaves no results folder it created -----------------------
+
+
+@pytest.fixture()
+def parent(tmp_path) -> Path:
+    """Where a results folder two levels down does not exist yet."""
+    folder = tmp_path / "parent"
+    folder.mkdir()
+    (folder / "unrelated.txt").write_text("stays\n")
+    return folder
+
+
+def test_network_error_leaves_no_results_folder_it_created(server, session_key, parent):
+    url = server.route("/Dataset042_Toy.zip", Route(status=404))
+    before = tree_listing(parent)
+    proc = run_cli("download", url, "-o", parent / "new" / "results", "--trusted-key", session_key.public_path,
+                   *FAST_CLI)
+    assert proc.exit_code == 3, proc.stderr
+    assert tree_listing(parent) == before and not (parent / "new").exists()
+
+
+def test_refused_package_leaves_no_results_folder_it_created(server, package_bytes, parent):
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
+    before = tree_listing(parent)
+    proc = run_cli("download", url, "-o", parent / "new" / "results", *FAST_CLI)  # no trusted key
+    assert_one_line_refusal(proc)
+    assert len(server.requests_to("/Dataset042_Toy.zip")) == 1  # downloaded, then refused by the install
+    assert tree_listing(parent) == before and not (parent / "new").exists()
+
+
+def test_library_failure_leaves_no_results_folder_it_created(server, package_bytes, parent):
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
+    before = tree_listing(parent)
+    with pytest.raises(TamperedPackage):
+        download_and_install_from_url(url, parent / "new" / "results", sha256="0" * 64, policy=FAST)
+    assert tree_listing(parent) == before and not (parent / "new").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_interrupted_download_leaves_no_results_folder_it_created(server, package_bytes, session_key, parent, sig):
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes, chunk=1000, delay=0.2))
+    results = parent / "new" / "results"
+    before = tree_listing(parent)
+    proc = subprocess.Popen([str(NNSEAL_EXE), "download", url, "-o", str(results), "--trusted-key",
+                             str(session_key.public_path), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (results.is_dir() and any(p.name.endswith(".part") and p.stat().st_size > 0
+                                             for p in results.iterdir())):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, stderr
+    assert tree_listing(parent) == before and not (parent / "new").exists()
+
+
+def test_success_keeps_the_results_folder_it_created(server, package_bytes, session_key, parent):
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
+    results = parent / "new" / "results"
+    report = download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
+    assert report.models == installed(results)
+    assert_no_leftovers(results)
+
+
+# --- --allow-downgrade reaches the install ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def releases(toy_results_session, session_key, tmp_path_factory) -> dict[str, bytes]:
+    from nnseal.package.export import export_model_to_zip
+
+    folder = tmp_path_factory.mktemp("releases")
+    out = {}
+    for release in ("1.0", "2.0"):
+        export_model_to_zip(toy_results_session / MODEL, folder / f"{release}.zip", key=session_key.private_path,
+                            metadata={"release": release})
+        out[release] = (folder / f"{release}.zip").read_bytes()
+    return out
+
+
+def test_cli_download_passes_allow_downgrade_to_the_install(server, releases, session_key, results):
+    new = server.route("/Dataset042_Toy-2.0.zip", Route(body=releases["2.0"]))
+    old = server.route("/Dataset042_Toy-1.0.zip", Route(body=releases["1.0"]))
+    key = ("--trusted-key", session_key.public_path)
+    assert run_cli("download", new, "-o", results, *key, *FAST_CLI).exit_code == 0
+    before = tree_listing(results)
+    refused = run_cli("download", old, "-o", results, *key, "--force", *FAST_CLI)
+    assert_one_line_refusal(refused, "release '1.0'", "--allow-downgrade")
+    assert tree_listing(results) == before
+    allowed = run_cli("download", old, "-o", results, *key, "--force", "--allow-downgrade", *FAST_CLI)
+    assert allowed.exit_code == 0, allowed.stderr
+    assert json.loads((results / MODEL / "nnseal-receipt.json").read_text())["release"] == "1.0"
+    assert_installed(results)
+
+
+def test_library_download_passes_allow_downgrade_to_the_install(server, releases, session_key, results):
+    new = server.route("/Dataset042_Toy-2.0.zip", Route(body=releases["2.0"]))
+    old = server.route("/Dataset042_Toy-1.0.zip", Route(body=releases["1.0"]))
+    keys = [session_key.public_path]
+    download_and_install_from_url(new, results, trusted_keys=keys, policy=FAST)
+    with pytest.raises(Refused, match="older than the installed"):
+        download_and_install_from_url(old, results, trusted_keys=keys, policy=FAST, force=True)
+    report = download_and_install_from_url(old, results, trusted_keys=keys, policy=FAST, force=True,
+                                           allow_downgrade=True)
+    assert report.models == installed(results)
+    assert json.loads((results / MODEL / "nnseal-receipt.json").read_text())["release"] == "1.0"

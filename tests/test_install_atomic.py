@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from nnseal import toy_model
+from nnseal import locks, toy_model
 from nnseal.errors import EnvironmentProblem, WouldOverwrite
 from nnseal.verify import staging
 from nnseal.verify.install import install_model_from_zip
@@ -153,11 +153,11 @@ def test_sweep_removes_only_what_it_can_lock(tmp_path):
         dead.wait()
         stray = results / f"{staging.STAGING_PREFIX}{'0' * 32}"  # no lock file: nobody's to judge
         stray.mkdir()
-        swept = staging.sweep_stale(results)
+        swept = locks.sweep_stale(results)
         assert swept == [dead_name[len(staging.STAGING_PREFIX):]]
         names = sorted(p.name for p in results.iterdir())
         token = live_name[len(staging.STAGING_PREFIX):]
-        assert names == sorted([live_name, f"{staging.LOCK_PREFIX}{token}", stray.name])
+        assert names == sorted([live_name, f"{locks.LOCK_PREFIX}{token}", stray.name])
         assert (results / live_name / "tree" / "Dataset042_Toy" / "model" / "big.bin").stat().st_size == 1000
     finally:
         live.kill()
@@ -170,13 +170,13 @@ def test_sweep_skips_a_lock_file_replaced_after_it_was_opened(tmp_path):
     results.mkdir()
     with staging.Staging(results) as stage:
         token = stage.root.name[len(staging.STAGING_PREFIX):]
-        lock = results / f"{staging.LOCK_PREFIX}{token}"
+        lock = results / f"{locks.LOCK_PREFIX}{token}"
         fd = os.open(lock, os.O_RDONLY)
-        assert staging._same_file(fd, lock)
+        assert locks.same_file(fd, lock)
         with pytest.raises(BlockingIOError):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by the stage, in this very process
         os.close(fd)
-        assert staging.sweep_stale(results) == []
+        assert locks.sweep_stale(results) == []
         assert stage.root.is_dir()
     assert list(results.iterdir()) == []
 
@@ -194,7 +194,7 @@ RACE = textwrap.dedent("""
           --force --quiet >/dev/null 2>>"$LOG" & wait $!' &
       b=$!
       unshare --pid --fork --mount-proc "$PY" -c "
-    import time; from pathlib import Path; from nnseal.verify.staging import sweep_stale
+    import time; from pathlib import Path; from nnseal.locks import sweep_stale
     end = time.time() + 1.5
     while time.time() < end: sweep_stale(Path('$RES'))" &
       c=$!

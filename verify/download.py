@@ -18,7 +18,6 @@ No torch here, and ``requests`` is imported only when an http(s) URL is fetched.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import re
@@ -34,13 +33,13 @@ from nnseal.format.digest import normalise_sha256  # noqa: F401  (re-exported fo
 from nnseal.format.layout import DATASET_RE, MODEL_RE
 from nnseal.format.limits import IO_CHUNK
 from nnseal.fsutil import atomic_output
+from nnseal.locks import Lock, remove_created_folders, sweep_stale
 from nnseal.transport.fetch import (  # noqa: F401  (re-exported: the CLI and callers import them from here)
     DOWNLOAD_PREFIX,
     DownloadPolicy,
     DownloadResult,
     fetch_to_temp,
     redact,
-    remove_stale_downloads,
     retry_after_seconds,
 )
 
@@ -71,7 +70,7 @@ def download_and_install_from_url(url: str, destination: str | os.PathLike, **op
     install; return the InstallReport.
 
     ``options`` are those of ``download_then_install`` (trusted_keys, trust_folder, sha256,
-    keep, unsigned, force, policy, progress).
+    keep, unsigned, force, allow_downgrade, policy, progress).
     """
     return download_then_install(url, destination, **options).install
 
@@ -86,10 +85,16 @@ def download_then_install(
     keep: str | os.PathLike | None = None,
     unsigned: bool = False,
     force: bool = False,
+    allow_downgrade: bool = False,
     policy: DownloadPolicy | None = None,
     progress: bool = False,
 ) -> DownloadAndInstall:
-    """As download_and_install_from_url, also returning what was downloaded (for --json)."""
+    """As download_and_install_from_url, also returning what was downloaded (for --json).
+
+    A missing results folder (and its missing parents) is created for the temporary file and
+    removed again, if still empty, when the download or the install fails or is interrupted:
+    a failed download leaves the parent folder as it was. ``allow_downgrade`` is the install's.
+    """
     results = Path(destination)
     keep_path = Path(keep) if keep is not None else None
     if keep_path is not None and keep_path.exists() and not force:
@@ -97,34 +102,34 @@ def download_then_install(
         raise WouldOverwrite("exists", path=keep_path, hint=Hint.FORCE)
     if not force:
         refuse_named_dataset_installed(url, results)  # before a long download; install checks each model again
-    created = not results.exists()
     try:
-        results.mkdir(parents=True, exist_ok=True)
+        lock = Lock(results, create_folder=True)  # guards the temporary file from every sweep
     except OSError as err:
         raise from_os_error(err, results) from err
-    remove_stale_downloads(results)
-    # In the results folder, not the home folder: same filesystem, and no surprise quota.
+    installed = False
     try:
+        sweep_stale(results)
+        # In the results folder, not the home folder: same filesystem, and no surprise quota.
         downloaded = fetch_to_temp(url, results, policy=policy or DownloadPolicy(), expected_sha256=sha256,
-                                   progress=progress)
-    except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                results.rmdir()  # only if still empty: a failed download leaves no trace
-        raise
-    try:
-        from nnseal.verify.install import install_model_from_zip
+                                   progress=progress, lock=lock)
+        try:
+            from nnseal.verify.install import install_model_from_zip
 
-        report = install_model_from_zip(
-            downloaded.path, install_location=results, trusted_keys=tuple(trusted_keys),
-            trust_folder=trust_folder, force=force,
-            unsigned=unsigned, sha256=sha256, progress=progress, source_name=redact(url),
-            zip_sha256=downloaded.sha256,  # hashed as it streamed: install does not read the zip again for it
-        )
-        if keep_path is not None:
-            keep_file(downloaded.path, keep_path, force=force)
+            report = install_model_from_zip(
+                downloaded.path, install_location=results, trusted_keys=tuple(trusted_keys),
+                trust_folder=trust_folder, force=force, allow_downgrade=allow_downgrade,
+                unsigned=unsigned, sha256=sha256, progress=progress, source_name=redact(url),
+                zip_sha256=downloaded.sha256,  # hashed as it streamed: install does not read the zip again for it
+            )
+            installed = True
+            if keep_path is not None:
+                keep_file(downloaded.path, keep_path, force=force)
+        finally:
+            downloaded.path.unlink(missing_ok=True)
     finally:
-        downloaded.path.unlink(missing_ok=True)
+        lock.release()
+        if not installed:
+            remove_created_folders(lock.created)  # only folders still empty: a failure leaves no trace
     return DownloadAndInstall(downloaded, report)
 
 

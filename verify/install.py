@@ -21,9 +21,10 @@ from pathlib import Path
 from nnseal.errors import EnvironmentProblem, Refused, TamperedPackage
 from nnseal.fsutil import open_new, sha256_file
 from nnseal.interrupt import interrupts_as_keyboard_interrupt
+from nnseal.locks import sweep_stale
 from nnseal.progress import CountingWriter
 from nnseal.verify.receipt import RECEIPT_NAME, Provenance, write_receipt
-from nnseal.verify.staging import STAGING_PREFIX, Staging, sweep_stale  # noqa: F401  (STAGING_PREFIX: tests)
+from nnseal.verify.staging import STAGING_PREFIX, Staging  # noqa: F401  (STAGING_PREFIX: tests)
 
 UNSIGNED_WARNING = "provenance NOT checked: this model was installed without a signature"
 

@@ -2,10 +2,10 @@
 
 One install is one transaction on the results folder:
 
-- ``.nnseal-lock-<token>``: a lock file, created first and removed last, ``flock``-ed
-  (exclusive) for the whole transaction. The kernel drops the lock when its holder dies,
-  however it dies, in whatever PID namespace or container: a lock that can be taken
-  belongs to nobody alive. No (pid, host) guess is involved.
+- ``.nnseal-lock-<token>``: a lock file (``nnseal.locks``), created first and removed last,
+  ``flock``-ed (exclusive) for the whole transaction. The kernel drops the lock when its
+  holder dies, however it dies, in whatever PID namespace or container: a lock that can be
+  taken belongs to nobody alive. No (pid, host) guess is involved.
 - ``.nnseal-staging-<token>/``: the staging folder (same filesystem as the destination,
   so each final move is one rename). Everything is extracted and checked there.
 - ``commit`` swaps every model folder of the package in, in one short step that signals
@@ -14,11 +14,11 @@ One install is one transaction on the results folder:
 - ``__exit__`` removes the staging folder (with the old model folders swapped out of the
   results folder), then the lock file, then, after a failure, the folders it created.
 
-``sweep_stale`` removes what dead transactions left: only a token whose lock it can take
-(non-blocking) and whose lock file is still the one it locked; it claims the staging folder
-by renaming it to ``.nnseal-trash-<token>`` and deletes that, then the lock file. It never
-enters a folder whose lock it does not hold, so it never follows into a folder that a live
-install may rename.
+``sweep_stale`` (``nnseal.locks``, shared with downloads) removes what dead transactions
+left: only a token whose lock it can take (non-blocking) and whose lock file is still the one
+it locked; it claims the staging folder by renaming it to ``.nnseal-trash-<token>-...`` and
+deletes that, then the lock file. It never enters a folder whose lock it does not hold, so it
+never follows into a folder that a live install may rename.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import secrets
 import shutil
 from pathlib import Path
@@ -41,86 +40,10 @@ from nnseal.errors import (
     from_os_error,
 )
 from nnseal.interrupt import deferred_interrupts
+from nnseal.locks import Lock, remove_created_folders
 from nnseal.verify.receipt import RECEIPT_NAME
 
-LOCK_PREFIX = ".nnseal-lock-"
 STAGING_PREFIX = ".nnseal-staging-"
-TRASH_PREFIX = ".nnseal-trash-"
-_TOKEN = re.compile(r"[0-9a-f]{32}")
-_OPEN_FLAGS = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-
-
-# --- locks -------------------------------------------------------------------
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    """Whether ``path`` still names the file open as ``fd`` (not removed, not replaced)."""
-    try:
-        on_disk = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
-
-
-def _new_lock(results: Path) -> tuple[str, int]:
-    """A fresh token and its lock file, locked. A sweep may take a lock file in the instant between
-    its creation and our flock (it is then removed): the identity check catches that; try again."""
-    for _ in range(100):
-        token = secrets.token_hex(16)
-        path = results / f"{LOCK_PREFIX}{token}"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if _same_file(fd, path):
-                return token, fd
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-    raise EnvironmentProblem("could not create a lock file that stays put", path=results)
-
-
-def sweep_stale(results: Path) -> list[str]:
-    """Remove the staging folders and lock files of dead installs in ``results``; return their tokens."""
-    swept: list[str] = []
-    try:
-        children = list(os.scandir(results))
-    except OSError:
-        return swept
-    for child in children:
-        token = child.name[len(LOCK_PREFIX):]
-        if not (child.name.startswith(LOCK_PREFIX) and _TOKEN.fullmatch(token)):
-            continue
-        lock = results / child.name
-        try:
-            fd = os.open(lock, os.O_RDONLY | _OPEN_FLAGS)
-        except OSError:
-            continue  # removed meanwhile, or a link: not ours to judge
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # held: a live install, in this namespace or any other
-            if not _same_file(fd, lock):
-                continue  # its owner or another sweep finished with it before we got the lock
-            _remove_transaction(results, token)
-            lock.unlink()
-            swept.append(token)
-        except OSError:
-            continue  # left for the next sweep
-        finally:
-            os.close(fd)
-    return swept
-
-
-def _remove_transaction(results: Path, token: str) -> None:
-    """With ``token``'s lock held: claim its staging folder by renaming it, then delete it."""
-    staging, trash = results / f"{STAGING_PREFIX}{token}", results / f"{TRASH_PREFIX}{token}"
-    _rmtree(trash)  # an earlier sweep of this token died half-way
-    if staging.is_dir() and not staging.is_symlink():
-        os.rename(staging, trash)
-        _rmtree(trash)
 
 
 def _rmtree(path: Path) -> None:
@@ -149,24 +72,14 @@ class Staging:
         self.late_signals: list[int] = []  # signals that arrived once the swap had started
         self._created: list[Path] = []  # the results folder and its parents, if this install made them
         self._dataset_folders: list[Path] = []  # made by commit
-        self._lock_fd: int | None = None
-        self._lock_path: Path | None = None
+        self._lock: Lock | None = None
         self._defer = contextlib.ExitStack()
 
     def __enter__(self) -> Staging:
         try:
-            for attempt in range(5):
-                self._created += _make_folders(self.results)
-                try:
-                    token, self._lock_fd = _new_lock(self.results)
-                    break
-                except FileNotFoundError:
-                    # A failed install removed the folder it had created an instant before we
-                    # chose to use it: create it again (then it is ours to remove on failure).
-                    if attempt == 4:
-                        raise
-            self._lock_path = self.results / f"{LOCK_PREFIX}{token}"
-            self.root = self.results / f"{STAGING_PREFIX}{token}"
+            self._lock = Lock(self.results, create_folder=True)
+            self._created = self._lock.created
+            self.root = self._lock.owned(STAGING_PREFIX)
             self.root.mkdir(mode=0o700)
             (self.root / "tree").mkdir()
         except BaseException as err:
@@ -182,18 +95,13 @@ class Staging:
             try:
                 if self.root != self.results:
                     _rmtree(self.root)
-                if self._lock_path is not None:
-                    self._lock_path.unlink(missing_ok=True)
             except OSError:
                 pass  # the lock is released below: the next sweep finishes the job
             finally:
-                if self._lock_fd is not None:
-                    os.close(self._lock_fd)
-                    self._lock_fd = None
+                if self._lock is not None:
+                    self._lock.release()
             if not self.committed:
-                for folder in reversed(self._created):
-                    with contextlib.suppress(OSError):
-                        folder.rmdir()
+                remove_created_folders(self._created)
         self._defer.close()
         self.late_signals += late.signals
         # Once the swap is done the install is done: an interruption from then on changes nothing.
@@ -263,25 +171,6 @@ def _commit_lock(results: Path):
         yield
     finally:
         os.close(fd)
-
-
-def _make_folders(folder: Path) -> list[Path]:
-    """Create ``folder`` and its missing parents; return those this call created, outermost first."""
-    missing = []
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        missing.append(probe)
-        probe = probe.parent
-    created = []
-    for path in reversed(missing):
-        try:
-            path.mkdir()
-            created.append(path)
-        except FileExistsError:
-            pass  # another install made it: not ours to remove
-    if not folder.is_dir():
-        raise EnvironmentProblem("not a folder", path=folder)
-    return created
 
 
 def _make_dataset_folder(folder: Path, created: list[Path]) -> None:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-import signal
-import sys
-import threading
 
 import click
 
@@ -40,9 +36,12 @@ http, https and file URLs. The download streams into a temporary file inside the
 results folder (same filesystem, never the home folder), resumes a dropped
 connection with a Range request, retries connection errors, timeouts, 429 and 5xx
 with backoff, and is removed on success and on every failure, Ctrl-C, SIGTERM and
-SIGHUP included. The bytes are stored as sent: a response with a Content-Encoding
-(gzip, ...) is refused, never decoded. --deadline bounds the whole download and
---min-rate refuses a server that trickles.
+SIGHUP included; a lock held while it is in use lets a later run remove it if this
+one is killed (never while it lives). A missing results folder is created only
+for the download and removed again unless the install succeeds. The bytes are
+stored as sent: a response with a Content-Encoding (gzip, ...) is refused, never
+decoded. --deadline bounds the whole download and --min-rate refuses a server that
+trickles.
 
 Before a byte is fetched: an existing --keep FILE is refused, and when the URL's
 file name starts with a dataset folder name (DatasetNNN_...), so is a results folder
@@ -52,7 +51,7 @@ own model folders are checked again by the install, after the download.
 Then `nnseal install` runs on it: signature checked against --trusted-key files and
 the trust folder. --sha256 pins the download (a mismatch is refused before
 anything is extracted; the file is hashed once, as it streams); with --unsigned it
-installs a legacy nnU-Net zip.
+installs a legacy nnU-Net zip. --allow-downgrade is that of `nnseal install`.
 
 Exit codes: 0 installed, 1 refused (verification, existing destination), 3 network,
 HTTP (including an unasked Content-Encoding, the deadline, the minimum rate) or I/O
@@ -70,6 +69,8 @@ error, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.""")
 @click.option("--force", is_flag=True,
               help="Replace an existing model folder (atomically) and an existing --keep FILE; "
                    "skips the early check of the dataset the file name names.")
+@click.option("--allow-downgrade", is_flag=True,
+              help="With --force, replace a model with an older release from the same signer.")
 @click.option("--max-size", callback=parse_size, metavar="BYTES",
               help="Largest download accepted, e.g. 3000000000 or 8G (default 8G).")
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=15.0, show_default=True,
@@ -90,23 +91,18 @@ error, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.""")
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @report_errors
-def command(url, trusted_keys, sha256, results, keep, unsigned, force, max_size, connect_timeout, read_timeout,
-            deadline, min_rate, rate_window, retries, backoff, quiet, as_json):
+def command(url, trusted_keys, sha256, results, keep, unsigned, force, allow_downgrade, max_size, connect_timeout,
+            read_timeout, deadline, min_rate, rate_window, retries, backoff, quiet, as_json):
     from nnseal.commands.install import print_install_report
     from nnseal.verify.download import DownloadPolicy, download_then_install
 
     policy = DownloadPolicy(connect_timeout=connect_timeout, read_timeout=read_timeout, retries=retries,
                             backoff=backoff, deadline=deadline or None, min_rate=min_rate, rate_window=rate_window,
                             **({"max_bytes": max_size} if max_size is not None else {}))
-    try:
-        with termination_as_interrupt():
-            outcome = download_then_install(url, results_folder(results), trusted_keys=trusted_keys,
-                                            trust_folder=trust_folder_from_environment(), sha256=sha256, keep=keep,
-                                            unsigned=unsigned, force=force, policy=policy,
-                                            progress=show_progress(quiet or as_json))
-    except Terminated as stop:
-        click.echo(f"nnseal: interrupted by {signal.Signals(stop.signum).name}", err=True)
-        sys.exit(128 + stop.signum)
+    outcome = download_then_install(url, results_folder(results), trusted_keys=trusted_keys,
+                                    trust_folder=trust_folder_from_environment(), sha256=sha256, keep=keep,
+                                    unsigned=unsigned, force=force, allow_downgrade=allow_downgrade, policy=policy,
+                                    progress=show_progress(quiet or as_json))
     got = outcome.download
     if as_json:
         emit_json(outcome.to_json(keep))
@@ -117,35 +113,3 @@ def command(url, trusted_keys, sha256, results, keep, unsigned, force, max_size,
     if keep and not quiet:
         click.echo(f"kept the verified zip at {keep}")
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, unwinding like Ctrl-C: every cleanup that Ctrl-C runs runs for it."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def termination_as_interrupt():
-    """Turn SIGTERM and SIGHUP (timeout, systemd, CI cancellation, a closed terminal) into Terminated.
-
-    Their default action ends the process at once, leaving the temporary download behind.
-    After the first one, both are ignored so that a second cannot cut the cleanup short.
-    """
-    caught = (signal.SIGTERM, signal.SIGHUP)
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers; signals are delivered there anyway
-        return
-
-    def stop(signum, frame):
-        for sig in caught:
-            signal.signal(sig, signal.SIG_IGN)
-        raise Terminated(signum)
-
-    previous = {sig: signal.signal(sig, stop) for sig in caught}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

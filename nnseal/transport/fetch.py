@@ -2,20 +2,22 @@
 
 The temporary file lives in the folder the caller names (download puts it in the results
 folder: same filesystem as the install, never the home folder) and is removed on every
-failure, Ctrl-C included. http(s) transfers, with their retries, resume and redirect
-rules, are in ``nnseal.transport.http_fetch``; requests is imported only for those.
+failure, Ctrl-C included. A lock file (``nnseal.locks``) is held for as long as the file
+is in use: ``sweep_stale`` removes the file once its holder is gone (SIGKILL, power loss),
+never while it lives, in whatever PID namespace or on whatever host. http(s) transfers,
+with their retries, resume and redirect rules, are in ``nnseal.transport.http_fetch``;
+requests is imported only for those.
 """
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import hashlib
 import os
 import re
-import tempfile
+import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
@@ -25,11 +27,11 @@ from urllib.request import url2pathname
 from nnseal.errors import Hint, NetworkError, NnsealError, TamperedPackage, from_os_error
 from nnseal.format.digest import normalise_sha256
 from nnseal.format.limits import IO_CHUNK
-from nnseal.fsutil import TEMP_PREFIX, host_tag, left_by_dead_process
+from nnseal.fsutil import TEMP_PREFIX
+from nnseal.locks import Lock
 from nnseal.progress import byte_bar
 
-# Temporary downloads are named DOWNLOAD_PREFIX + pid + host: the next download on the same
-# host can tell those of a killed process (SIGKILL, power loss) and remove them.
+# Temporary downloads are named DOWNLOAD_PREFIX + the token of the lock that guards them.
 DOWNLOAD_PREFIX = TEMP_PREFIX + "dl-"
 SCHEMES = ("http", "https", "file")
 
@@ -67,6 +69,14 @@ class DownloadResult:
     final_url: str
     resumed: int  # 206 responses that continued a dropped body
     restarts: int  # times the body had to start again from byte 0
+    # The lock fetch_to_temp took for the file when the caller passed none: ``discard`` releases it.
+    lock: Lock | None = field(default=None, repr=False, compare=False)
+
+    def discard(self) -> None:
+        """Remove the temporary file, then release the lock that guarded it (if fetch_to_temp took one)."""
+        self.path.unlink(missing_ok=True)
+        if self.lock is not None:
+            self.lock.release()
 
     def to_json(self, kept: str | os.PathLike | None = None) -> dict:
         """What was downloaded (URLs without passwords); ``kept``: where the verified zip was kept."""
@@ -84,13 +94,16 @@ def fetch_to_temp(
     policy: DownloadPolicy = DownloadPolicy(),
     expected_sha256: str | None = None,
     progress: bool = False,
+    lock: Lock | None = None,
 ) -> DownloadResult:
     """Stream ``url`` (http, https or file) into a new temporary file in ``directory``.
 
-    The caller owns the returned file and must remove it. On any failure, Ctrl-C
-    included, the file is removed before the exception propagates. A sha256 pin that
-    does not match is a refusal (TamperedPackage); network and HTTP failures are
-    NetworkError; a missing file:// path is EnvironmentProblem.
+    ``lock``, a held ``nnseal.locks.Lock`` in ``directory``, guards the file: the caller
+    keeps it until it has removed the file. Without one, fetch_to_temp takes one, and the
+    caller ends with ``DownloadResult.discard()``, which removes the file and releases it.
+    On any failure, Ctrl-C included, the file (and a lock taken here) is removed before the
+    exception propagates. A sha256 pin that does not match is a refusal (TamperedPackage);
+    network and HTTP failures are NetworkError; a missing file:// path is EnvironmentProblem.
     """
     expected = normalise_sha256(expected_sha256) if expected_sha256 is not None else None
     scheme = urlsplit(url).scheme.lower()
@@ -98,12 +111,18 @@ def fetch_to_temp(
         raise NetworkError(f"unsupported URL scheme {scheme or '(none)'!r} in {redact(url)}: use http, https or file")
     directory = Path(directory)
     started = time.monotonic()
+    own_lock = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f"{DOWNLOAD_PREFIX}{os.getpid()}-{host_tag()}-",
-                                        suffix=f"-{_safe_name(url)}.part", dir=directory)
-    except OSError as err:
-        raise from_os_error(err, directory) from err
-    tmp = Path(tmp_name)
+        if lock is None:
+            lock = own_lock = Lock(directory)
+        tmp = lock.owned(DOWNLOAD_PREFIX, f"-{secrets.token_hex(4)}-{_safe_name(url)}.part")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except BaseException as err:
+        if own_lock is not None:
+            own_lock.release()
+        if isinstance(err, OSError) and not isinstance(err, NnsealError):
+            raise from_os_error(err, directory) from err
+        raise
     try:
         os.fchmod(fd, 0o644)  # --keep may hard-link this very file
         with os.fdopen(fd, "w+b") as handle:
@@ -122,34 +141,17 @@ def fetch_to_temp(
                 f"sha256 of the download from {redact(url)} is {digest}, but {expected} was pinned; "
                 "nothing was installed"
             )
-        return DownloadResult(tmp, sink.size, digest, url, final_url, resumed, restarts)
+        return DownloadResult(tmp, sink.size, digest, url, final_url, resumed, restarts, own_lock)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if own_lock is not None:
+            own_lock.release()
         if isinstance(err, OSError) and not isinstance(err, NnsealError):
             raise from_os_error(err, tmp) from err  # disk full, permission denied
         raise
 
 
 # --- helpers, public because the CLI and tests use them --------------------
-
-
-def remove_stale_downloads(directory: Path) -> list[Path]:
-    """Remove temporary downloads left in ``directory`` by dead processes of this host; return them.
-
-    A results folder is often shared between hosts (NFS): files named after another
-    host are left alone, since its processes cannot be checked from here.
-    """
-    removed = []
-    for child in directory.glob(f"{DOWNLOAD_PREFIX}*"):
-        fields = child.name[len(DOWNLOAD_PREFIX):].split("-", 2)
-        if len(fields) != 3 or not left_by_dead_process(fields[0], fields[1]):
-            continue
-        if child.is_symlink() or not child.is_file():
-            continue
-        with contextlib.suppress(OSError):
-            child.unlink()
-            removed.append(child)
-    return removed
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
