@@ -183,15 +183,17 @@ def test_sweep_skips_a_lock_file_replaced_after_it_was_opened(tmp_path):
 
 # --- two installs from different PID namespaces, plus sweeps -----------------------------------
 
+# The two packages take turns in either order, so the later one may be the older release: the
+# race is about concurrency, not rollback, hence --allow-downgrade.
 RACE = textwrap.dedent("""
     set -u
     cd "$1"; shift
     for i in 1 2 3 4 5 6; do
       unshare --pid --fork --mount-proc bash -c '"$PY" -c "$CLI" install "$NEW" -o "$RES" --trusted-key "$KEY" \\
-          --force --quiet >/dev/null 2>>"$LOG" & wait $!' &
+          --force --allow-downgrade --quiet >/dev/null 2>>"$LOG" & wait $!' &
       a=$!
       unshare --pid --fork --mount-proc bash -c '"$PY" -c "$CLI" install "$OLD" -o "$RES" --trusted-key "$KEY" \\
-          --force --quiet >/dev/null 2>>"$LOG" & wait $!' &
+          --force --allow-downgrade --quiet >/dev/null 2>>"$LOG" & wait $!' &
       b=$!
       unshare --pid --fork --mount-proc "$PY" -c "
     import time; from pathlib import Path; from nnseal.locks import sweep_stale
