@@ -25,7 +25,7 @@ import unicodedata
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,6 +61,11 @@ _SIG_EOCD64 = 0x06064B50
 _SIG_CENTRAL = 0x02014B50
 _SIG_LOCAL = 0x04034B50
 _SIG_DESCRIPTOR = 0x08074B50
+_SIG_EOCD_BYTES = struct.pack("<I", _SIG_EOCD)
+_SIG_DESCRIPTOR_BYTES = struct.pack("<I", _SIG_DESCRIPTOR)
+# A file up to this size is read whole at once and parsed from memory: cheaper than the
+# reads of its end records and local headers one by one.
+_READ_WHOLE_BELOW = 1 << 20
 _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFFFFFF
 _MAX_COMMENT = 0xFFFF
@@ -115,24 +120,50 @@ class Entry:
 
 
 
+class _Where:
+    """``entry <name>`` for error messages, spelled out only when one is raised.
+
+    Quoting every name of every archive up front cost more than all the checks it serves.
+    """
+
+    __slots__ = ("name", "suffix")
+
+    def __init__(self, name: str | bytes, suffix: str = ""):
+        self.name = name
+        self.suffix = suffix
+
+    def __str__(self) -> str:
+        return f"entry {show(self.name)}{self.suffix}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
 def check_entry_name(name: str, limits: Limits = Limits()) -> None:
     """Refuse a name that could land outside the destination or mean different files on different systems.
 
     ``name`` is a file name: POSIX separators, relative, no trailing slash.
     """
-    where = f"entry {show(name)}"
+    where = _Where(name)
     if not name:
         raise HostileArchive(f"{where}: empty name")
-    try:
-        encoded = name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise HostileArchive(f"{where}: name is not valid UTF-8") from None
-    if len(encoded) > limits.max_name_bytes:
+    # Printable ASCII (nearly every real name) has no control or invisible character and is its
+    # own UTF-8 encoding: the per-character Unicode lookups below are for the other names.
+    simple = name.isascii() and name.isprintable()
+    if simple:
+        name_bytes = len(name)
+    else:
+        try:
+            name_bytes = len(name.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise HostileArchive(f"{where}: name is not valid UTF-8") from None
+    if name_bytes > limits.max_name_bytes:
         raise HostileArchive(f"{where}: name longer than {limits.max_name_bytes} bytes")
-    for char in name:
-        # Cc: NUL, newlines, escapes; Cf: invisible and bidi-override characters that spoof names.
-        if unicodedata.category(char) in ("Cc", "Cf", "Cs"):
-            raise HostileArchive(f"{where}: control or invisible character {ascii(char)} in name")
+    if not simple:
+        for char in name:
+            # Cc: NUL, newlines, escapes; Cf: invisible and bidi-override characters that spoof names.
+            if unicodedata.category(char) in ("Cc", "Cf", "Cs"):
+                raise HostileArchive(f"{where}: control or invisible character {ascii(char)} in name")
     if "\\" in name:
         raise HostileArchive(f"{where}: backslash in name (a path separator on Windows)")
     if name.startswith("/"):
@@ -143,6 +174,7 @@ def check_entry_name(name: str, limits: Limits = Limits()) -> None:
         raise HostileArchive(f"{where}: ':' in name (a drive or NTFS stream separator on Windows)")
     if name.count("/") >= limits.max_components:
         raise HostileArchive(f"{where}: more than {limits.max_components} path components")
+    max_component = limits.max_component_bytes
     for component in name.split("/"):
         if component == "":
             raise HostileArchive(f"{where}: empty path component")
@@ -150,12 +182,14 @@ def check_entry_name(name: str, limits: Limits = Limits()) -> None:
             raise HostileArchive(f"{where}: '..' component (path traversal)")
         if component == ".":
             raise HostileArchive(f"{where}: '.' component")
-        if len(component.encode("utf-8")) > limits.max_component_bytes:
+        if len(component) > max_component or not simple and len(component.encode("utf-8")) > max_component:
             raise HostileArchive(f"{where}: path component longer than {limits.max_component_bytes} bytes")
 
 
 def collision_key(name: str) -> str:
     """The name as case-insensitive, normalizing file systems (APFS, NTFS) see it."""
+    if name.isascii():  # NFC leaves ASCII alone, and casefold() is lower() on it
+        return name.lower()
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
 
 
@@ -172,7 +206,7 @@ class NameRegistry:
         self._dirs: dict[str, str] = {}  # collision key of every directory, explicit or implied
 
     def add(self, name: str, *, is_dir: bool = False) -> None:
-        where = f"entry {show(name)}"
+        where = _Where(name)
         if name in self._exact:
             raise HostileArchive(f"{where}: duplicate entry name")
         self._exact.add(name)
@@ -188,9 +222,10 @@ class NameRegistry:
         parts = path.split("/")
         for depth in range(1, len(parts)):
             parent = "/".join(parts[:depth])
-            if collision_key(parent) in self._files:
+            parent_key = collision_key(parent)
+            if parent_key in self._files:
                 raise HostileArchive(f"{where}: its folder {show(parent)} is also a file entry")
-            self._dirs.setdefault(collision_key(parent), parent)
+            self._dirs.setdefault(parent_key, parent)
         if is_dir:
             self._dirs.setdefault(key, path)
         else:
@@ -215,6 +250,9 @@ def _parse_extra(blob: bytes, where: str) -> dict[int, bytes]:
     return fields
 
 
+_NO_EXTRA: dict[int, bytes] = {}
+
+
 def _decode_name(raw: bytes, flags: int, where: str) -> str:
     if flags & FLAG_UTF8:
         try:
@@ -227,16 +265,27 @@ def _decode_name(raw: bytes, flags: int, where: str) -> str:
     return raw.decode("ascii")
 
 
-@dataclass
 class _Raw:
-    """What we need of a central entry until its local header has been checked."""
+    """A central entry until its local header has been checked (then ``entry`` is set)."""
 
-    entry: Entry
-    name_bytes: bytes
-    flags: int
-    end: int = -1  # one past its data descriptor, or its data
-    local_fixed: tuple = ()
-    local_variable: bytes = b""
+    __slots__ = ("name", "is_dir", "size", "compressed_size", "method", "crc32", "header_offset", "name_bytes",
+                 "flags", "entry", "end", "local_fixed", "local_variable")
+
+    def __init__(self, name: str, is_dir: bool, size: int, compressed_size: int, method: int, crc32: int,
+                 header_offset: int, name_bytes: bytes, flags: int):
+        self.name = name
+        self.is_dir = is_dir
+        self.size = size
+        self.compressed_size = compressed_size
+        self.method = method
+        self.crc32 = crc32
+        self.header_offset = header_offset
+        self.name_bytes = name_bytes
+        self.flags = flags
+        self.entry: Entry | None = None
+        self.end = -1  # one past its data descriptor, or its data
+        self.local_fixed: tuple = ()
+        self.local_variable = b""
 
 
 class SafeZip:
@@ -316,7 +365,7 @@ class SafeZip:
         writes chunks as they come must discard what it wrote if this raises.
         """
         entry = self._resolve(entry_or_name)
-        where = f"entry {show(entry.name)}"
+        where = _Where(entry.name)
         crc = 0
         produced = 0
         if entry.method == METHOD_STORED:
@@ -441,10 +490,18 @@ class _Parser:
         self.file_size = file_size
         self.limits = limits
         self.path = path
+        # The file's last bytes (all of a small file), read once: the end records, usually the
+        # central directory, and for a small file every local header are parsed from them
+        # instead of with a system call each. A checkpoint of 1,000 is ~30 reads otherwise.
+        self.window = b""
+        self.window_start = file_size
 
     def read_at(self, offset: int, size: int, what: str) -> bytes:
         if offset < 0 or size < 0 or offset + size > self.file_size:
             raise HostileArchive(f"{what} lies outside the file (truncated or corrupt)")
+        start = offset - self.window_start
+        if start >= 0:  # the window runs to the end of the file, which the check above bounds
+            return self.window[start:start + size]
         data = os.pread(self.fd, size, offset) if hasattr(os, "pread") else self._seek_read(offset, size)
         if len(data) != size:
             raise HostileArchive(f"{what} lies outside the file (truncated or corrupt)")
@@ -461,12 +518,15 @@ class _Parser:
             raise HostileArchive("not a zip archive (empty file)")
         if self.file_size < _EOCD.size:
             raise HostileArchive("not a zip archive (truncated or corrupt: too short)")
-        tail_start = max(0, self.file_size - _EOCD.size - _MAX_COMMENT)
+        search_start = max(0, self.file_size - _EOCD.size - _MAX_COMMENT)
+        tail_start = 0 if self.file_size <= _READ_WHOLE_BELOW else search_start
         tail = self.read_at(tail_start, self.file_size - tail_start, "end of archive")
-        signature = struct.pack("<I", _SIG_EOCD)
+        self.window, self.window_start = tail, tail_start
+        signature = _SIG_EOCD_BYTES
         found = []
         trailing = None  # bytes after the last whole end record that its comment does not cover
-        pos = tail.rfind(signature)
+        # Only where an end record whose comment reaches the end of the file can start.
+        pos = tail.rfind(signature, search_start - tail_start)
         while pos >= 0:
             if pos + _EOCD.size <= len(tail):
                 comment_len = _EOCD.unpack_from(tail, pos)[7]
@@ -474,7 +534,7 @@ class _Parser:
                     found.append(tail_start + pos)
                 elif trailing is None and pos + _EOCD.size + comment_len < len(tail):
                     trailing = len(tail) - (pos + _EOCD.size + comment_len)
-            pos = tail.rfind(signature, 0, pos)
+            pos = tail.rfind(signature, search_start - tail_start, pos)
         if not found:
             if trailing is not None:
                 # miniz (torch) and zipfile still open such a file, each finding its own end record.
@@ -561,8 +621,8 @@ class _Parser:
         pos = 0
         for index in range(count):
             raw, pos = self.central_entry(directory, pos, index)
-            registry.add(raw.entry.name, is_dir=raw.entry.is_dir)
-            total += raw.entry.size
+            registry.add(raw.name, is_dir=raw.is_dir)
+            total += raw.size
             if total > self.limits.max_total_size:
                 raise HostileArchive(f"entries hold more than {self.limits.max_total_size} bytes in total "
                                      "(zip bomb?)")
@@ -575,7 +635,7 @@ class _Parser:
         self.check_layout(raws, cd_offset)
         for raw in raws:
             self.compare_local(raw)
-        return [raw.entry for raw in raws]
+        return [raw.entry for raw in raws]  # type: ignore[misc]  # locate() set every one
 
     def central_entry(self, directory: bytes, pos: int, index: int) -> tuple[_Raw, int]:
         if pos + _CENTRAL.size > len(directory):
@@ -588,9 +648,8 @@ class _Parser:
         if end > len(directory):
             raise HostileArchive("central directory is truncated")
         name_bytes = directory[pos + _CENTRAL.size: pos + _CENTRAL.size + name_len]
-        where = f"entry {show(name_bytes)}"
-        name = _decode_name(name_bytes, flags, where)
-        where = f"entry {show(name)}"
+        name = _decode_name(name_bytes, flags, _Where(name_bytes))
+        where = _Where(name)
         is_dir = name.endswith("/")
         check_entry_name(name[:-1] if is_dir else name, self.limits)
         self.check_flags_and_method(flags, method, where)
@@ -604,7 +663,7 @@ class _Parser:
                                      "never write one)")
 
         extra = _parse_extra(directory[pos + _CENTRAL.size + name_len: pos + _CENTRAL.size + name_len + extra_len],
-                             where)
+                             where) if extra_len else _NO_EXTRA
         if EXTRA_ZIP64 in extra:
             usize, csize, header_offset, disk = self.central_zip64(extra[EXTRA_ZIP64], usize, csize,
                                                                    header_offset, disk, where)
@@ -615,9 +674,7 @@ class _Parser:
         if is_dir and usize != 0:
             raise HostileArchive(f"{where}: directory entry holds data")
         self.check_sizes(method, usize, csize, where)
-        entry = Entry(name=name, size=usize, compressed_size=csize, method=method, crc32=crc,
-                      header_offset=header_offset, data_offset=-1, is_dir=is_dir)
-        return _Raw(entry=entry, name_bytes=name_bytes, flags=flags), end
+        return _Raw(name, is_dir, usize, csize, method, crc, header_offset, name_bytes, flags), end
 
     @staticmethod
     def central_zip64(blob: bytes, usize: int, csize: int, offset: int, disk: int,
@@ -688,35 +745,36 @@ class _Parser:
 
     def locate(self, raw: _Raw) -> None:
         """Read the local header and work out where the entry's data (and descriptor) end."""
-        entry = raw.entry
-        where = f"entry {show(entry.name)}"
-        fixed = _LOCAL.unpack(self.read_at(entry.header_offset, _LOCAL.size, f"{where}: local header"))
+        where = _Where(raw.name)
+        header_offset = raw.header_offset
+        fixed = _LOCAL.unpack(self.read_at(header_offset, _LOCAL.size, _Where(raw.name, ": local header")))
         if fixed[0] != _SIG_LOCAL:
             raise HostileArchive(f"{where}: local header has a bad signature")
         name_len, extra_len = fixed[9], fixed[10]
         raw.local_fixed = fixed
-        raw.local_variable = self.read_at(entry.header_offset + _LOCAL.size, name_len + extra_len,
-                                          f"{where}: local header")
-        data_offset = entry.header_offset + _LOCAL.size + name_len + extra_len
-        end = data_offset + entry.compressed_size
+        raw.local_variable = self.read_at(header_offset + _LOCAL.size, name_len + extra_len,
+                                          _Where(raw.name, ": local header"))
+        data_offset = header_offset + _LOCAL.size + name_len + extra_len
+        end = data_offset + raw.compressed_size
         if raw.flags & FLAG_DATA_DESCRIPTOR:
-            end += self.data_descriptor_length(end, entry, where)
-        raw.entry = replace(entry, data_offset=data_offset)
+            end += self.data_descriptor_length(end, raw, where)
+        raw.entry = Entry(raw.name, raw.size, raw.compressed_size, raw.method, raw.crc32, header_offset,
+                          data_offset, raw.is_dir)
         raw.end = end
 
     def compare_local(self, raw: _Raw) -> None:
         """The local header must say what the central directory says: streaming extractors read only it."""
-        entry = raw.entry
-        where = f"entry {show(entry.name)}"
+        where = _Where(raw.name)
         (_, version_needed, flags, method, _, _, crc, csize, usize, name_len, _) = raw.local_fixed
-        self.check_version_needed(version_needed, f"{where} (local header)")
+        self.check_version_needed(version_needed, _Where(raw.name, " (local header)"))
         local_name = raw.local_variable[:name_len]
         if local_name != raw.name_bytes:
             raise HostileArchive(f"{where}: local header names it {show(local_name)} "
                                  "(local and central names differ)")
-        if flags != raw.flags or method != entry.method:
+        if flags != raw.flags or method != raw.method:
             raise HostileArchive(f"{where}: local header flags or method differ from the central directory")
-        extra = _parse_extra(raw.local_variable[name_len:], f"{where} (local header)")
+        extra = _parse_extra(raw.local_variable[name_len:], _Where(raw.name, " (local header)")) \
+            if len(raw.local_variable) > name_len else _NO_EXTRA
         local_sizes = [usize, csize]
         if usize == _U32_MAX or csize == _U32_MAX:
             # The local ZIP64 sizes count only when the header holds the marker (APPNOTE 4.5.3).
@@ -732,18 +790,18 @@ class _Parser:
                 raise HostileArchive(f"{where}: local header lacks the ZIP64 sizes it refers to")
             local_sizes = list(struct.unpack_from("<QQ", blob))
         deferred = bool(flags & FLAG_DATA_DESCRIPTOR)
-        for local, central in zip(local_sizes, [entry.size, entry.compressed_size], strict=True):
+        for local, central in zip(local_sizes, [raw.size, raw.compressed_size], strict=True):
             # With a data descriptor the local header may leave sizes and CRC as zero.
             if local != central and not (deferred and local == 0):
                 raise HostileArchive(f"{where}: local header sizes differ from the central directory")
-        if crc != entry.crc32 and not (deferred and crc == 0):
+        if crc != raw.crc32 and not (deferred and crc == 0):
             raise HostileArchive(f"{where}: local header CRC differs from the central directory")
 
-    def data_descriptor_length(self, pos: int, entry: Entry, where: str) -> int:
+    def data_descriptor_length(self, pos: int, entry: _Raw, where: _Where) -> int:
         """Length of the descriptor after the data: with or without signature, 4- or 8-byte sizes."""
-        window = self.read_at(pos, min(24, max(0, self.file_size - pos)), f"{where}: data descriptor")
+        window = self.read_at(pos, min(24, max(0, self.file_size - pos)), _Where(entry.name, ": data descriptor"))
         shapes = []
-        if window[:4] == struct.pack("<I", _SIG_DESCRIPTOR):
+        if window[:4] == _SIG_DESCRIPTOR_BYTES:
             shapes += [(4, "<IQQ", 24), (4, "<III", 16)]
         shapes += [(0, "<IQQ", 20), (0, "<III", 12)]
         for skip, layout, length in shapes:
@@ -755,16 +813,20 @@ class _Parser:
     def check_layout(self, raws: list[_Raw], cd_offset: int) -> None:
         """Entries must tile the file from 0 to the central directory: no overlap, no hidden bytes."""
         position, previous = 0, None
-        for raw in sorted(raws, key=lambda r: (r.entry.header_offset, r.end)):
-            name = show(raw.entry.name)
-            if raw.entry.header_offset < position:
-                raise HostileArchive(f"entries {show(previous)} and {name} overlap (zip bomb or ambiguous archive)")
-            if raw.entry.header_offset > position:
+        for raw in sorted(raws, key=_layout_order):
+            if raw.header_offset < position:
+                raise HostileArchive(f"entries {show(previous)} and {show(raw.name)} overlap "
+                                     "(zip bomb or ambiguous archive)")
+            if raw.header_offset > position:
                 after = f"after entry {show(previous)}" if previous is not None else "before the first entry"
-                raise HostileArchive(f"{raw.entry.header_offset - position} unaccounted bytes {after} (hidden data)")
-            position, previous = raw.end, raw.entry.name
+                raise HostileArchive(f"{raw.header_offset - position} unaccounted bytes {after} (hidden data)")
+            position, previous = raw.end, raw.name
         if position > cd_offset:
             raise HostileArchive(f"entry {show(previous)} overlaps the central directory")
         if position < cd_offset:
             after = f"after entry {show(previous)}" if previous is not None else "before the central directory"
             raise HostileArchive(f"{cd_offset - position} unaccounted bytes {after} (hidden data)")
+
+
+def _layout_order(raw: _Raw) -> tuple[int, int]:
+    return raw.header_offset, raw.end
