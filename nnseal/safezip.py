@@ -63,6 +63,9 @@ _SIG_LOCAL = 0x04034B50
 _SIG_DESCRIPTOR = 0x08074B50
 _SIG_EOCD_BYTES = struct.pack("<I", _SIG_EOCD)
 _SIG_DESCRIPTOR_BYTES = struct.pack("<I", _SIG_DESCRIPTOR)
+# A data descriptor: (bytes to skip, crc32 + sizes, length), with or without its signature.
+_DESCRIPTOR_SHAPES = ((0, struct.Struct("<IQQ"), 20), (0, struct.Struct("<III"), 12))
+_DESCRIPTOR_SHAPES_SIGNED = ((4, struct.Struct("<IQQ"), 24), (4, struct.Struct("<III"), 16)) + _DESCRIPTOR_SHAPES
 # A file up to this size is read whole at once and parsed from memory: cheaper than the
 # reads of its end records and local headers one by one.
 _READ_WHOLE_BELOW = 1 << 20
@@ -144,9 +147,8 @@ def check_entry_name(name: str, limits: Limits = Limits()) -> None:
 
     ``name`` is a file name: POSIX separators, relative, no trailing slash.
     """
-    where = _Where(name)
     if not name:
-        raise HostileArchive(f"{where}: empty name")
+        raise HostileArchive(f"entry {show(name)}: empty name")
     # Printable ASCII (nearly every real name) has no control or invisible character and is its
     # own UTF-8 encoding: the per-character Unicode lookups below are for the other names.
     simple = name.isascii() and name.isprintable()
@@ -156,34 +158,34 @@ def check_entry_name(name: str, limits: Limits = Limits()) -> None:
         try:
             name_bytes = len(name.encode("utf-8"))
         except UnicodeEncodeError:
-            raise HostileArchive(f"{where}: name is not valid UTF-8") from None
+            raise HostileArchive(f"entry {show(name)}: name is not valid UTF-8") from None
     if name_bytes > limits.max_name_bytes:
-        raise HostileArchive(f"{where}: name longer than {limits.max_name_bytes} bytes")
+        raise HostileArchive(f"entry {show(name)}: name longer than {limits.max_name_bytes} bytes")
     if not simple:
         for char in name:
             # Cc: NUL, newlines, escapes; Cf: invisible and bidi-override characters that spoof names.
             if unicodedata.category(char) in ("Cc", "Cf", "Cs"):
-                raise HostileArchive(f"{where}: control or invisible character {ascii(char)} in name")
+                raise HostileArchive(f"entry {show(name)}: control or invisible character {ascii(char)} in name")
     if "\\" in name:
-        raise HostileArchive(f"{where}: backslash in name (a path separator on Windows)")
+        raise HostileArchive(f"entry {show(name)}: backslash in name (a path separator on Windows)")
     if name.startswith("/"):
-        raise HostileArchive(f"{where}: absolute name")
+        raise HostileArchive(f"entry {show(name)}: absolute name")
     if _DRIVE_LETTER.match(name):
-        raise HostileArchive(f"{where}: drive letter in name")
+        raise HostileArchive(f"entry {show(name)}: drive letter in name")
     if ":" in name:
-        raise HostileArchive(f"{where}: ':' in name (a drive or NTFS stream separator on Windows)")
+        raise HostileArchive(f"entry {show(name)}: ':' in name (a drive or NTFS stream separator on Windows)")
     if name.count("/") >= limits.max_components:
-        raise HostileArchive(f"{where}: more than {limits.max_components} path components")
+        raise HostileArchive(f"entry {show(name)}: more than {limits.max_components} path components")
     max_component = limits.max_component_bytes
     for component in name.split("/"):
         if component == "":
-            raise HostileArchive(f"{where}: empty path component")
+            raise HostileArchive(f"entry {show(name)}: empty path component")
         if component == "..":
-            raise HostileArchive(f"{where}: '..' component (path traversal)")
+            raise HostileArchive(f"entry {show(name)}: '..' component (path traversal)")
         if component == ".":
-            raise HostileArchive(f"{where}: '.' component")
+            raise HostileArchive(f"entry {show(name)}: '.' component")
         if len(component) > max_component or not simple and len(component.encode("utf-8")) > max_component:
-            raise HostileArchive(f"{where}: path component longer than {limits.max_component_bytes} bytes")
+            raise HostileArchive(f"entry {show(name)}: path component longer than {limits.max_component_bytes} bytes")
 
 
 def collision_key(name: str) -> str:
@@ -206,25 +208,24 @@ class NameRegistry:
         self._dirs: dict[str, str] = {}  # collision key of every directory, explicit or implied
 
     def add(self, name: str, *, is_dir: bool = False) -> None:
-        where = _Where(name)
         if name in self._exact:
-            raise HostileArchive(f"{where}: duplicate entry name")
+            raise HostileArchive(f"entry {show(name)}: duplicate entry name")
         self._exact.add(name)
         path = name[:-1] if is_dir else name
         key = collision_key(path)
         if key in self._files:
             if is_dir and self._files[key] == path:
-                raise HostileArchive(f"{where}: the same name is also a file entry")
-            raise HostileArchive(f"{where}: collides with entry {show(self._files[key])} on case-insensitive "
-                                 "or Unicode-normalizing file systems")
+                raise HostileArchive(f"entry {show(name)}: the same name is also a file entry")
+            raise HostileArchive(f"entry {show(name)}: collides with entry {show(self._files[key])} on "
+                                 "case-insensitive or Unicode-normalizing file systems")
         if not is_dir and key in self._dirs:
-            raise HostileArchive(f"{where}: the same name is also used as a folder")
+            raise HostileArchive(f"entry {show(name)}: the same name is also used as a folder")
         parts = path.split("/")
         for depth in range(1, len(parts)):
             parent = "/".join(parts[:depth])
             parent_key = collision_key(parent)
             if parent_key in self._files:
-                raise HostileArchive(f"{where}: its folder {show(parent)} is also a file entry")
+                raise HostileArchive(f"entry {show(name)}: its folder {show(parent)} is also a file entry")
             self._dirs.setdefault(parent_key, parent)
         if is_dir:
             self._dirs.setdefault(key, path)
@@ -232,48 +233,49 @@ class NameRegistry:
             self._files[key] = name
 
 
-def _parse_extra(blob: bytes, where: str) -> dict[int, bytes]:
+def _parse_extra(blob: bytes, where: str | _Where, where_suffix: str = "") -> dict[int, bytes]:
     fields: dict[int, bytes] = {}
     pos = 0
     while pos < len(blob):
         if pos + 4 > len(blob):
-            raise HostileArchive(f"{where}: malformed extra field")
+            raise HostileArchive(f"{where}{where_suffix}: malformed extra field")
         field_id, length = struct.unpack_from("<HH", blob, pos)
         if pos + 4 + length > len(blob):
-            raise HostileArchive(f"{where}: malformed extra field")
+            raise HostileArchive(f"{where}{where_suffix}: malformed extra field")
         if field_id in fields:
-            raise HostileArchive(f"{where}: extra field 0x{field_id:04x} appears twice")
+            raise HostileArchive(f"{where}{where_suffix}: extra field 0x{field_id:04x} appears twice")
         fields[field_id] = blob[pos + 4: pos + 4 + length]
         pos += 4 + length
     if EXTRA_UNICODE_PATH in fields:
-        raise HostileArchive(f"{where}: carries a second name (Info-ZIP Unicode Path extra field)")
+        raise HostileArchive(f"{where}{where_suffix}: carries a second name (Info-ZIP Unicode Path extra field)")
     return fields
 
 
 _NO_EXTRA: dict[int, bytes] = {}
 
 
-def _decode_name(raw: bytes, flags: int, where: str) -> str:
+def _decode_name(raw: bytes, flags: int) -> str:
     if flags & FLAG_UTF8:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise HostileArchive(f"{where}: name is not valid UTF-8") from None
+            raise HostileArchive(f"entry {show(raw)}: name is not valid UTF-8") from None
     # Without the UTF-8 flag readers disagree (cp437, the local code page, UTF-8): accept ASCII only.
     if not raw.isascii():
-        raise HostileArchive(f"{where}: non-ASCII name not marked as UTF-8 (readers would disagree on it)")
+        raise HostileArchive(f"entry {show(raw)}: non-ASCII name not marked as UTF-8 (readers would disagree on it)")
     return raw.decode("ascii")
 
 
 class _Raw:
     """A central entry until its local header has been checked (then ``entry`` is set)."""
 
-    __slots__ = ("name", "is_dir", "size", "compressed_size", "method", "crc32", "header_offset", "name_bytes",
-                 "flags", "entry", "end", "local_fixed", "local_variable")
+    __slots__ = ("name", "where", "is_dir", "size", "compressed_size", "method", "crc32", "header_offset",
+                 "name_bytes", "flags", "entry", "end", "local_fixed", "local_variable")
 
-    def __init__(self, name: str, is_dir: bool, size: int, compressed_size: int, method: int, crc32: int,
+    def __init__(self, name: str, where: _Where, is_dir: bool, size: int, compressed_size: int, method: int, crc32: int,
                  header_offset: int, name_bytes: bytes, flags: int):
         self.name = name
+        self.where = where
         self.is_dir = is_dir
         self.size = size
         self.compressed_size = compressed_size
@@ -460,7 +462,8 @@ class SafeZip:
 
 def open_zip(path: str | os.PathLike, limits: Limits = Limits()) -> SafeZip:
     """Open and validate every header of a zip; raise HostileArchive on anything malformed or hostile."""
-    path = Path(path)
+    if not isinstance(path, Path):
+        path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as err:
@@ -496,15 +499,15 @@ class _Parser:
         self.window = b""
         self.window_start = file_size
 
-    def read_at(self, offset: int, size: int, what: str) -> bytes:
+    def read_at(self, offset: int, size: int, what: str | _Where, what_suffix: str = "") -> bytes:
         if offset < 0 or size < 0 or offset + size > self.file_size:
-            raise HostileArchive(f"{what} lies outside the file (truncated or corrupt)")
+            raise HostileArchive(f"{what}{what_suffix} lies outside the file (truncated or corrupt)")
         start = offset - self.window_start
         if start >= 0:  # the window runs to the end of the file, which the check above bounds
             return self.window[start:start + size]
         data = os.pread(self.fd, size, offset) if hasattr(os, "pread") else self._seek_read(offset, size)
         if len(data) != size:
-            raise HostileArchive(f"{what} lies outside the file (truncated or corrupt)")
+            raise HostileArchive(f"{what}{what_suffix} lies outside the file (truncated or corrupt)")
         return data
 
     def _seek_read(self, offset: int, size: int) -> bytes:  # pragma: no cover - Windows
@@ -648,7 +651,7 @@ class _Parser:
         if end > len(directory):
             raise HostileArchive("central directory is truncated")
         name_bytes = directory[pos + _CENTRAL.size: pos + _CENTRAL.size + name_len]
-        name = _decode_name(name_bytes, flags, _Where(name_bytes))
+        name = _decode_name(name_bytes, flags)
         where = _Where(name)
         is_dir = name.endswith("/")
         check_entry_name(name[:-1] if is_dir else name, self.limits)
@@ -674,7 +677,7 @@ class _Parser:
         if is_dir and usize != 0:
             raise HostileArchive(f"{where}: directory entry holds data")
         self.check_sizes(method, usize, csize, where)
-        return _Raw(name, is_dir, usize, csize, method, crc, header_offset, name_bytes, flags), end
+        return _Raw(name, where, is_dir, usize, csize, method, crc, header_offset, name_bytes, flags), end
 
     @staticmethod
     def central_zip64(blob: bytes, usize: int, csize: int, offset: int, disk: int,
@@ -710,11 +713,11 @@ class _Parser:
                                  "(only stored and deflate)")
 
     @staticmethod
-    def check_version_needed(version_needed: int, where: str) -> None:
+    def check_version_needed(version_needed: int, where: _Where, where_suffix: str = "") -> None:
         # The low byte is the version; the high byte (a host system) is ignored by every reader.
         if version_needed & 0xFF > _MAX_VERSION_NEEDED:
-            raise HostileArchive(f"{where}: needs zip version {(version_needed & 0xFF) / 10:.1f} to extract "
-                                 "(unzip skips such an entry while other readers extract it)")
+            raise HostileArchive(f"{where}{where_suffix}: needs zip version {(version_needed & 0xFF) / 10:.1f} "
+                                 "to extract (unzip skips such an entry while other readers extract it)")
 
     @staticmethod
     def check_file_type(create_system: int, external_attr: int, is_dir: bool, where: str) -> None:
@@ -745,15 +748,14 @@ class _Parser:
 
     def locate(self, raw: _Raw) -> None:
         """Read the local header and work out where the entry's data (and descriptor) end."""
-        where = _Where(raw.name)
+        where = raw.where
         header_offset = raw.header_offset
-        fixed = _LOCAL.unpack(self.read_at(header_offset, _LOCAL.size, _Where(raw.name, ": local header")))
+        fixed = _LOCAL.unpack(self.read_at(header_offset, _LOCAL.size, where, ": local header"))
         if fixed[0] != _SIG_LOCAL:
             raise HostileArchive(f"{where}: local header has a bad signature")
         name_len, extra_len = fixed[9], fixed[10]
         raw.local_fixed = fixed
-        raw.local_variable = self.read_at(header_offset + _LOCAL.size, name_len + extra_len,
-                                          _Where(raw.name, ": local header"))
+        raw.local_variable = self.read_at(header_offset + _LOCAL.size, name_len + extra_len, where, ": local header")
         data_offset = header_offset + _LOCAL.size + name_len + extra_len
         end = data_offset + raw.compressed_size
         if raw.flags & FLAG_DATA_DESCRIPTOR:
@@ -764,16 +766,16 @@ class _Parser:
 
     def compare_local(self, raw: _Raw) -> None:
         """The local header must say what the central directory says: streaming extractors read only it."""
-        where = _Where(raw.name)
+        where = raw.where
         (_, version_needed, flags, method, _, _, crc, csize, usize, name_len, _) = raw.local_fixed
-        self.check_version_needed(version_needed, _Where(raw.name, " (local header)"))
+        self.check_version_needed(version_needed, where, " (local header)")
         local_name = raw.local_variable[:name_len]
         if local_name != raw.name_bytes:
             raise HostileArchive(f"{where}: local header names it {show(local_name)} "
                                  "(local and central names differ)")
         if flags != raw.flags or method != raw.method:
             raise HostileArchive(f"{where}: local header flags or method differ from the central directory")
-        extra = _parse_extra(raw.local_variable[name_len:], _Where(raw.name, " (local header)")) \
+        extra = _parse_extra(raw.local_variable[name_len:], where, " (local header)") \
             if len(raw.local_variable) > name_len else _NO_EXTRA
         local_sizes = [usize, csize]
         if usize == _U32_MAX or csize == _U32_MAX:
@@ -799,14 +801,11 @@ class _Parser:
 
     def data_descriptor_length(self, pos: int, entry: _Raw, where: _Where) -> int:
         """Length of the descriptor after the data: with or without signature, 4- or 8-byte sizes."""
-        window = self.read_at(pos, min(24, max(0, self.file_size - pos)), _Where(entry.name, ": data descriptor"))
-        shapes = []
-        if window[:4] == _SIG_DESCRIPTOR_BYTES:
-            shapes += [(4, "<IQQ", 24), (4, "<III", 16)]
-        shapes += [(0, "<IQQ", 20), (0, "<III", 12)]
+        window = self.read_at(pos, min(24, max(0, self.file_size - pos)), where, ": data descriptor")
+        shapes = _DESCRIPTOR_SHAPES_SIGNED if window[:4] == _SIG_DESCRIPTOR_BYTES else _DESCRIPTOR_SHAPES
+        expected = (entry.crc32, entry.compressed_size, entry.size)
         for skip, layout, length in shapes:
-            if len(window) >= length and \
-                    struct.unpack_from(layout, window, skip) == (entry.crc32, entry.compressed_size, entry.size):
+            if len(window) >= length and layout.unpack_from(window, skip) == expected:
                 return length
         raise HostileArchive(f"{where}: data descriptor disagrees with the central directory")
 
