@@ -54,6 +54,7 @@ _EOCD = struct.Struct("<IHHHHIIH")  # end of central directory record, 22 bytes
 _EOCD64_LOCATOR = struct.Struct("<IIQI")  # 20 bytes
 _EOCD64 = struct.Struct("<IQHHIIQQQQ")  # 56 bytes
 _CENTRAL = struct.Struct("<IBBHHHHHIIIHHHHHII")  # 46 bytes
+_CENTRAL_SIZE = _CENTRAL.size
 _LOCAL = struct.Struct("<IHHHHHIIIHH")  # 30 bytes
 _SIG_EOCD = 0x06054B50
 _SIG_EOCD64_LOCATOR = 0x07064B50
@@ -618,15 +619,16 @@ class _Parser:
             raise HostileArchive(f"central directory of {cd_size} bytes, more than the limit of "
                                  f"{self.limits.max_central_directory_size}")
         directory = self.read_at(cd_offset, cd_size, "central directory")
-        registry = NameRegistry()
+        register = NameRegistry().add
+        max_total_size = self.limits.max_total_size
         raws: list[_Raw] = []
         total = 0
         pos = 0
         for index in range(count):
             raw, pos = self.central_entry(directory, pos, index)
-            registry.add(raw.name, is_dir=raw.is_dir)
+            register(raw.name, is_dir=raw.is_dir)
             total += raw.size
-            if total > self.limits.max_total_size:
+            if total > max_total_size:
                 raise HostileArchive(f"entries hold more than {self.limits.max_total_size} bytes in total "
                                      "(zip bomb?)")
             raws.append(raw)
@@ -641,22 +643,27 @@ class _Parser:
         return [raw.entry for raw in raws]  # type: ignore[misc]  # locate() set every one
 
     def central_entry(self, directory: bytes, pos: int, index: int) -> tuple[_Raw, int]:
-        if pos + _CENTRAL.size > len(directory):
+        name_start = pos + _CENTRAL_SIZE
+        if name_start > len(directory):
             raise HostileArchive("central directory is truncated")
         (sig, _, create_system, version_needed, flags, method, _, _, crc, csize, usize, name_len, extra_len,
          comment_len, disk, _, external_attr, header_offset) = _CENTRAL.unpack_from(directory, pos)
         if sig != _SIG_CENTRAL:
             raise HostileArchive(f"central directory entry {index} has a bad signature")
-        end = pos + _CENTRAL.size + name_len + extra_len + comment_len
+        extra_start = name_start + name_len
+        end = extra_start + extra_len + comment_len
         if end > len(directory):
             raise HostileArchive("central directory is truncated")
-        name_bytes = directory[pos + _CENTRAL.size: pos + _CENTRAL.size + name_len]
+        name_bytes = directory[name_start:extra_start]
         name = _decode_name(name_bytes, flags)
         where = _Where(name)
         is_dir = name.endswith("/")
         check_entry_name(name[:-1] if is_dir else name, self.limits)
-        self.check_flags_and_method(flags, method, where)
-        self.check_version_needed(version_needed, where)
+        # Each check runs only when a cheap test says it could fail: most entries pass them all.
+        if flags & ~FLAGS_ALLOWED or method != METHOD_STORED and method != METHOD_DEFLATED:
+            self.check_flags_and_method(flags, method, where)
+        if version_needed & 0xFF > _MAX_VERSION_NEEDED:
+            self.check_version_needed(version_needed, where)
         if comment_len:
             comment = directory[end - comment_len: end]
             if any(sig in comment for sig in _RECORD_SIGNATURES):
@@ -665,15 +672,15 @@ class _Parser:
                 raise HostileArchive(f"{where}: entry comment of {comment_len} bytes (torch.save and nnseal "
                                      "never write one)")
 
-        extra = _parse_extra(directory[pos + _CENTRAL.size + name_len: pos + _CENTRAL.size + name_len + extra_len],
-                             where) if extra_len else _NO_EXTRA
+        extra = _parse_extra(directory[extra_start:extra_start + extra_len], where) if extra_len else _NO_EXTRA
         if EXTRA_ZIP64 in extra:
             usize, csize, header_offset, disk = self.central_zip64(extra[EXTRA_ZIP64], usize, csize,
                                                                    header_offset, disk, where)
         if disk != 0:
             raise HostileArchive(f"{where}: on another disk (split archives are not supported)")
 
-        self.check_file_type(create_system, external_attr, is_dir, where)
+        if external_attr:  # zero (torch, DOS writers) means a regular file, which every check accepts
+            self.check_file_type(create_system, external_attr, is_dir, where)
         if is_dir and usize != 0:
             raise HostileArchive(f"{where}: directory entry holds data")
         self.check_sizes(method, usize, csize, where)
