@@ -15,7 +15,6 @@ sees, so anything two readers could read differently is refused here.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
@@ -24,7 +23,6 @@ import threading
 import unicodedata
 import zlib
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -423,6 +421,8 @@ class SafeZip:
 
     def copy_to(self, entry_or_name: Entry | str, fileobj: BinaryIO) -> str:
         """Stream the entry into ``fileobj``; return the sha256 hex of exactly the bytes written."""
+        import hashlib  # here, not at the top: `nnseal scan` starts faster without OpenSSL
+
         digest = hashlib.sha256()
         for block in self.stream(entry_or_name):
             digest.update(block)
@@ -430,6 +430,8 @@ class SafeZip:
         return digest.hexdigest()
 
     def sha256(self, entry_or_name: Entry | str) -> str:
+        import hashlib
+
         digest = hashlib.sha256()
         for block in self.stream(entry_or_name):
             digest.update(block)
@@ -448,6 +450,8 @@ class SafeZip:
         workers = workers or min(8, os.cpu_count() or 1, len(chosen))
         if workers <= 1:
             return {e.name: self.sha256(e) for e in chosen}
+        from concurrent.futures import ThreadPoolExecutor  # with logging and queue: only when hashing
+
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnseal-hash") as pool:
             futures = [pool.submit(self.sha256, e) for e in chosen]
             try:
