@@ -292,11 +292,14 @@ class _Raw:
 class SafeZip:
     """An open, fully validated archive. Use as a context manager, or call close()."""
 
-    def __init__(self, path: Path, fd: int, entries: list[Entry], limits: Limits):
+    def __init__(self, path: Path, fd: int, entries: list[Entry], limits: Limits, whole: bytes | None = None):
         self.path = path
         self.entries = entries
         self.limits = limits
         self._fd = fd
+        # A small archive's bytes as the parser read and checked them: entries are read from
+        # them, not from the file again.
+        self._whole = whole
         self._by_name = {e.name: e for e in entries}
         self._lock = threading.Lock()  # only for platforms without os.pread
 
@@ -340,7 +343,9 @@ class SafeZip:
     # --- reading ---------------------------------------------------------------
 
     def _pread(self, size: int, offset: int) -> bytes:
-        if hasattr(os, "pread"):
+        if self._whole is not None:
+            data = self._whole[offset:offset + size]
+        elif hasattr(os, "pread"):
             data = os.pread(self._fd, size, offset)
         else:  # pragma: no cover - Windows
             with self._lock:
@@ -477,8 +482,9 @@ def open_zip(path: str | os.PathLike, limits: Limits = Limits()) -> SafeZip:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise EnvironmentProblem("not a regular file", path=path)
-        entries = _Parser(fd, info.st_size, limits, path).parse()
-        return SafeZip(path, fd, entries, limits)
+        parser = _Parser(fd, info.st_size, limits, path)
+        entries = parser.parse()
+        return SafeZip(path, fd, entries, limits, parser.window if parser.window_start == 0 else None)
     except HostileArchive as err:
         os.close(fd)
         if err.path is None:  # name the archive in every message

@@ -8,7 +8,6 @@ Anything else is refused with one line that names the file and every problem fou
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -218,6 +217,8 @@ def inspect_checkpoint(path: str | os.PathLike) -> ArchiveInfo:
                 raise _refuse(path, f"storage {entry.name} is compressed: torch.save stores storages uncompressed")
         storages = _storage_records(path, prefix, scan.persistent_ids, sizes)
         records = {entry.name: (entry.data_offset, entry.size) for entry in archive.entries}
+    import hashlib  # here: `nnseal scan` imports this module, and OpenSSL is slow to load
+
     return ArchiveInfo(path=str(path), file_size=file_size, prefix=prefix, globals=scan.globals,
                        protocol=scan.protocol, storages=storages, entries=names, records=records,
                        data_pkl_sha256=hashlib.sha256(data).hexdigest())
@@ -229,7 +230,7 @@ def inspect_checkpoint(path: str | os.PathLike) -> ArchiveInfo:
 def layout_problem(path: str | os.PathLike, names: list[str]) -> tuple[str | None, str | None]:
     """``(prefix, None)`` for torch.save's layout, else ``(None, why not)``; raises nothing."""
     try:
-        return _check_layout(Path(path), names), None
+        return _check_layout(path if isinstance(path, Path) else Path(path), names), None
     except UnsafeCheckpoint as err:
         return None, err.reason
 
@@ -242,6 +243,6 @@ def storage_problem(archive, prefix: str, persistent_ids: list) -> tuple[dict[st
             return {}, f"storage {entry.name} is compressed: torch.save stores storages uncompressed"
     sizes = {entry.name: entry.size for entry in archive.entries}
     try:
-        return _storage_records(Path(archive.path), prefix, persistent_ids, sizes), None
+        return _storage_records(archive.path, prefix, persistent_ids, sizes), None  # a Path (open_zip)
     except UnsafeCheckpoint as err:
         return {}, err.reason
