@@ -169,9 +169,9 @@ def check_entry_name(name: str, limits: Limits = Limits()) -> None:
         raise HostileArchive(f"entry {show(name)}: backslash in name (a path separator on Windows)")
     if name.startswith("/"):
         raise HostileArchive(f"entry {show(name)}: absolute name")
-    if _DRIVE_LETTER.match(name):
-        raise HostileArchive(f"entry {show(name)}: drive letter in name")
-    if ":" in name:
+    if ":" in name:  # a drive letter has one too
+        if _DRIVE_LETTER.match(name):
+            raise HostileArchive(f"entry {show(name)}: drive letter in name")
         raise HostileArchive(f"entry {show(name)}: ':' in name (a drive or NTFS stream separator on Windows)")
     if name.count("/") >= limits.max_components:
         raise HostileArchive(f"entry {show(name)}: more than {limits.max_components} path components")
@@ -219,9 +219,10 @@ class NameRegistry:
                                  "case-insensitive or Unicode-normalizing file systems")
         if not is_dir and key in self._dirs:
             raise HostileArchive(f"entry {show(name)}: the same name is also used as a folder")
-        parts = path.split("/")
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
+        slash = path.find("/")
+        while slash >= 0:
+            parent = path[:slash]
+            slash = path.find("/", slash + 1)
             parent_key = collision_key(parent)
             if parent_key in self._files:
                 raise HostileArchive(f"entry {show(name)}: its folder {show(parent)} is also a file entry")
