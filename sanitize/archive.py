@@ -155,8 +155,9 @@ def _storage_records(path: Path, prefix: str, persistent_ids: list, sizes: dict[
             raise _refuse(path, f"storage {prefix}/data/{key} holds {actual} bytes but data.pkl declares "
                                 f"{record.nbytes} ({numel} x {itemsize}): storage size mismatch")
         storages[key] = record
+    data_folder = f"{prefix}/data/"
     unreferenced = sorted(name for name in sizes
-                          if name.startswith(f"{prefix}/data/") and name[len(prefix) + 6:] not in storages)
+                          if name.startswith(data_folder) and name[len(data_folder):] not in storages)
     if unreferenced:
         raise _refuse(path, f"{len(unreferenced)} storage entries that data.pkl never uses "
                             f"(hidden data), first {unreferenced[0]}")
@@ -238,8 +239,9 @@ def layout_problem(path: str | os.PathLike, names: list[str]) -> tuple[str | Non
 def storage_problem(archive, prefix: str, persistent_ids: list) -> tuple[dict[str, StorageRecord], str | None]:
     """``(storages, None)`` when every storage data.pkl declares is stored uncompressed and exactly that large,
     else ``({}, why not)``. ``archive`` is an open ``SafeZip``."""
+    data_folder = f"{prefix}/data/"
     for entry in archive.entries:
-        if entry.name.startswith(f"{prefix}/data/") and entry.method != METHOD_STORED:
+        if entry.method != METHOD_STORED and entry.name.startswith(data_folder):
             return {}, f"storage {entry.name} is compressed: torch.save stores storages uncompressed"
     sizes = {entry.name: entry.size for entry in archive.entries}
     try:
