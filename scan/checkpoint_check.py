@@ -23,8 +23,9 @@ LEGACY_PICKLES = 5
 
 
 def _is_torchscript(names: list[str]) -> bool:
-    records = [name.split("/", 1)[1] for name in names if "/" in name]
-    return any(marker in record for record in records for marker in TORCHSCRIPT_MARKERS)
+    # One search per marker over all records: validated names hold no newline, and no marker does.
+    records = "\n".join(name.split("/", 1)[1] for name in names if "/" in name)
+    return any(marker in records for marker in TORCHSCRIPT_MARKERS)
 
 
 def torch_zip_findings(archive: SafeZip, path: Path, where: Location) -> list[Finding]:

@@ -94,9 +94,7 @@ class Scanner:
 
     def scan_disk_file(self, path: Path, where: Location, depth: int = 0, name: str | None = None) -> None:
         try:
-            with open(path, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                head = handle.read(HEAD_BYTES)
+            size, head = _read_head(path)
         except OSError as err:
             self.add([finding(where, "unreadable", f"could not be read ({err.strerror or err}): not checked")])
             return
@@ -251,6 +249,19 @@ class _SpooledCopy:
     def __exit__(self, *exc) -> None:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+
+
+def _read_head(path: Path) -> tuple[int, bytes]:
+    """The file's size and first HEAD_BYTES, without a buffered file object (a scan opens thousands)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = os.fstat(fd).st_size
+        head = os.read(fd, HEAD_BYTES)
+        while len(head) < min(size, HEAD_BYTES) and (more := os.read(fd, HEAD_BYTES - len(head))):
+            head += more
+        return size, head
+    finally:
+        os.close(fd)
 
 
 def _total_size(files: list[WalkItem]) -> int:

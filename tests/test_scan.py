@@ -271,7 +271,15 @@ def test_unreadable_file_is_unsafe_not_skipped(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
+    real_os_open = os.open
+
+    def guarded_os_open(file, *args, **kwargs):
+        if Path(file) == target:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_os_open(file, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(os, "open", guarded_os_open)  # the scanner opens files either way
     report = scan_paths([tmp_path])
     assert [(f.rule, f.level) for f in report.findings] == [("unreadable", "unsafe")]
     assert "Permission denied" in report.findings[0].message

@@ -186,6 +186,10 @@ def _slow_arg(op: pickletools.OpcodeInfo, data: bytes, start: int, end: int, str
 
 # (walker class, opcode) -> handler function: resolved once per process, bound once per walk.
 _UNBOUND_HANDLERS: dict[tuple[type, pickletools.OpcodeInfo], Any] = {}
+# walker class -> {byte: (opcode, handler function, fixed argument size or -1, unpacker)}: built
+# once per process. Per walk only the kinds met are noted; for a pickle of 50 opcodes (a small
+# checkpoint's data.pkl) resolving each kind anew was a third of the walk.
+_CLASS_TABLES: dict[type, dict[int, tuple[pickletools.OpcodeInfo, Any, int, Any]]] = {}
 
 
 class PickleWalker:
@@ -238,6 +242,9 @@ class PickleWalker:
         handler(op, arg, pos)
 
     def _handler_for(self, op: pickletools.OpcodeInfo):
+        return self._unbound_handler_for(op).__get__(self)
+
+    def _unbound_handler_for(self, op: pickletools.OpcodeInfo):
         key = (type(self), op)
         unbound = _UNBOUND_HANDLERS.get(key)
         if unbound is None:
@@ -246,7 +253,7 @@ class PickleWalker:
                 constant = not op.stack_before and len(op.stack_after) == 1
                 unbound = type(self)._push_constant if constant else type(self)._generic
             _UNBOUND_HANDLERS[key] = unbound
-        return unbound.__get__(self)
+        return unbound
 
     # --- handlers ------------------------------------------------------------------
 
@@ -289,7 +296,15 @@ class PickleWalker:
             raise self.fail(f"{op.name} on an empty stack at byte {pos}")
         self.memo[int(arg)] = self.stack[-1]
 
-    _op_BINPUT = _op_LONG_BINPUT = _op_PUT
+    def _op_BINPUT(self, op, arg, pos):
+        # PUT's twin for the binary forms, whose argument struct already read as an int: a
+        # third of a checkpoint's opcodes are PUTs and GETs.
+        stack = self.stack
+        if not stack:
+            raise self.fail(f"{op.name} on an empty stack at byte {pos}")
+        self.memo[arg] = stack[-1]
+
+    _op_LONG_BINPUT = _op_BINPUT
 
     def _op_MEMOIZE(self, op, arg, pos):
         if not self.stack:
@@ -304,7 +319,14 @@ class PickleWalker:
             value = OPAQUE
         self.stack.append(value)
 
-    _op_BINGET = _op_LONG_BINGET = _op_GET
+    def _op_BINGET(self, op, arg, pos):
+        value = self.memo.get(arg, _MISSING)
+        if value is _MISSING:
+            self.anomalies.append(f"{op.name} of memo slot {arg} that was never stored (byte {pos})")
+            value = OPAQUE
+        self.stack.append(value)
+
+    _op_LONG_BINGET = _op_BINGET
 
     def _op_TUPLE(self, op, arg, pos):
         self.stack.append(_build_tuple(self.pop_to_mark(pos)))
@@ -373,7 +395,10 @@ class PickleWalker:
         stop_pos: int | None = None
         max_ops = self.max_ops
         handlers = self._handlers
-        # byte -> (opcode, bound handler, fixed argument size or -1, unpacker): one lookup per opcode
+        shared = _CLASS_TABLES.get(type(self))
+        if shared is None:
+            shared = _CLASS_TABLES[type(self)] = {}
+        # byte -> (opcode, handler function, fixed argument size or -1, unpacker): one lookup per opcode
         table: dict[int, tuple[pickletools.OpcodeInfo, Any, int, Any]] = {}
         data = self.data
         end = len(data)
@@ -389,11 +414,14 @@ class PickleWalker:
                 code = data[pos]
                 known = table.get(code)
                 if known is None:
-                    op = _CODE2OP.get(code)
-                    if op is None:
-                        raise ValueError(f"at position {pos}, opcode {bytes([code])!r} unknown")
-                    handler = handlers[op] = self._handler_for(op)
-                    known = table[code] = (op, handler, *_FAST_ARGS.get(code, (-1, None)))
+                    known = shared.get(code)
+                    if known is None:
+                        op = _CODE2OP.get(code)
+                        if op is None:
+                            raise ValueError(f"at position {pos}, opcode {bytes([code])!r} unknown")
+                        known = shared[code] = (op, self._unbound_handler_for(op), *_FAST_ARGS.get(code, (-1, None)))
+                    table[code] = known
+                    handlers[known[0]] = known[1].__get__(self)  # the kinds met, for `seen` and step()
                 op, handler, size, unpack = known
                 start = pos + 1
                 if size >= 0:
@@ -407,7 +435,7 @@ class PickleWalker:
                 if ops > max_ops:
                     self.ops = ops
                     raise self.fail(f"more than {max_ops} pickle opcodes: refusing to scan further")
-                handler(op, arg, pos)
+                handler(self, op, arg, pos)
                 if code == 0x2E:  # STOP
                     stop_pos = pos
                     break

@@ -8,7 +8,6 @@ Anything else is refused with one line that names the file and every problem fou
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -155,8 +154,9 @@ def _storage_records(path: Path, prefix: str, persistent_ids: list, sizes: dict[
             raise _refuse(path, f"storage {prefix}/data/{key} holds {actual} bytes but data.pkl declares "
                                 f"{record.nbytes} ({numel} x {itemsize}): storage size mismatch")
         storages[key] = record
+    data_folder = f"{prefix}/data/"
     unreferenced = sorted(name for name in sizes
-                          if name.startswith(f"{prefix}/data/") and name[len(prefix) + 6:] not in storages)
+                          if name.startswith(data_folder) and name[len(data_folder):] not in storages)
     if unreferenced:
         raise _refuse(path, f"{len(unreferenced)} storage entries that data.pkl never uses "
                             f"(hidden data), first {unreferenced[0]}")
@@ -217,6 +217,8 @@ def inspect_checkpoint(path: str | os.PathLike) -> ArchiveInfo:
                 raise _refuse(path, f"storage {entry.name} is compressed: torch.save stores storages uncompressed")
         storages = _storage_records(path, prefix, scan.persistent_ids, sizes)
         records = {entry.name: (entry.data_offset, entry.size) for entry in archive.entries}
+    import hashlib  # here: `nnseal scan` imports this module, and OpenSSL is slow to load
+
     return ArchiveInfo(path=str(path), file_size=file_size, prefix=prefix, globals=scan.globals,
                        protocol=scan.protocol, storages=storages, entries=names, records=records,
                        data_pkl_sha256=hashlib.sha256(data).hexdigest())
@@ -228,7 +230,7 @@ def inspect_checkpoint(path: str | os.PathLike) -> ArchiveInfo:
 def layout_problem(path: str | os.PathLike, names: list[str]) -> tuple[str | None, str | None]:
     """``(prefix, None)`` for torch.save's layout, else ``(None, why not)``; raises nothing."""
     try:
-        return _check_layout(Path(path), names), None
+        return _check_layout(path if isinstance(path, Path) else Path(path), names), None
     except UnsafeCheckpoint as err:
         return None, err.reason
 
@@ -236,11 +238,12 @@ def layout_problem(path: str | os.PathLike, names: list[str]) -> tuple[str | Non
 def storage_problem(archive, prefix: str, persistent_ids: list) -> tuple[dict[str, StorageRecord], str | None]:
     """``(storages, None)`` when every storage data.pkl declares is stored uncompressed and exactly that large,
     else ``({}, why not)``. ``archive`` is an open ``SafeZip``."""
+    data_folder = f"{prefix}/data/"
     for entry in archive.entries:
-        if entry.name.startswith(f"{prefix}/data/") and entry.method != METHOD_STORED:
+        if entry.method != METHOD_STORED and entry.name.startswith(data_folder):
             return {}, f"storage {entry.name} is compressed: torch.save stores storages uncompressed"
     sizes = {entry.name: entry.size for entry in archive.entries}
     try:
-        return _storage_records(Path(archive.path), prefix, persistent_ids, sizes), None
+        return _storage_records(archive.path, prefix, persistent_ids, sizes), None  # a Path (open_zip)
     except UnsafeCheckpoint as err:
         return {}, err.reason

@@ -15,7 +15,6 @@ sees, so anything two readers could read differently is refused here.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
@@ -24,8 +23,7 @@ import threading
 import unicodedata
 import zlib
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -54,6 +52,7 @@ _EOCD = struct.Struct("<IHHHHIIH")  # end of central directory record, 22 bytes
 _EOCD64_LOCATOR = struct.Struct("<IIQI")  # 20 bytes
 _EOCD64 = struct.Struct("<IQHHIIQQQQ")  # 56 bytes
 _CENTRAL = struct.Struct("<IBBHHHHHIIIHHHHHII")  # 46 bytes
+_CENTRAL_SIZE = _CENTRAL.size
 _LOCAL = struct.Struct("<IHHHHHIIIHH")  # 30 bytes
 _SIG_EOCD = 0x06054B50
 _SIG_EOCD64_LOCATOR = 0x07064B50
@@ -61,6 +60,14 @@ _SIG_EOCD64 = 0x06064B50
 _SIG_CENTRAL = 0x02014B50
 _SIG_LOCAL = 0x04034B50
 _SIG_DESCRIPTOR = 0x08074B50
+_SIG_EOCD_BYTES = struct.pack("<I", _SIG_EOCD)
+_SIG_DESCRIPTOR_BYTES = struct.pack("<I", _SIG_DESCRIPTOR)
+# A data descriptor: (bytes to skip, crc32 + sizes, length), with or without its signature.
+_DESCRIPTOR_SHAPES = ((0, struct.Struct("<IQQ"), 20), (0, struct.Struct("<III"), 12))
+_DESCRIPTOR_SHAPES_SIGNED = ((4, struct.Struct("<IQQ"), 24), (4, struct.Struct("<III"), 16)) + _DESCRIPTOR_SHAPES
+# A file up to this size is read whole at once and parsed from memory: cheaper than the
+# reads of its end records and local headers one by one.
+_READ_WHOLE_BELOW = 1 << 20
 _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFFFFFF
 _MAX_COMMENT = 0xFFFF
@@ -115,47 +122,75 @@ class Entry:
 
 
 
+class _Where:
+    """``entry <name>`` for error messages, spelled out only when one is raised.
+
+    Quoting every name of every archive up front cost more than all the checks it serves.
+    """
+
+    __slots__ = ("name", "suffix")
+
+    def __init__(self, name: str | bytes, suffix: str = ""):
+        self.name = name
+        self.suffix = suffix
+
+    def __str__(self) -> str:
+        return f"entry {show(self.name)}{self.suffix}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
 def check_entry_name(name: str, limits: Limits = Limits()) -> None:
     """Refuse a name that could land outside the destination or mean different files on different systems.
 
     ``name`` is a file name: POSIX separators, relative, no trailing slash.
     """
-    where = f"entry {show(name)}"
     if not name:
-        raise HostileArchive(f"{where}: empty name")
-    try:
-        encoded = name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise HostileArchive(f"{where}: name is not valid UTF-8") from None
-    if len(encoded) > limits.max_name_bytes:
-        raise HostileArchive(f"{where}: name longer than {limits.max_name_bytes} bytes")
-    for char in name:
-        # Cc: NUL, newlines, escapes; Cf: invisible and bidi-override characters that spoof names.
-        if unicodedata.category(char) in ("Cc", "Cf", "Cs"):
-            raise HostileArchive(f"{where}: control or invisible character {ascii(char)} in name")
+        raise HostileArchive(f"entry {show(name)}: empty name")
+    # Printable ASCII (nearly every real name) has no control or invisible character and is its
+    # own UTF-8 encoding: the per-character Unicode lookups below are for the other names.
+    simple = name.isascii() and name.isprintable()
+    if simple:
+        name_bytes = len(name)
+    else:
+        try:
+            name_bytes = len(name.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise HostileArchive(f"entry {show(name)}: name is not valid UTF-8") from None
+    if name_bytes > limits.max_name_bytes:
+        raise HostileArchive(f"entry {show(name)}: name longer than {limits.max_name_bytes} bytes")
+    if not simple:
+        for char in name:
+            # Cc: NUL, newlines, escapes; Cf: invisible and bidi-override characters that spoof names.
+            if unicodedata.category(char) in ("Cc", "Cf", "Cs"):
+                raise HostileArchive(f"entry {show(name)}: control or invisible character {ascii(char)} in name")
     if "\\" in name:
-        raise HostileArchive(f"{where}: backslash in name (a path separator on Windows)")
+        raise HostileArchive(f"entry {show(name)}: backslash in name (a path separator on Windows)")
     if name.startswith("/"):
-        raise HostileArchive(f"{where}: absolute name")
-    if _DRIVE_LETTER.match(name):
-        raise HostileArchive(f"{where}: drive letter in name")
-    if ":" in name:
-        raise HostileArchive(f"{where}: ':' in name (a drive or NTFS stream separator on Windows)")
+        raise HostileArchive(f"entry {show(name)}: absolute name")
+    if ":" in name:  # a drive letter has one too
+        if _DRIVE_LETTER.match(name):
+            raise HostileArchive(f"entry {show(name)}: drive letter in name")
+        raise HostileArchive(f"entry {show(name)}: ':' in name (a drive or NTFS stream separator on Windows)")
     if name.count("/") >= limits.max_components:
-        raise HostileArchive(f"{where}: more than {limits.max_components} path components")
+        raise HostileArchive(f"entry {show(name)}: more than {limits.max_components} path components")
+    max_component = limits.max_component_bytes
     for component in name.split("/"):
         if component == "":
-            raise HostileArchive(f"{where}: empty path component")
+            raise HostileArchive(f"entry {show(name)}: empty path component")
         if component == "..":
-            raise HostileArchive(f"{where}: '..' component (path traversal)")
+            raise HostileArchive(f"entry {show(name)}: '..' component (path traversal)")
         if component == ".":
-            raise HostileArchive(f"{where}: '.' component")
-        if len(component.encode("utf-8")) > limits.max_component_bytes:
-            raise HostileArchive(f"{where}: path component longer than {limits.max_component_bytes} bytes")
+            raise HostileArchive(f"entry {show(name)}: '.' component")
+        if len(component) > max_component or not simple and len(component.encode("utf-8")) > max_component:
+            raise HostileArchive(f"entry {show(name)}: path component longer than {limits.max_component_bytes} bytes")
 
 
 def collision_key(name: str) -> str:
     """The name as case-insensitive, normalizing file systems (APFS, NTFS) see it."""
+    if name.isascii():  # NFC leaves ASCII alone, and casefold() is lower() on it
+        return name.lower()
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
 
 
@@ -172,81 +207,100 @@ class NameRegistry:
         self._dirs: dict[str, str] = {}  # collision key of every directory, explicit or implied
 
     def add(self, name: str, *, is_dir: bool = False) -> None:
-        where = f"entry {show(name)}"
         if name in self._exact:
-            raise HostileArchive(f"{where}: duplicate entry name")
+            raise HostileArchive(f"entry {show(name)}: duplicate entry name")
         self._exact.add(name)
         path = name[:-1] if is_dir else name
         key = collision_key(path)
         if key in self._files:
             if is_dir and self._files[key] == path:
-                raise HostileArchive(f"{where}: the same name is also a file entry")
-            raise HostileArchive(f"{where}: collides with entry {show(self._files[key])} on case-insensitive "
-                                 "or Unicode-normalizing file systems")
+                raise HostileArchive(f"entry {show(name)}: the same name is also a file entry")
+            raise HostileArchive(f"entry {show(name)}: collides with entry {show(self._files[key])} on "
+                                 "case-insensitive or Unicode-normalizing file systems")
         if not is_dir and key in self._dirs:
-            raise HostileArchive(f"{where}: the same name is also used as a folder")
-        parts = path.split("/")
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
-            if collision_key(parent) in self._files:
-                raise HostileArchive(f"{where}: its folder {show(parent)} is also a file entry")
-            self._dirs.setdefault(collision_key(parent), parent)
+            raise HostileArchive(f"entry {show(name)}: the same name is also used as a folder")
+        slash = path.find("/")
+        while slash >= 0:
+            parent = path[:slash]
+            slash = path.find("/", slash + 1)
+            parent_key = collision_key(parent)
+            if parent_key in self._files:
+                raise HostileArchive(f"entry {show(name)}: its folder {show(parent)} is also a file entry")
+            self._dirs.setdefault(parent_key, parent)
         if is_dir:
             self._dirs.setdefault(key, path)
         else:
             self._files[key] = name
 
 
-def _parse_extra(blob: bytes, where: str) -> dict[int, bytes]:
+def _parse_extra(blob: bytes, where: str | _Where, where_suffix: str = "") -> dict[int, bytes]:
     fields: dict[int, bytes] = {}
     pos = 0
     while pos < len(blob):
         if pos + 4 > len(blob):
-            raise HostileArchive(f"{where}: malformed extra field")
+            raise HostileArchive(f"{where}{where_suffix}: malformed extra field")
         field_id, length = struct.unpack_from("<HH", blob, pos)
         if pos + 4 + length > len(blob):
-            raise HostileArchive(f"{where}: malformed extra field")
+            raise HostileArchive(f"{where}{where_suffix}: malformed extra field")
         if field_id in fields:
-            raise HostileArchive(f"{where}: extra field 0x{field_id:04x} appears twice")
+            raise HostileArchive(f"{where}{where_suffix}: extra field 0x{field_id:04x} appears twice")
         fields[field_id] = blob[pos + 4: pos + 4 + length]
         pos += 4 + length
     if EXTRA_UNICODE_PATH in fields:
-        raise HostileArchive(f"{where}: carries a second name (Info-ZIP Unicode Path extra field)")
+        raise HostileArchive(f"{where}{where_suffix}: carries a second name (Info-ZIP Unicode Path extra field)")
     return fields
 
 
-def _decode_name(raw: bytes, flags: int, where: str) -> str:
+_NO_EXTRA: dict[int, bytes] = {}
+
+
+def _decode_name(raw: bytes, flags: int) -> str:
     if flags & FLAG_UTF8:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise HostileArchive(f"{where}: name is not valid UTF-8") from None
+            raise HostileArchive(f"entry {show(raw)}: name is not valid UTF-8") from None
     # Without the UTF-8 flag readers disagree (cp437, the local code page, UTF-8): accept ASCII only.
     if not raw.isascii():
-        raise HostileArchive(f"{where}: non-ASCII name not marked as UTF-8 (readers would disagree on it)")
+        raise HostileArchive(f"entry {show(raw)}: non-ASCII name not marked as UTF-8 (readers would disagree on it)")
     return raw.decode("ascii")
 
 
-@dataclass
 class _Raw:
-    """What we need of a central entry until its local header has been checked."""
+    """A central entry until its local header has been checked (then ``entry`` is set)."""
 
-    entry: Entry
-    name_bytes: bytes
-    flags: int
-    end: int = -1  # one past its data descriptor, or its data
-    local_fixed: tuple = ()
-    local_variable: bytes = b""
+    __slots__ = ("name", "where", "is_dir", "size", "compressed_size", "method", "crc32", "header_offset",
+                 "name_bytes", "flags", "entry", "end", "local_fixed", "local_variable")
+
+    def __init__(self, name: str, where: _Where, is_dir: bool, size: int, compressed_size: int, method: int, crc32: int,
+                 header_offset: int, name_bytes: bytes, flags: int):
+        self.name = name
+        self.where = where
+        self.is_dir = is_dir
+        self.size = size
+        self.compressed_size = compressed_size
+        self.method = method
+        self.crc32 = crc32
+        self.header_offset = header_offset
+        self.name_bytes = name_bytes
+        self.flags = flags
+        self.entry: Entry | None = None
+        self.end = -1  # one past its data descriptor, or its data
+        self.local_fixed: tuple = ()
+        self.local_variable = b""
 
 
 class SafeZip:
     """An open, fully validated archive. Use as a context manager, or call close()."""
 
-    def __init__(self, path: Path, fd: int, entries: list[Entry], limits: Limits):
+    def __init__(self, path: Path, fd: int, entries: list[Entry], limits: Limits, whole: bytes | None = None):
         self.path = path
         self.entries = entries
         self.limits = limits
         self._fd = fd
+        # A small archive's bytes as the parser read and checked them: entries are read from
+        # them, not from the file again.
+        self._whole = whole
         self._by_name = {e.name: e for e in entries}
         self._lock = threading.Lock()  # only for platforms without os.pread
 
@@ -290,7 +344,9 @@ class SafeZip:
     # --- reading ---------------------------------------------------------------
 
     def _pread(self, size: int, offset: int) -> bytes:
-        if hasattr(os, "pread"):
+        if self._whole is not None:
+            data = self._whole[offset:offset + size]
+        elif hasattr(os, "pread"):
             data = os.pread(self._fd, size, offset)
         else:  # pragma: no cover - Windows
             with self._lock:
@@ -316,7 +372,7 @@ class SafeZip:
         writes chunks as they come must discard what it wrote if this raises.
         """
         entry = self._resolve(entry_or_name)
-        where = f"entry {show(entry.name)}"
+        where = _Where(entry.name)
         crc = 0
         produced = 0
         if entry.method == METHOD_STORED:
@@ -371,6 +427,8 @@ class SafeZip:
 
     def copy_to(self, entry_or_name: Entry | str, fileobj: BinaryIO) -> str:
         """Stream the entry into ``fileobj``; return the sha256 hex of exactly the bytes written."""
+        import hashlib  # here, not at the top: `nnseal scan` starts faster without OpenSSL
+
         digest = hashlib.sha256()
         for block in self.stream(entry_or_name):
             digest.update(block)
@@ -378,6 +436,8 @@ class SafeZip:
         return digest.hexdigest()
 
     def sha256(self, entry_or_name: Entry | str) -> str:
+        import hashlib
+
         digest = hashlib.sha256()
         for block in self.stream(entry_or_name):
             digest.update(block)
@@ -396,6 +456,8 @@ class SafeZip:
         workers = workers or min(8, os.cpu_count() or 1, len(chosen))
         if workers <= 1:
             return {e.name: self.sha256(e) for e in chosen}
+        from concurrent.futures import ThreadPoolExecutor  # with logging and queue: only when hashing
+
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnseal-hash") as pool:
             futures = [pool.submit(self.sha256, e) for e in chosen]
             try:
@@ -411,7 +473,8 @@ class SafeZip:
 
 def open_zip(path: str | os.PathLike, limits: Limits = Limits()) -> SafeZip:
     """Open and validate every header of a zip; raise HostileArchive on anything malformed or hostile."""
-    path = Path(path)
+    if not isinstance(path, Path):
+        path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as err:
@@ -420,8 +483,9 @@ def open_zip(path: str | os.PathLike, limits: Limits = Limits()) -> SafeZip:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise EnvironmentProblem("not a regular file", path=path)
-        entries = _Parser(fd, info.st_size, limits, path).parse()
-        return SafeZip(path, fd, entries, limits)
+        parser = _Parser(fd, info.st_size, limits, path)
+        entries = parser.parse()
+        return SafeZip(path, fd, entries, limits, parser.window if parser.window_start == 0 else None)
     except HostileArchive as err:
         os.close(fd)
         if err.path is None:  # name the archive in every message
@@ -441,13 +505,21 @@ class _Parser:
         self.file_size = file_size
         self.limits = limits
         self.path = path
+        # The file's last bytes (all of a small file), read once: the end records, usually the
+        # central directory, and for a small file every local header are parsed from them
+        # instead of with a system call each. A checkpoint of 1,000 is ~30 reads otherwise.
+        self.window = b""
+        self.window_start = file_size
 
-    def read_at(self, offset: int, size: int, what: str) -> bytes:
+    def read_at(self, offset: int, size: int, what: str | _Where, what_suffix: str = "") -> bytes:
         if offset < 0 or size < 0 or offset + size > self.file_size:
-            raise HostileArchive(f"{what} lies outside the file (truncated or corrupt)")
+            raise HostileArchive(f"{what}{what_suffix} lies outside the file (truncated or corrupt)")
+        start = offset - self.window_start
+        if start >= 0:  # the window runs to the end of the file, which the check above bounds
+            return self.window[start:start + size]
         data = os.pread(self.fd, size, offset) if hasattr(os, "pread") else self._seek_read(offset, size)
         if len(data) != size:
-            raise HostileArchive(f"{what} lies outside the file (truncated or corrupt)")
+            raise HostileArchive(f"{what}{what_suffix} lies outside the file (truncated or corrupt)")
         return data
 
     def _seek_read(self, offset: int, size: int) -> bytes:  # pragma: no cover - Windows
@@ -461,12 +533,15 @@ class _Parser:
             raise HostileArchive("not a zip archive (empty file)")
         if self.file_size < _EOCD.size:
             raise HostileArchive("not a zip archive (truncated or corrupt: too short)")
-        tail_start = max(0, self.file_size - _EOCD.size - _MAX_COMMENT)
+        search_start = max(0, self.file_size - _EOCD.size - _MAX_COMMENT)
+        tail_start = 0 if self.file_size <= _READ_WHOLE_BELOW else search_start
         tail = self.read_at(tail_start, self.file_size - tail_start, "end of archive")
-        signature = struct.pack("<I", _SIG_EOCD)
+        self.window, self.window_start = tail, tail_start
+        signature = _SIG_EOCD_BYTES
         found = []
         trailing = None  # bytes after the last whole end record that its comment does not cover
-        pos = tail.rfind(signature)
+        # Only where an end record whose comment reaches the end of the file can start.
+        pos = tail.rfind(signature, search_start - tail_start)
         while pos >= 0:
             if pos + _EOCD.size <= len(tail):
                 comment_len = _EOCD.unpack_from(tail, pos)[7]
@@ -474,7 +549,7 @@ class _Parser:
                     found.append(tail_start + pos)
                 elif trailing is None and pos + _EOCD.size + comment_len < len(tail):
                     trailing = len(tail) - (pos + _EOCD.size + comment_len)
-            pos = tail.rfind(signature, 0, pos)
+            pos = tail.rfind(signature, search_start - tail_start, pos)
         if not found:
             if trailing is not None:
                 # miniz (torch) and zipfile still open such a file, each finding its own end record.
@@ -555,15 +630,16 @@ class _Parser:
             raise HostileArchive(f"central directory of {cd_size} bytes, more than the limit of "
                                  f"{self.limits.max_central_directory_size}")
         directory = self.read_at(cd_offset, cd_size, "central directory")
-        registry = NameRegistry()
+        register = NameRegistry().add
+        max_total_size = self.limits.max_total_size
         raws: list[_Raw] = []
         total = 0
         pos = 0
         for index in range(count):
             raw, pos = self.central_entry(directory, pos, index)
-            registry.add(raw.entry.name, is_dir=raw.entry.is_dir)
-            total += raw.entry.size
-            if total > self.limits.max_total_size:
+            register(raw.name, is_dir=raw.is_dir)
+            total += raw.size
+            if total > max_total_size:
                 raise HostileArchive(f"entries hold more than {self.limits.max_total_size} bytes in total "
                                      "(zip bomb?)")
             raws.append(raw)
@@ -575,26 +651,30 @@ class _Parser:
         self.check_layout(raws, cd_offset)
         for raw in raws:
             self.compare_local(raw)
-        return [raw.entry for raw in raws]
+        return [raw.entry for raw in raws]  # type: ignore[misc]  # locate() set every one
 
     def central_entry(self, directory: bytes, pos: int, index: int) -> tuple[_Raw, int]:
-        if pos + _CENTRAL.size > len(directory):
+        name_start = pos + _CENTRAL_SIZE
+        if name_start > len(directory):
             raise HostileArchive("central directory is truncated")
         (sig, _, create_system, version_needed, flags, method, _, _, crc, csize, usize, name_len, extra_len,
          comment_len, disk, _, external_attr, header_offset) = _CENTRAL.unpack_from(directory, pos)
         if sig != _SIG_CENTRAL:
             raise HostileArchive(f"central directory entry {index} has a bad signature")
-        end = pos + _CENTRAL.size + name_len + extra_len + comment_len
+        extra_start = name_start + name_len
+        end = extra_start + extra_len + comment_len
         if end > len(directory):
             raise HostileArchive("central directory is truncated")
-        name_bytes = directory[pos + _CENTRAL.size: pos + _CENTRAL.size + name_len]
-        where = f"entry {show(name_bytes)}"
-        name = _decode_name(name_bytes, flags, where)
-        where = f"entry {show(name)}"
+        name_bytes = directory[name_start:extra_start]
+        name = _decode_name(name_bytes, flags)
+        where = _Where(name)
         is_dir = name.endswith("/")
         check_entry_name(name[:-1] if is_dir else name, self.limits)
-        self.check_flags_and_method(flags, method, where)
-        self.check_version_needed(version_needed, where)
+        # Each check runs only when a cheap test says it could fail: most entries pass them all.
+        if flags & ~FLAGS_ALLOWED or method != METHOD_STORED and method != METHOD_DEFLATED:
+            self.check_flags_and_method(flags, method, where)
+        if version_needed & 0xFF > _MAX_VERSION_NEEDED:
+            self.check_version_needed(version_needed, where)
         if comment_len:
             comment = directory[end - comment_len: end]
             if any(sig in comment for sig in _RECORD_SIGNATURES):
@@ -603,25 +683,23 @@ class _Parser:
                 raise HostileArchive(f"{where}: entry comment of {comment_len} bytes (torch.save and nnseal "
                                      "never write one)")
 
-        extra = _parse_extra(directory[pos + _CENTRAL.size + name_len: pos + _CENTRAL.size + name_len + extra_len],
-                             where)
+        extra = _parse_extra(directory[extra_start:extra_start + extra_len], where) if extra_len else _NO_EXTRA
         if EXTRA_ZIP64 in extra:
             usize, csize, header_offset, disk = self.central_zip64(extra[EXTRA_ZIP64], usize, csize,
                                                                    header_offset, disk, where)
         if disk != 0:
             raise HostileArchive(f"{where}: on another disk (split archives are not supported)")
 
-        self.check_file_type(create_system, external_attr, is_dir, where)
+        if external_attr:  # zero (torch, DOS writers) means a regular file, which every check accepts
+            self.check_file_type(create_system, external_attr, is_dir, where)
         if is_dir and usize != 0:
             raise HostileArchive(f"{where}: directory entry holds data")
         self.check_sizes(method, usize, csize, where)
-        entry = Entry(name=name, size=usize, compressed_size=csize, method=method, crc32=crc,
-                      header_offset=header_offset, data_offset=-1, is_dir=is_dir)
-        return _Raw(entry=entry, name_bytes=name_bytes, flags=flags), end
+        return _Raw(name, where, is_dir, usize, csize, method, crc, header_offset, name_bytes, flags), end
 
     @staticmethod
     def central_zip64(blob: bytes, usize: int, csize: int, offset: int, disk: int,
-                      where: str) -> tuple[int, int, int, int]:
+                      where: str | _Where) -> tuple[int, int, int, int]:
         # Only the fields whose header value is the marker are present, in this order (APPNOTE 4.5.3).
         # Demand exactly those: a field more or less makes readers disagree on which is which.
         wanted = [usize == _U32_MAX, csize == _U32_MAX, offset == _U32_MAX]
@@ -639,7 +717,7 @@ class _Parser:
         return values[0], values[1], values[2], disk
 
     @staticmethod
-    def check_flags_and_method(flags: int, method: int, where: str) -> None:
+    def check_flags_and_method(flags: int, method: int, where: str | _Where) -> None:
         if flags & FLAG_ENCRYPTED:
             raise HostileArchive(f"{where}: encrypted entry")
         if flags & FLAG_PATCHED_DATA:
@@ -653,14 +731,14 @@ class _Parser:
                                  "(only stored and deflate)")
 
     @staticmethod
-    def check_version_needed(version_needed: int, where: str) -> None:
+    def check_version_needed(version_needed: int, where: _Where, where_suffix: str = "") -> None:
         # The low byte is the version; the high byte (a host system) is ignored by every reader.
         if version_needed & 0xFF > _MAX_VERSION_NEEDED:
-            raise HostileArchive(f"{where}: needs zip version {(version_needed & 0xFF) / 10:.1f} to extract "
-                                 "(unzip skips such an entry while other readers extract it)")
+            raise HostileArchive(f"{where}{where_suffix}: needs zip version {(version_needed & 0xFF) / 10:.1f} "
+                                 "to extract (unzip skips such an entry while other readers extract it)")
 
     @staticmethod
-    def check_file_type(create_system: int, external_attr: int, is_dir: bool, where: str) -> None:
+    def check_file_type(create_system: int, external_attr: int, is_dir: bool, where: str | _Where) -> None:
         # The Unix mode sits in the high 16 bits. Checked whatever create_system says, because some
         # extractors honour it regardless; a zero mode (DOS/Windows writers, torch) means "regular".
         mode = external_attr >> 16
@@ -674,7 +752,7 @@ class _Parser:
         if external_attr & DOS_DIRECTORY_ATTR and not is_dir:
             raise HostileArchive(f"{where}: marked as a directory but named as a file")
 
-    def check_sizes(self, method: int, usize: int, csize: int, where: str) -> None:
+    def check_sizes(self, method: int, usize: int, csize: int, where: str | _Where) -> None:
         limits = self.limits
         if usize > limits.max_entry_size:
             raise HostileArchive(f"{where}: {usize} bytes, more than the limit of {limits.max_entry_size}")
@@ -688,35 +766,35 @@ class _Parser:
 
     def locate(self, raw: _Raw) -> None:
         """Read the local header and work out where the entry's data (and descriptor) end."""
-        entry = raw.entry
-        where = f"entry {show(entry.name)}"
-        fixed = _LOCAL.unpack(self.read_at(entry.header_offset, _LOCAL.size, f"{where}: local header"))
+        where = raw.where
+        header_offset = raw.header_offset
+        fixed = _LOCAL.unpack(self.read_at(header_offset, _LOCAL.size, where, ": local header"))
         if fixed[0] != _SIG_LOCAL:
             raise HostileArchive(f"{where}: local header has a bad signature")
         name_len, extra_len = fixed[9], fixed[10]
         raw.local_fixed = fixed
-        raw.local_variable = self.read_at(entry.header_offset + _LOCAL.size, name_len + extra_len,
-                                          f"{where}: local header")
-        data_offset = entry.header_offset + _LOCAL.size + name_len + extra_len
-        end = data_offset + entry.compressed_size
+        raw.local_variable = self.read_at(header_offset + _LOCAL.size, name_len + extra_len, where, ": local header")
+        data_offset = header_offset + _LOCAL.size + name_len + extra_len
+        end = data_offset + raw.compressed_size
         if raw.flags & FLAG_DATA_DESCRIPTOR:
-            end += self.data_descriptor_length(end, entry, where)
-        raw.entry = replace(entry, data_offset=data_offset)
+            end += self.data_descriptor_length(end, raw, where)
+        raw.entry = Entry(raw.name, raw.size, raw.compressed_size, raw.method, raw.crc32, header_offset,
+                          data_offset, raw.is_dir)
         raw.end = end
 
     def compare_local(self, raw: _Raw) -> None:
         """The local header must say what the central directory says: streaming extractors read only it."""
-        entry = raw.entry
-        where = f"entry {show(entry.name)}"
+        where = raw.where
         (_, version_needed, flags, method, _, _, crc, csize, usize, name_len, _) = raw.local_fixed
-        self.check_version_needed(version_needed, f"{where} (local header)")
+        self.check_version_needed(version_needed, where, " (local header)")
         local_name = raw.local_variable[:name_len]
         if local_name != raw.name_bytes:
             raise HostileArchive(f"{where}: local header names it {show(local_name)} "
                                  "(local and central names differ)")
-        if flags != raw.flags or method != entry.method:
+        if flags != raw.flags or method != raw.method:
             raise HostileArchive(f"{where}: local header flags or method differ from the central directory")
-        extra = _parse_extra(raw.local_variable[name_len:], f"{where} (local header)")
+        extra = _parse_extra(raw.local_variable[name_len:], where, " (local header)") \
+            if len(raw.local_variable) > name_len else _NO_EXTRA
         local_sizes = [usize, csize]
         if usize == _U32_MAX or csize == _U32_MAX:
             # The local ZIP64 sizes count only when the header holds the marker (APPNOTE 4.5.3).
@@ -732,39 +810,40 @@ class _Parser:
                 raise HostileArchive(f"{where}: local header lacks the ZIP64 sizes it refers to")
             local_sizes = list(struct.unpack_from("<QQ", blob))
         deferred = bool(flags & FLAG_DATA_DESCRIPTOR)
-        for local, central in zip(local_sizes, [entry.size, entry.compressed_size], strict=True):
+        for local, central in zip(local_sizes, [raw.size, raw.compressed_size], strict=True):
             # With a data descriptor the local header may leave sizes and CRC as zero.
             if local != central and not (deferred and local == 0):
                 raise HostileArchive(f"{where}: local header sizes differ from the central directory")
-        if crc != entry.crc32 and not (deferred and crc == 0):
+        if crc != raw.crc32 and not (deferred and crc == 0):
             raise HostileArchive(f"{where}: local header CRC differs from the central directory")
 
-    def data_descriptor_length(self, pos: int, entry: Entry, where: str) -> int:
+    def data_descriptor_length(self, pos: int, entry: _Raw, where: _Where) -> int:
         """Length of the descriptor after the data: with or without signature, 4- or 8-byte sizes."""
-        window = self.read_at(pos, min(24, max(0, self.file_size - pos)), f"{where}: data descriptor")
-        shapes = []
-        if window[:4] == struct.pack("<I", _SIG_DESCRIPTOR):
-            shapes += [(4, "<IQQ", 24), (4, "<III", 16)]
-        shapes += [(0, "<IQQ", 20), (0, "<III", 12)]
+        window = self.read_at(pos, min(24, max(0, self.file_size - pos)), where, ": data descriptor")
+        shapes = _DESCRIPTOR_SHAPES_SIGNED if window[:4] == _SIG_DESCRIPTOR_BYTES else _DESCRIPTOR_SHAPES
+        expected = (entry.crc32, entry.compressed_size, entry.size)
         for skip, layout, length in shapes:
-            if len(window) >= length and \
-                    struct.unpack_from(layout, window, skip) == (entry.crc32, entry.compressed_size, entry.size):
+            if len(window) >= length and layout.unpack_from(window, skip) == expected:
                 return length
         raise HostileArchive(f"{where}: data descriptor disagrees with the central directory")
 
     def check_layout(self, raws: list[_Raw], cd_offset: int) -> None:
         """Entries must tile the file from 0 to the central directory: no overlap, no hidden bytes."""
         position, previous = 0, None
-        for raw in sorted(raws, key=lambda r: (r.entry.header_offset, r.end)):
-            name = show(raw.entry.name)
-            if raw.entry.header_offset < position:
-                raise HostileArchive(f"entries {show(previous)} and {name} overlap (zip bomb or ambiguous archive)")
-            if raw.entry.header_offset > position:
+        for raw in sorted(raws, key=_layout_order):
+            if raw.header_offset < position:
+                raise HostileArchive(f"entries {show(previous)} and {show(raw.name)} overlap "
+                                     "(zip bomb or ambiguous archive)")
+            if raw.header_offset > position:
                 after = f"after entry {show(previous)}" if previous is not None else "before the first entry"
-                raise HostileArchive(f"{raw.entry.header_offset - position} unaccounted bytes {after} (hidden data)")
-            position, previous = raw.end, raw.entry.name
+                raise HostileArchive(f"{raw.header_offset - position} unaccounted bytes {after} (hidden data)")
+            position, previous = raw.end, raw.name
         if position > cd_offset:
             raise HostileArchive(f"entry {show(previous)} overlaps the central directory")
         if position < cd_offset:
             after = f"after entry {show(previous)}" if previous is not None else "before the central directory"
             raise HostileArchive(f"{cd_offset - position} unaccounted bytes {after} (hidden data)")
+
+
+def _layout_order(raw: _Raw) -> tuple[int, int]:
+    return raw.header_offset, raw.end
