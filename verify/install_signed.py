@@ -5,6 +5,8 @@ all model folders (``nnseal.verify.staging``)."""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,9 @@ from nnseal.verify.consistency import check_dataset_id_free
 from nnseal.verify.install import InstallReport, commit, extract_entry, note_late_signals, write_model_receipt
 from nnseal.verify.rollback import check_not_downgrade
 from nnseal.verify.staging import Staging, check_destinations
+
+# Checkpoints rebuilt at once; more than the cores only adds contention on the disk.
+MAX_REBUILD_THREADS = 4
 
 
 def install_signed(archive, results: Path, report: InstallReport, *, trusted_keys, trust_folder, force: bool,
@@ -73,12 +78,24 @@ def _finish_model(stage: Staging, model: str, entries: list[PackageEntry], json_
 
     model_dir = stage.path(model)
     parsed = {entry.filename: json_entries[entry.name] for entry in entries if entry.kind is EntryKind.JSON}
+    jobs = [(entry.name, stage.path(entry.name).with_suffix(".pth"))
+            for entry in entries if entry.kind is EntryKind.CHECKPOINT]
+
+    def rebuild(job: tuple[str, Path]) -> str:
+        name, pth = job
+        return rebuild_checkpoint_from_entry(archive, name, digests[name], parsed["plans.json"],
+                                             parsed["dataset.json"], pth, bar=bar)
+
+    # Hashing, copying and fsync release the GIL: one thread per core keeps every core busy.
+    # A refusal surfaces from map(); leaving the pool waits for the others, then staging goes.
+    workers = min(len(jobs), os.cpu_count() or 1, MAX_REBUILD_THREADS)
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnseal-rebuild") as pool:
+            digests_written = list(pool.map(rebuild, jobs))
+    else:
+        digests_written = [rebuild(job) for job in jobs]
     written: dict[Path, str] = {}
-    for entry in entries:
-        if entry.kind != "checkpoint":
-            continue
-        pth = stage.path(entry.name).with_suffix(".pth")
-        written[pth] = rebuild_checkpoint_from_entry(archive, entry.name, digests[entry.name], parsed["plans.json"],
-                                                     parsed["dataset.json"], pth, bar=bar)
+    for (_, pth), digest in zip(jobs, digests_written, strict=True):
+        written[pth] = digest
         report.checkpoints.append(f"{model}/{pth.relative_to(model_dir)}")
     return written
