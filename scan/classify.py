@@ -73,7 +73,7 @@ def pickle_reading(head: bytes, size: int) -> bool:
         return False
     marked = False
     try:
-        for op, arg, pos, _ in iter_ops(head):
+        for _op, arg, pos, _ in iter_ops(head):
             code = head[pos]
             if code == 0x2E:  # STOP
                 return True

@@ -309,8 +309,8 @@ def _variable_arg(op: pickletools.OpcodeInfo, data: bytes, start: int, end: int)
         return decode(line), after
     if name in _PAIR_ARGS:
         return _PAIR_ARGS[name](data, start, end)
-    assert op.arg is not None  # opcodes without an argument have a fixed size 0
-    width, signed, convert = _COUNTED[op.arg.name]
+    # opcodes without an argument have the fixed size 0: the rest have a counted one
+    width, signed, convert = _COUNTED[op.arg.name if op.arg is not None else ""]
     if start + width > end:
         raise PickleTruncated(f"not enough data to read {name}'s length")
     length = int.from_bytes(data[start:start + width], "little", signed=signed)
@@ -327,7 +327,10 @@ def _variable_arg(op: pickletools.OpcodeInfo, data: bytes, start: int, end: int)
         raise PickleDecodeError(f"{name} argument is not UTF-8") from None
 
 
-def iter_ops(data: bytes, pos: int = 0, end: int | None = None) -> Iterator[tuple[pickletools.OpcodeInfo, Any, int, int]]:
+Op = tuple[pickletools.OpcodeInfo, Any, int, int]
+
+
+def iter_ops(data: bytes, pos: int = 0, end: int | None = None) -> Iterator[Op]:
     """``(opcode, argument, position, position after it)`` for each opcode from ``pos`` up to STOP.
 
     GLOBAL and INST arguments are ``(module, name)`` tuples. Raises PickleTruncated when the
