@@ -34,7 +34,7 @@ EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 SIGNATURE_NAME = "model.sig"
 # How a pickle reaches code: it imports (GLOBAL, INST, STACK_GLOBAL, and the copyreg extension
 # opcodes by number). Importing a module runs it, so an import is enough: the calls (REDUCE,
-# BUILD, SETITEM on os.environ, ...) need no more than what the import returned.
+# BUILD, SETITEM into the process environment, ...) need no more than what the import returned.
 _IMPORTS = frozenset({0x63, 0x69, 0x93, 0x82, 0x83, 0x84})
 _MARK = 0x28
 

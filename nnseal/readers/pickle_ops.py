@@ -8,8 +8,8 @@ ends at its first NUL byte, GLOBAL names are raw UTF-8 (genops escape-decodes th
 ASCII), STRING needs two quote characters, negative PUT and EXT code 0 are refused. A
 scanner that reads an argument differently from the loader stops where the loader goes
 on, so every reading of a pickle in nnseal goes through ``iter_ops``: the opcode table of
-``pickletools`` with the argument rules of ``_pickle.c`` (CPython 3.8 to 3.13, the same
-in all of them). tests/test_pickle_readings.py holds it to the real C unpickler.
+``pickletools`` with the argument rules of ``_pickle.c``. tests/test_pickle_readings.py
+holds it to the real C unpickler of the interpreter it runs on.
 
 Only argument decoding is modelled here; what an opcode does to the stack and memo is the
 walker's business (``nnseal.readers.pickle_stream``).
