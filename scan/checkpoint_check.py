@@ -6,11 +6,10 @@ collected: the archive's layout, each pickle in it, storage sizes and tensor geo
 
 from __future__ import annotations
 
-import io
-import pickletools
 from pathlib import Path
 
 from nnseal.errors import HostileArchive, MalformedPickle
+from nnseal.readers.pickle_ops import PickleDecodeError, iter_ops
 from nnseal.readers.pickle_stream import DEFAULT_MAX_OPS
 from nnseal.readers.torch_archive import MAX_DATA_PKL, TORCHSCRIPT_MARKERS, layout_problem, storage_problem
 from nnseal.readers.zip_archive import SafeZip
@@ -77,13 +76,11 @@ def torch_zip_findings(archive: SafeZip, path: Path, where: Location) -> list[Fi
 
 def _pickle_end(data: bytes, start: int) -> int:
     """Offset one past the STOP of the pickle starting at ``start``; raises MalformedPickle."""
-    stream = io.BytesIO(data)
-    stream.seek(start)
     try:
-        for op, _, _ in pickletools.genops(stream):
-            if op.name == "STOP":
-                return stream.tell()
-    except (ValueError, UnicodeDecodeError) as err:
+        for op, _, _, after in iter_ops(data, start):
+            if op.code == ".":
+                return after
+    except PickleDecodeError as err:
         raise MalformedPickle(f"not a well-formed pickle ({err})") from None
     raise MalformedPickle("pickle ends without STOP (truncated)")
 

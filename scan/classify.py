@@ -15,12 +15,11 @@ can vouch for (see ``looks_like_model_name`` and ``in_model_folder``).
 
 from __future__ import annotations
 
-import io
-import pickletools
 import re
 
 from nnseal.format.layout import CARD_NAME, DATASET_RE
 from nnseal.readers.legacy_tar import LEGACY_MAGIC, is_tar_header
+from nnseal.readers.pickle_ops import PickleDecodeError, PickleTruncated, iter_ops
 
 # How much of a file the sniffer looks at.
 HEAD_BYTES = 64 << 10
@@ -33,12 +32,11 @@ EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 # nnseal.format.oms.SIGNATURE_NAME, spelled out so that classifying a file does not import
 # the signing stack (a test checks that the two agree).
 SIGNATURE_NAME = "model.sig"
-# How a pickle reaches code: it imports (GLOBAL, INST, STACK_GLOBAL), then calls (REDUCE, BUILD,
-# OBJ, NEWOBJ, NEWOBJ_EX, INST); the copyreg extension opcodes import by number.
-_IMPORTS = frozenset("ci\x93")
-_CALLS = frozenset("Rbo\x81\x92i")
-_EXTENSIONS = frozenset("\x82\x83\x84")
-_IDENTIFIER_PAIR = re.compile(r"^[A-Za-z_][\w.]* [A-Za-z_][\w.]*$")
+# How a pickle reaches code: it imports (GLOBAL, INST, STACK_GLOBAL, and the copyreg extension
+# opcodes by number). Importing a module runs it, so an import is enough: the calls (REDUCE,
+# BUILD, SETITEM into the process environment, ...) need no more than what the import returned.
+_IMPORTS = frozenset({0x63, 0x69, 0x93, 0x82, 0x83, 0x84})
+_MARK = 0x28
 
 # Names torch.load (or pickle.load) is pointed at in practice.
 MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar", ".pkl", ".pickle", ".joblib")
@@ -50,34 +48,48 @@ _FOLD_DIR = re.compile(r"^fold_(\d+|all)$")
 _TORCH_RECORD = re.compile(r"^[^/]+/(data|constants)\.pkl$")
 
 
+def could_import(module: str) -> bool:
+    """Whether an unpickler asked for ``module`` could run code by importing it.
+
+    A module is a file or folder on sys.path named after it, and importing ``a.b c`` imports
+    ``a`` first: so the first dotted part decides. One with whitespace in it names no module
+    an environment installs (only a file an attacker already placed on sys.path, which runs
+    anyway), and that keeps prose like ``copyright 2024`` (GLOBAL ``opyright 2024``) text.
+    """
+    first = module.split(".", 1)[0]
+    return bool(first) and not any(char.isspace() for char in first)
+
+
 def pickle_reading(head: bytes, size: int) -> bool:
     """Whether pickle.load would get anywhere from byte 0, whatever the first opcode.
 
-    Yes when the opcodes parse up to STOP; when they parse up to the end of the bytes read
-    and the file goes on (padding cannot push a payload past the sniffer); and when they
-    import a global and call something before they break, because pickle runs those before
-    it notices the damage. Text rarely parses that far: a line or two, then a byte that is
-    no opcode.
+    The opcodes are read as the C unpickler reads them (``iter_ops``). Yes when they parse up
+    to STOP; when they parse up to the end of the bytes read and the file goes on (padding
+    cannot push a payload past the sniffer); and when they import anything (see
+    ``could_import``) before they break, because pickle runs the import before it notices
+    the damage. Text rarely parses that far: a line or two, then a byte that is no opcode.
     """
     if not head:
         return False
-    stream = io.BytesIO(head)
-    imported = called = False
+    marked = False
     try:
-        for op, arg, _ in pickletools.genops(stream):
-            code = op.code
-            if code == ".":
+        for _op, arg, pos, _ in iter_ops(head):
+            code = head[pos]
+            if code == 0x2E:  # STOP
                 return True
-            if code in _IMPORTS and (code == "\x93" or _IDENTIFIER_PAIR.match(arg or "")):
-                imported = True
-                called = called or code == "i"  # INST imports and calls at once
-            elif code in _CALLS and imported:
-                called = True
-            elif code in _EXTENSIONS:
-                imported = called = True
-    except (ValueError, UnicodeDecodeError, OverflowError):
-        return called or (size > len(head) and stream.tell() >= len(head))
-    return size > len(head) or called
+            if code == _MARK:
+                marked = True
+            elif code in _IMPORTS:
+                if code == 0x63 or (code == 0x69 and marked):  # GLOBAL; INST pops to a MARK first
+                    if could_import(arg[0]):
+                        return True
+                elif code != 0x69:
+                    return True
+    except PickleTruncated:
+        return size > len(head)
+    except PickleDecodeError:
+        return False
+    return False
 
 
 def safetensors_reading(head: bytes, size: int) -> bool:

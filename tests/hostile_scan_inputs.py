@@ -256,6 +256,58 @@ def make_pickle_ext_opcode(directory: Path) -> Path:
     return path
 
 
+# --- arguments the C unpickler reads and pickletools.genops does not (review finding 1) -----------------
+
+
+def c_only_pickle(first: bytes, canary: Path) -> bytes:
+    """``first`` (an opcode genops cannot read, popped at once), then os.system(touch canary)."""
+    return first + b"0" + f"cos\nsystem\n(S'{touch(canary)}'\ntR.".encode()
+
+
+def make_pickle_base0_int_first(directory: Path, canary: Path) -> Path:
+    """INT 0x0: _pickle.c reads it with strtol in base 0, genops with int() (base 10) and stops."""
+    path = directory / "notes.txt"
+    path.write_bytes(c_only_pickle(b"I0x0\n", canary))
+    return path
+
+
+def make_pickle_base0_long_first(directory: Path, canary: Path) -> Path:
+    """LONG 0b1L in a fold folder under a name nnU-Net does not use: base 0 again."""
+    fold = directory / "Dataset001_X" / "nnUNetTrainer__nnUNetPlans__3d_fullres" / "fold_0"
+    fold.mkdir(parents=True)
+    path = fold / "postprocessing.dat"
+    path.write_bytes(c_only_pickle(b"L0b1L\n", canary))
+    return path
+
+
+def make_pickle_nul_terminated_int_first(directory: Path, canary: Path) -> Path:
+    """INT 7 then a NUL and junk: strtol stops at the NUL, genops' int() refuses the line."""
+    path = directory / "checkpoint_final.model"
+    path.write_bytes(c_only_pickle(b"I7\0junk\n", canary))
+    return path
+
+
+def make_pickle_float_with_nul_first(directory: Path, canary: Path) -> Path:
+    """FLOAT 1.5 ended by a NUL: PyOS_string_to_double stops there, float() refuses."""
+    path = directory / "readme.md"
+    path.write_bytes(c_only_pickle(b"F1.5\0 not a float\n", canary))
+    return path
+
+
+def make_pickle_sets_environ(directory: Path) -> Path:
+    """An import and SETITEM, no REDUCE: os.environ["NNSEAL_REVIEW"] = "1" in the loading process."""
+    path = directory / "settings.txt"
+    path.write_bytes(b"cos\nenviron\nS'NNSEAL_REVIEW'\nS'1'\ns\xff")
+    return path
+
+
+def make_pickle_import_only(directory: Path) -> Path:
+    """Only an import, which runs the module (antigravity opens a web browser), then junk."""
+    path = directory / "todo.txt"
+    path.write_bytes(b"cantigravity\nfly\n\xff")
+    return path
+
+
 def make_clean_pickle_named_pth(directory: Path) -> Path:
     """A raw pickle without globals under a checkpoint name: torch.load falls back to pickle."""
     import pickle

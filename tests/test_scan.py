@@ -223,7 +223,8 @@ def test_checkpoint_renamed_to_png_is_still_a_checkpoint(tmp_path, canary):
 
 
 def test_text_files_are_not_mistaken_for_pickles(tmp_path):
-    (tmp_path / "README.md").write_text("cat\nmeow\n(this is prose)\n")
+    # "cat\nmeow\n" would be GLOBAL at.meow: an import to the C unpickler (test_pickle_readings.py)
+    (tmp_path / "README.md").write_text("cat and dog\nmeow\n(this is prose)\n")
     (tmp_path / "Makefile").write_text("(all): build\n")
     (tmp_path / "empty.py").write_bytes(b"")
     proc, report = scan_json(tmp_path, extra=["--fail-on", "any"])

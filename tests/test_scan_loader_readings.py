@@ -23,6 +23,13 @@ ATTACKS = {
     "pickle_short_binbytes_first": (inputs.make_pickle_short_binbytes_first, True, {"dangerous-global"}),
     "pickle_runs_then_breaks": (inputs.make_pickle_runs_then_breaks, True, {"malformed-pickle"}),
     "pickle_ext_opcode": (inputs.make_pickle_ext_opcode, False, {"dangerous-global", "model-format"}),
+    # arguments only the C unpickler reads, and imports without calls (review finding 1)
+    "pickle_base0_int_first": (inputs.make_pickle_base0_int_first, True, {"dangerous-global"}),
+    "pickle_base0_long_first": (inputs.make_pickle_base0_long_first, True, {"dangerous-global"}),
+    "pickle_nul_terminated_int_first": (inputs.make_pickle_nul_terminated_int_first, True, {"dangerous-global"}),
+    "pickle_float_with_nul_first": (inputs.make_pickle_float_with_nul_first, True, {"dangerous-global"}),
+    "pickle_sets_environ": (inputs.make_pickle_sets_environ, False, {"malformed-pickle"}),
+    "pickle_import_only": (inputs.make_pickle_import_only, False, {"malformed-pickle"}),
     "clean_pickle_named_pth": (inputs.make_clean_pickle_named_pth, False, {"model-format"}),
     "pickle_in_fold_folder": (inputs.make_pickle_in_fold_folder, False, {"model-format"}),
     "npy_unknown_dtype": (inputs.make_npy_unknown_dtype, False, {"numpy-dtype"}),
@@ -97,7 +104,7 @@ def test_text_files_are_not_pickles(tmp_path):
     folder = tmp_path / "fold_0"
     folder.mkdir()
     (folder / "train.py").write_text("import os\nimport sys\n\nprint(os.getcwd())\n")
-    (folder / "config.txt").write_text("config\nvalue\nmore text\n")
+    (folder / "config.txt").write_text("config = value\nmore text\n")
     (folder / "log.txt").write_text("2024-01-01 epoch 0\n" * 5000)
     (folder / "debug.json").write_text('{"a": 1}')
     proc, lines = _scan_text(folder, tmp_path)

@@ -1,6 +1,7 @@
 """Static inventory of a pickle: every global it would import, without executing any of it.
 
-The walk uses ``pickletools.genops``, which only parses opcodes. A small symbolic stack
+The walk reads opcodes with ``nnseal.readers.pickle_ops.iter_ops`` (pickletools' opcode
+table, the C unpickler's argument rules), which only parses them. A small symbolic stack
 follows constants (strings, numbers, tuples of them, globals) through the memo so that
 protocol-4 ``STACK_GLOBAL`` names and torch's persistent storage ids can be read back;
 everything a real unpickler would build is an opaque placeholder here.
@@ -12,13 +13,12 @@ untrusted files before anything heavier is imported.
 from __future__ import annotations
 
 import _compat_pickle
-import io
 import pickletools
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 from nnseal.errors import MalformedPickle
+from nnseal.readers.pickle_ops import PickleDecodeError, iter_ops
 
 # torch.save's data.pkl of a large nnU-Net checkpoint is well under 1 MiB (storages live
 # in separate zip entries); these limits leave room and still bound a hostile input.
@@ -75,12 +75,6 @@ def normalize_global(module: str, name: str) -> str:
     elif module in _compat_pickle.IMPORT_MAPPING:
         module = _compat_pickle.IMPORT_MAPPING[module]
     return f"{module}.{name}"
-
-
-def _split_pair(arg: str) -> tuple[str, str]:
-    # genops gives GLOBAL/INST operands as "module name"
-    module, _, name = arg.partition(" ")
-    return module, name
 
 
 def _constant(op: pickletools.OpcodeInfo, arg: Any) -> Any:
@@ -140,56 +134,8 @@ def freeze(value: Any) -> Any:
     return value
 
 
-_CODE2OP: dict[int, pickletools.OpcodeInfo] = {ord(op.code): op for op in pickletools.opcodes}
-# Opcodes whose argument has a fixed size: (size, struct unpacker or None for no argument).
-_FIXED_ARGS = {
-    "uint1": (1, struct.Struct("<B").unpack_from),
-    "uint2": (2, struct.Struct("<H").unpack_from),
-    "int4": (4, struct.Struct("<i").unpack_from),
-    "uint4": (4, struct.Struct("<I").unpack_from),
-    "uint8": (8, struct.Struct("<Q").unpack_from),
-    "float8": (8, struct.Struct(">d").unpack_from),
-}
-_FAST_ARGS: dict[int, tuple[int, Any]] = {
-    code: (0, None) if op.arg is None else _FIXED_ARGS[op.arg.name]
-    for code, op in _CODE2OP.items()
-    if op.arg is None or op.arg.name in _FIXED_ARGS
-}
-
-
-def _slow_arg(op: pickletools.OpcodeInfo, data: bytes, start: int, end: int, stream: io.BytesIO) -> tuple[Any, int]:
-    """A variable-size argument: counted strings by slicing, anything else by pickletools' own reader."""
-    descriptor = op.arg
-    if descriptor is None:  # opcodes without an argument never get here
-        return None, start
-    name = descriptor.name
-    if name in ("unicodestring1", "unicodestring4", "bytes1", "bytes4", "string1", "long1"):
-        width = 1 if name.endswith("1") else 4
-        if start + width > end:
-            raise ValueError(f"not enough data in stream to read {name}")
-        length = int.from_bytes(data[start:start + width], "little")
-        begin = start + width
-        if begin + length > end:
-            raise ValueError(f"expected {length} bytes in a {name}, but only {end - begin} remain")
-        raw = data[begin:begin + length]
-        if name.startswith("unicode"):
-            return raw.decode("utf-8", "surrogatepass"), begin + length
-        if name == "string1":
-            return raw.decode("latin-1"), begin + length
-        if name == "long1":
-            return int.from_bytes(raw, "little", signed=True), begin + length
-        return raw, begin + length
-    stream.seek(start)
-    arg = descriptor.reader(stream)
-    return arg, stream.tell()
-
-
 # (walker class, opcode) -> handler function: resolved once per process, bound once per walk.
 _UNBOUND_HANDLERS: dict[tuple[type, pickletools.OpcodeInfo], Any] = {}
-# walker class -> {byte: (opcode, handler function, fixed argument size or -1, unpacker)}: built
-# once per process. Per walk only the kinds met are noted; for a pickle of 50 opcodes (a small
-# checkpoint's data.pkl) resolving each kind anew was a third of the walk.
-_CLASS_TABLES: dict[type, dict[int, tuple[pickletools.OpcodeInfo, Any, int, Any]]] = {}
 
 
 class PickleWalker:
@@ -269,7 +215,7 @@ class PickleWalker:
         self.stack.append(_MARK)
 
     def _op_GLOBAL(self, op, arg, pos):
-        self.stack.append(self.add_global(*_split_pair(arg)))
+        self.stack.append(self.add_global(*arg))
 
     def _op_STACK_GLOBAL(self, op, arg, pos):
         gname, module = self.pop(pos), self.pop(pos)
@@ -281,7 +227,7 @@ class PickleWalker:
 
     def _op_INST(self, op, arg, pos):
         self.pop_to_mark(pos)
-        self.add_global(*_split_pair(arg))
+        self.add_global(*arg)
         self.stack.append(OPAQUE)
 
     def _op_EXT1(self, op, arg, pos):
@@ -392,62 +338,24 @@ class PickleWalker:
             self.stack.append(OPAQUE)
 
     def run(self) -> PickleScan:
-        stop_pos: int | None = None
         max_ops = self.max_ops
-        handlers = self._handlers
-        shared = _CLASS_TABLES.get(type(self))
-        if shared is None:
-            shared = _CLASS_TABLES[type(self)] = {}
-        # byte -> (opcode, handler function, fixed argument size or -1, unpacker): one lookup per opcode
-        table: dict[int, tuple[pickletools.OpcodeInfo, Any, int, Any]] = {}
-        data = self.data
-        end = len(data)
-        stream = io.BytesIO(data)
-        pos = 0
-        ops = 0
+        # opcode -> bound handler: one lookup per opcode
+        table: dict[pickletools.OpcodeInfo, Any] = {}
+        ops, pos = 0, 0
         try:
-            # pickletools.genops, inlined: the same opcode table and argument readers, with the
-            # fixed-size arguments torch.save writes read by struct instead of through a stream.
-            while True:
-                if pos >= end:
-                    raise ValueError("pickle exhausted before seeing STOP")
-                code = data[pos]
-                known = table.get(code)
-                if known is None:
-                    known = shared.get(code)
-                    if known is None:
-                        op = _CODE2OP.get(code)
-                        if op is None:
-                            raise ValueError(f"at position {pos}, opcode {bytes([code])!r} unknown")
-                        known = shared[code] = (op, self._unbound_handler_for(op), *_FAST_ARGS.get(code, (-1, None)))
-                    table[code] = known
-                    handlers[known[0]] = known[1].__get__(self)  # the kinds met, for `seen` and step()
-                op, handler, size, unpack = known
-                start = pos + 1
-                if size >= 0:
-                    after = start + size
-                    if after > end:
-                        raise ValueError(f"not enough data in stream to read {op.name}'s argument")
-                    arg = unpack(data, start)[0] if unpack is not None else None
-                else:
-                    arg, after = _slow_arg(op, data, start, end, stream)
-                ops += 1
+            for ops, (op, arg, pos, _) in enumerate(iter_ops(self.data), 1):
+                handler = table.get(op)
+                if handler is None:
+                    handler = table[op] = self._handlers[op] = self._handler_for(op)
                 if ops > max_ops:
                     self.ops = ops
                     raise self.fail(f"more than {max_ops} pickle opcodes: refusing to scan further")
-                handler(self, op, arg, pos)
-                if code == 0x2E:  # STOP
-                    stop_pos = pos
-                    break
-                pos = after
-        except MalformedPickle:
-            raise
-        except (ValueError, UnicodeDecodeError, struct.error) as err:
-            # unknown opcodes and data that ends too early, as genops reports them
+                handler(op, arg, pos)
+        except PickleDecodeError as err:
+            # unknown opcodes, arguments the C unpickler refuses, data that ends too early
             raise self.fail(f"not a well-formed pickle ({err})") from None
         self.ops = ops
-        if stop_pos is None:
-            raise self.fail("pickle ends without STOP (truncated)")
+        stop_pos = pos  # iter_ops stops after STOP or raises
         trailing = len(self.data) - (stop_pos + 1)
         if trailing:
             self.anomalies.append(f"{trailing} bytes after the pickle's STOP opcode")
