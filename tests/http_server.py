@@ -230,6 +230,8 @@ def _make_handler(server: TestServer):
 
         def _range_start(self, route: Route) -> int | None:
             header = self.headers.get("Range")
+            if route.ranges and header is not None and header.startswith("bytes=-") and header[7:].isdigit():
+                return max(0, len(route.body) - int(header[7:]))  # a suffix: the last N bytes
             if not route.ranges or header is None or not header.startswith("bytes=") or not header.endswith("-"):
                 return None
             if_range = self.headers.get("If-Range")

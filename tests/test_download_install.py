@@ -84,14 +84,16 @@ def test_signed_package_downloads_and_installs(server, package_bytes, session_ke
 def test_flaky_server_still_installs_the_signed_package(server, package_bytes, session_key, results):
     half = len(package_bytes) // 2
     server.route("/latest", Route(location="/Dataset042_Toy.zip", status=302))
-    server.route("/Dataset042_Toy.zip", Route(status=503, times=1, headers={"Retry-After": "0"}),
+    # The early look at the package's tail meets the first 503 (and gives up quietly); the download
+    # meets the second, then a dropped body, then resumes.
+    server.route("/Dataset042_Toy.zip", Route(status=503, times=2, headers={"Retry-After": "0"}),
                  Route(body=package_bytes, etag='"p1"', drop_after=half, times=1),
                  Route(body=package_bytes, etag='"p1"'))
     report = download_and_install_from_url(server.url("/latest"), results, trusted_keys=[session_key.public_path],
                                            policy=FAST)
     assert report.models == installed(results)
     ranges = [r.headers.get("Range") for r in server.requests_to("/Dataset042_Toy.zip")]
-    assert ranges == [None, None, f"bytes={half}-"]
+    assert ranges == ["bytes=-262144", None, None, f"bytes={half}-"]
     assert_installed(results)
 
 
@@ -202,24 +204,37 @@ def test_destination_defaults_to_nnunet_results(server, package_bytes, session_k
 # --- the destination is checked before a byte is downloaded -------------------
 
 
-def test_model_of_the_named_dataset_installed_is_refused_before_downloading(server, package_bytes, session_key,
-                                                                            results):
-    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
+def test_a_model_folder_already_installed_is_refused_before_downloading(server, package_bytes, session_key,
+                                                                       results):
+    """The package's central directory, read from its last bytes (one Range request), names the
+    model folders it would install: one already there refuses the download before the body."""
+    url = server.route("/latest.zip", Route(body=package_bytes))
     download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
-    assert len(server.requests_to("/Dataset042_Toy.zip")) == 1
     before = tree_listing(results)
+    server.seen.clear()
     with pytest.raises(WouldOverwrite) as caught:
         download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
-    assert caught.value.hint is Hint.FORCE and caught.value.path == str(results / toy_model.DATASET)
-    assert toy_model.model_folder_name("2d") in caught.value.reason and "nothing was downloaded" in caught.value.reason
-    assert len(server.requests_to("/Dataset042_Toy.zip")) == 1  # not a byte more
+    assert caught.value.hint is Hint.FORCE and "nothing was downloaded" in caught.value.reason
+    assert toy_model.model_folder_name("2d") in caught.value.reason
+    assert [r.headers.get("Range") for r in server.requests_to("/latest.zip")] == ["bytes=-262144"]  # the tail only
     assert tree_listing(results) == before
-    # Any dataset name with that id counts (one id is one dataset in nnU-Net), and the CLI says so in one line.
-    other = server.route("/Dataset042_Renamed_v2.zip", Route(body=package_bytes))
+    proc = run_cli("download", url, "-o", results, "--trusted-key", session_key.public_path, *FAST_CLI)
+    assert_one_line_refusal(proc)
+    assert "--force" in proc.stderr and tree_listing(results) == before
+
+
+def test_without_range_support_a_file_name_naming_an_installed_dataset_is_refused_before_downloading(
+        server, package_bytes, session_key, results):
+    url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
+    download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
+    before = tree_listing(results)
+    other = server.route("/Dataset042_Renamed_v2.zip", Route(body=package_bytes, ranges=False))
     proc = run_cli("download", other, "-o", results, "--trusted-key", session_key.public_path, *FAST_CLI)
     assert_one_line_refusal(proc)
     assert "dataset 042" in proc.stderr and "--force" in proc.stderr
-    assert server.requests_to("/Dataset042_Renamed_v2.zip") == [] and tree_listing(results) == before
+    # Only the tail was asked for (and answered with the whole file, unread): no download.
+    assert [r.headers.get("Range") for r in server.requests_to("/Dataset042_Renamed_v2.zip")] == ["bytes=-262144"]
+    assert tree_listing(results) == before
 
 
 def test_force_skips_the_early_check_and_replaces(server, package_bytes, session_key, results):
@@ -241,14 +256,15 @@ def test_dataset_folder_without_a_model_folder_does_not_stop_the_download(server
     assert report.models == installed(results)
 
 
-def test_a_file_name_naming_no_dataset_is_checked_late_by_the_install(server, package_bytes, session_key, results):
+def test_without_range_support_an_unnamed_file_is_checked_late_by_the_install(server, package_bytes, session_key,
+                                                                            results):
     url = server.route("/Dataset042_Toy.zip", Route(body=package_bytes))
     download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
-    latest = server.route("/latest.zip", Route(body=package_bytes))
+    latest = server.route("/latest.zip", Route(body=package_bytes, ranges=False))
     before = tree_listing(results)
     with pytest.raises(WouldOverwrite, match="model folder .* exists"):
         download_and_install_from_url(latest, results, trusted_keys=[session_key.public_path], policy=FAST)
-    assert len(server.requests_to("/latest.zip")) == 1  # downloaded, then refused by the install
+    assert len(server.requests_to("/latest.zip")) == 2  # the tail (answered whole, unread), then the download
     assert tree_listing(results) == before
 
 
@@ -395,3 +411,23 @@ def test_library_download_passes_allow_downgrade_to_the_install(server, releases
                                            allow_downgrade=True)
     assert report.models == installed(results)
     assert json.loads((results / MODEL / "nnseal-receipt.json").read_text())["release"] == "1.0"
+
+
+def test_a_file_url_is_looked_at_before_it_is_copied(toy_package_session, session_key, results):
+    url = toy_package_session.as_uri()
+    download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
+    before = tree_listing(results)
+    with pytest.raises(WouldOverwrite, match="nothing was downloaded"):
+        download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
+    assert tree_listing(results) == before
+
+
+def test_a_central_directory_outside_the_tail_is_not_guessed(toy_package_session, monkeypatch):
+    from nnseal.transport import tail
+    from nnseal.verify.download import model_folders_in_tail
+
+    url = toy_package_session.as_uri()
+    assert model_folders_in_tail(url) == [f"{toy_model.DATASET}/{toy_model.model_folder_name('2d')}"]
+    monkeypatch.setattr(tail, "TAIL_BYTES", 64)  # the end record only: the directory lies before it
+    monkeypatch.setattr(tail.fetch_tail, "__defaults__", (64,))
+    assert model_folders_in_tail(url) is None

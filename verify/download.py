@@ -7,11 +7,13 @@ the destination, puts the temporary file in the results folder, pins it, install
 (handing over the digest computed as the bytes streamed: the zip is hashed once) and
 cleans up.
 
-What is checked before a byte is downloaded: the --keep file, and, when the URL's file
-name starts with a dataset folder name (``DatasetNNN_...``), that the results folder
-holds no model folder of dataset NNN (unless ``force``). Which model folders a package
-holds is only known from its signed contents, so the install checks each one again,
-after the download.
+What is checked before the package is downloaded (unless ``force``): the --keep file; the
+model folders the package would install, read from its central directory in the last bytes
+of the file (one Range request, or the local file for file:// URLs), none of which may
+exist in the results folder; and, when that look is not possible (a server without Range
+support), the URL's file name: ``DatasetNNN_...`` must name no dataset with a model folder
+installed. The look is a courtesy, never trusted: the install checks each model folder
+again on the verified package.
 
 No torch here, and ``requests`` is imported only when an http(s) URL is fetched.
 """
@@ -19,6 +21,7 @@ No torch here, and ``requests`` is imported only when an http(s) URL is fetched.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import shutil
@@ -100,8 +103,12 @@ def download_then_install(
     if keep_path is not None and keep_path.exists() and not force:
         # Checked before a long download, and again when the file is kept.
         raise WouldOverwrite("exists", path=keep_path, hint=Hint.FORCE)
-    if not force:
-        refuse_named_dataset_installed(url, results)  # before a long download; install checks each model again
+    if not force and _holds_a_dataset(results):  # else nothing can be overwritten; install checks again anyway
+        folders = model_folders_in_tail(url)
+        if folders is not None:
+            refuse_installed_model_folders(folders, results)
+        else:
+            refuse_named_dataset_installed(url, results)
     try:
         lock = Lock(results, create_folder=True)  # guards the temporary file from every sweep
     except OSError as err:
@@ -134,6 +141,77 @@ def download_then_install(
 
 
 # --- helpers -----------------------------------------------------------------
+
+
+def model_folders_in_tail(url: str) -> list[str] | None:
+    """The ``DatasetXXX_Name/Trainer__Plans__configuration`` folders a zip's central directory
+    names, read from the file's last bytes; None when they cannot be read that way."""
+    import zipfile
+
+    from nnseal.transport.tail import fetch_tail
+
+    tail = fetch_tail(url)
+    if tail is None:
+        return None
+    size, data = tail
+    try:
+        # zipfile reads only the end records and the central directory on opening.
+        with zipfile.ZipFile(_TailFile(size, data)) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        return None
+    folders = set()
+    for name in names:
+        parts = name.split("/")
+        if len(parts) >= 3 and DATASET_RE.match(parts[0]) and MODEL_RE.match(parts[1]):
+            folders.add(f"{parts[0]}/{parts[1]}")
+    return sorted(folders)
+
+
+def _holds_a_dataset(results: Path) -> bool:
+    try:
+        return results.is_dir() and any(DATASET_RE.match(child.name) for child in results.iterdir())
+    except OSError:
+        return False
+
+
+def refuse_installed_model_folders(folders: list[str], results: Path) -> None:
+    """Refuse (WouldOverwrite) when the results folder already holds one of ``folders``."""
+    for folder in folders:
+        target = results / folder
+        if target.exists() or target.is_symlink():
+            raise WouldOverwrite(f"holds model folder {folder}, which the package at the URL would install; "
+                                 "nothing was downloaded", path=results, hint=Hint.FORCE)
+
+
+class _TailFile(io.RawIOBase):
+    """A read-only file of ``size`` bytes of which only the last ``len(data)`` are known; reading
+    before them fails, so a central directory outside the tail is simply not read."""
+
+    def __init__(self, size: int, data: bytes):
+        self._size, self._data, self._start, self._pos = size, data, size - len(data), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._pos < self._start:
+            raise OSError("before the bytes fetched")
+        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
+        chunk = self._data[self._pos - self._start:end - self._start]
+        self._pos += len(chunk)
+        return chunk
 
 
 def refuse_named_dataset_installed(url: str, results: Path) -> None:

@@ -43,10 +43,11 @@ stored as sent: a response with a Content-Encoding (gzip, ...) is refused, never
 decoded. --deadline bounds the whole download and --min-rate refuses a server that
 trickles.
 
-Before a byte is fetched: an existing --keep FILE is refused, and when the URL's
-file name starts with a dataset folder name (DatasetNNN_...), so is a results folder
-that already holds a model folder of dataset NNN (unless --force). The package's
-own model folders are checked again by the install, after the download.
+Before the body is fetched: an existing --keep FILE is refused, and so is a model
+folder the package would install that the results folder already holds (unless
+--force), read from the package's central directory in its last bytes (one Range
+request); a server without Range support is judged by the file name instead
+(DatasetNNN_...). The install checks each model folder again, after the download.
 
 Then `nnseal install` runs on it: signature checked against --trusted-key files and
 the trust folder. --sha256 pins the download (a mismatch is refused before
@@ -68,7 +69,7 @@ error, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.""")
               help="Install a legacy nnU-Net zip without a signature (pin it with --sha256).")
 @click.option("--force", is_flag=True,
               help="Replace an existing model folder (atomically) and an existing --keep FILE; "
-                   "skips the early check of the dataset the file name names.")
+                   "skips the early look at the package's model folders.")
 @click.option("--allow-downgrade", is_flag=True,
               help="With --force, replace a model with an older release from the same signer.")
 @click.option("--max-size", callback=parse_size, metavar="BYTES",
