@@ -141,3 +141,21 @@ def nnunet_export_zip(monkeypatch, results: Path, output: Path, **kwargs) -> Non
     monkeypatch.setattr(dataset_name_id_conversion, "nnUNet_preprocessed", str(output.parent))
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
         model_export.export_pretrained_model(toy_model.DATASET, str(output), **kwargs)
+
+
+def signed_package(path: Path, entries: list[tuple[str, bytes]], key_path: Path) -> Path:
+    """A correctly signed package holding exactly ``entries`` (any model.sig among them is
+    replaced): only content checks can refuse it."""
+    from nnseal import toy_model
+    from nnseal.format.keys import load_private_key
+    from nnseal.format.oms import SIGNATURE_NAME
+    from nnseal.package.signing import sign_manifest
+    from nnseal.package.zipwriter import DeterministicZipWriter
+
+    with open(path, "wb") as handle, DeterministicZipWriter(handle) as writer:
+        for name, data in entries:
+            if name != SIGNATURE_NAME:
+                writer.add_bytes(name, data, compress=name.endswith(".json"))
+        writer.add_bytes(SIGNATURE_NAME, sign_manifest(toy_model.DATASET, dict(writer.digests),
+                                                       load_private_key(key_path)), compress=True)
+    return path

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_refusal, run_cli, tree_listing
+from helpers import assert_one_line_refusal, run_cli, signed_package, tree_listing
 
 from nnseal import toy_model
 
@@ -35,20 +35,6 @@ def results(tmp_path) -> Path:
     return folder
 
 
-def _signed(path: Path, entries: list[tuple[str, bytes]], key_path) -> Path:
-    """A correctly signed package holding exactly ``entries``: only content checks can refuse it."""
-    from nnseal.format.keys import load_private_key
-    from nnseal.format.oms import SIGNATURE_NAME
-    from nnseal.package.signing import sign_manifest
-    from nnseal.package.zipwriter import DeterministicZipWriter
-
-    with open(path, "wb") as handle, DeterministicZipWriter(handle) as writer:
-        for name, data in entries:
-            if name != SIGNATURE_NAME:
-                writer.add_bytes(name, data, compress=name.endswith(".json"))
-        writer.add_bytes(SIGNATURE_NAME, sign_manifest(toy_model.DATASET, dict(writer.digests),
-                                                       load_private_key(key_path)), compress=True)
-    return path
 
 
 def _replace(entries, name, data):
@@ -90,7 +76,7 @@ def _assert_refused_everywhere(package, results, key, *needles):
 
 def test_the_unchanged_entries_install(package_entries, session_key, tmp_path):
     """Guards the tests below: the refusals come from the change, not from the builder."""
-    package = _signed(tmp_path / "ok.zip", package_entries, session_key.private_path)
+    package = signed_package(tmp_path / "ok.zip", package_entries, session_key.private_path)
     proc = run_cli("install", package, "--results", tmp_path / "r", "--trusted-key", session_key.public_path)
     assert proc.exit_code == 0, proc.stderr
     from nnseal.verify.report import verify_package
@@ -108,9 +94,10 @@ def test_the_unchanged_entries_install(package_entries, session_key, tmp_path):
 def test_checkpoint_metadata_must_match_its_folder(changes, needles, package_entries, results, session_key,
                                                    tmp_path):
     blob = _with_checkpoint_meta(dict(package_entries)[CHECKPOINT], **changes)
-    package = _signed(tmp_path / "moved.zip", _replace(package_entries, CHECKPOINT, blob), session_key.private_path)
+    package = signed_package(tmp_path / "moved.zip", _replace(package_entries, CHECKPOINT, blob),
+                             session_key.private_path)
     # Installed before, so that --force would replace it: the refusal must leave it as it is.
-    first = _signed(tmp_path / "ok.zip", package_entries, session_key.private_path)
+    first = signed_package(tmp_path / "ok.zip", package_entries, session_key.private_path)
     assert run_cli("install", first, "--results", results, "--trusted-key", session_key.public_path).exit_code == 0
     _assert_refused_everywhere(package, results, session_key.public_path, "checkpoint_final.safetensors",
                                "does not belong in this model folder", *needles)
@@ -129,7 +116,7 @@ def test_plans_json_must_name_the_folders_plans_and_configuration(change, needle
     plans = json.loads(dict(package_entries)[name])
     change(plans)
     data = (json.dumps(plans, indent=2) + "\n").encode()
-    package = _signed(tmp_path / "plans.zip", _replace(package_entries, name, data), session_key.private_path)
+    package = signed_package(tmp_path / "plans.zip", _replace(package_entries, name, data), session_key.private_path)
     _assert_refused_everywhere(package, results, session_key.public_path, "plans.json", needle)
 
 

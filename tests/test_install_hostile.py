@@ -14,7 +14,7 @@ from pathlib import Path
 
 import hostile_zips
 import pytest
-from helpers import assert_one_line_refusal, run_cli, tree_listing
+from helpers import assert_one_line_refusal, run_cli, signed_package, tree_listing
 
 from nnseal import toy_model
 
@@ -83,20 +83,6 @@ def test_deflate_bomb_total_size_limit(package_entries, results, session_key, tm
     assert not list(results.glob(".nnseal-staging-*"))
 
 
-def _signed(path: Path, entries: list[tuple[str, bytes]], key_path) -> Path:
-    """A correctly signed package holding exactly ``entries`` (so only content checks can refuse it)."""
-    from nnseal.format.keys import load_private_key
-    from nnseal.format.oms import SIGNATURE_NAME
-    from nnseal.package.signing import sign_manifest
-    from nnseal.package.zipwriter import DeterministicZipWriter
-
-    with open(path, "wb") as handle, DeterministicZipWriter(handle) as writer:
-        for name, data in entries:
-            if name != SIGNATURE_NAME:
-                writer.add_bytes(name, data, compress=name.endswith(".json"))
-        writer.add_bytes(SIGNATURE_NAME, sign_manifest(toy_model.DATASET, dict(writer.digests),
-                                                       load_private_key(key_path)), compress=True)
-    return path
 
 
 def _replace(entries, name, data):
@@ -104,8 +90,8 @@ def _replace(entries, name, data):
 
 
 def test_builder_alone_gives_an_installable_package(package_entries, session_key, tmp_path):
-    """Guards every test below: the refusals come from the attack, not from _signed()."""
-    package = _signed(tmp_path / "ok.zip", package_entries, session_key.private_path)
+    """Guards every test below: the refusals come from the attack, not from signed_package()."""
+    package = signed_package(tmp_path / "ok.zip", package_entries, session_key.private_path)
     proc = run_cli("install", package, "--results", tmp_path / "r", "--trusted-key", session_key.public_path)
     assert proc.exit_code == 0, proc.stderr
 
@@ -137,14 +123,14 @@ def test_manifest_resigned_by_untrusted_key(package_entries, results, session_ke
 
     attacker = generate_key_pair(tmp_path / "attacker")
     changed = _replace(package_entries, f"{MODEL}/dataset.json", b'{"labels": {"background": 0}}')
-    package = _signed(tmp_path / "resigned.zip", changed, attacker.private_path)
+    package = signed_package(tmp_path / "resigned.zip", changed, attacker.private_path)
     proc = _assert_refused_and_untouched(package, results, session_key.public_path, canary)
     assert attacker.fingerprint in proc.stderr or "trust" in proc.stderr.lower()
 
 
 def test_valid_signature_taken_from_another_package(package_entries, results, session_key, canary, tmp_path):
-    other = _signed(tmp_path / "other.zip", _replace(package_entries, f"{MODEL}/dataset.json", b"{}"),
-                    session_key.private_path)
+    other = signed_package(tmp_path / "other.zip", _replace(package_entries, f"{MODEL}/dataset.json", b"{}"),
+                           session_key.private_path)
     with zipfile.ZipFile(other) as z:
         foreign_sig = z.read("model.sig")
     package = hostile_zips.write_honest_zip(tmp_path / "stolen.zip",
@@ -160,7 +146,7 @@ def test_valid_signature_taken_from_another_package(package_entries, results, se
     f"{toy_model.DATASET}/not_a_model_folder/plans.json",
 ])
 def test_signed_entry_outside_layout(name, package_entries, results, session_key, canary, tmp_path):
-    package = _signed(tmp_path / "layout.zip", package_entries + [(name, b"{}")], session_key.private_path)
+    package = signed_package(tmp_path / "layout.zip", package_entries + [(name, b"{}")], session_key.private_path)
     _assert_refused_and_untouched(package, results, session_key.public_path, canary, "outside the nnU-Net")
 
 
@@ -168,16 +154,16 @@ def test_signed_entry_outside_layout(name, package_entries, results, session_key
                                   f"{MODEL}/crossval_results_folds_0_1_2_3_4/postprocessing.pkl"])
 def test_signed_package_with_pickle(name, package_entries, results, session_key, canary, tmp_path):
     payload = b"cos\nsystem\n(S'touch " + str(canary).encode() + b"'\ntR."
-    package = _signed(tmp_path / "pickle.zip", package_entries + [(name, payload)], session_key.private_path)
+    package = signed_package(tmp_path / "pickle.zip", package_entries + [(name, payload)], session_key.private_path)
     _assert_refused_and_untouched(package, results, session_key.public_path, canary, "pickle")
 
 
 def test_signed_plans_naming_foreign_class(package_entries, results, session_key, canary, tmp_path):
     plans = json.loads(dict(package_entries)[f"{MODEL}/plans.json"])
     plans["configurations"]["2d"]["architecture"]["arch_kwargs"]["nonlin"] = "os.system"
-    package = _signed(tmp_path / "plans.zip",
-                      _replace(package_entries, f"{MODEL}/plans.json", json.dumps(plans).encode()),
-                      session_key.private_path)
+    package = signed_package(tmp_path / "plans.zip",
+                             _replace(package_entries, f"{MODEL}/plans.json", json.dumps(plans).encode()),
+                             session_key.private_path)
     _assert_refused_and_untouched(package, results, session_key.public_path, canary, "os.system")
     # The same verdict from verify and the scan gate, each in one line naming the class.
     verify = run_cli("verify", package, "--trusted-key", session_key.public_path)
@@ -204,7 +190,7 @@ def test_signed_package_with_hostile_safetensors_header(hostile, package_entries
         blob = _safetensors_with_header({**meta, "a": {"dtype": "F32", "shape": [1 << 30],
                                                        "data_offsets": [0, 4 << 30]}}, bytes(16))
     name = f"{MODEL}/fold_0/checkpoint_final.safetensors"
-    package = _signed(tmp_path / "st.zip", _replace(package_entries, name, blob), session_key.private_path)
+    package = signed_package(tmp_path / "st.zip", _replace(package_entries, name, blob), session_key.private_path)
     _assert_refused_and_untouched(package, results, session_key.public_path, canary, "checkpoint_final.safetensors")
 
 
@@ -223,7 +209,7 @@ def test_signed_checkpoint_aliasing_a_missing_tensor(package_entries, results, s
     """Found by review: verify and scan passed it, install refused it. Now all three refuse."""
     name = f"{MODEL}/fold_0/checkpoint_final.safetensors"
     blob = make_alias_to_missing_tensor(dict(package_entries)[name])
-    package = _signed(tmp_path / "alias.zip", _replace(package_entries, name, blob), session_key.private_path)
+    package = signed_package(tmp_path / "alias.zip", _replace(package_entries, name, blob), session_key.private_path)
     _assert_refused_and_untouched(package, results, session_key.public_path, canary, "does.not.exist")
     verify = run_cli("verify", package, "--trusted-key", session_key.public_path)
     assert_one_line_refusal(verify, "does.not.exist")
@@ -232,17 +218,18 @@ def test_signed_checkpoint_aliasing_a_missing_tensor(package_entries, results, s
 def test_signed_dataset_json_with_absolute_path(package_entries, results, session_key, canary, tmp_path):
     dataset = json.loads(dict(package_entries)[f"{MODEL}/dataset.json"])
     dataset["description"] = "trained on /home/alice/secret_cases"
-    package = _signed(tmp_path / "ds.zip",
-                      _replace(package_entries, f"{MODEL}/dataset.json", json.dumps(dataset).encode()),
-                      session_key.private_path)
+    package = signed_package(tmp_path / "ds.zip",
+                             _replace(package_entries, f"{MODEL}/dataset.json", json.dumps(dataset).encode()),
+                             session_key.private_path)
     _assert_refused_and_untouched(package, results, session_key.public_path, canary, "dataset.json")
 
 
 def test_inspect_shows_a_hostile_card_on_one_line_each(package_entries, session_key, tmp_path):
     card = json.loads(dict(package_entries)["nnseal-card.json"])
     card["model"]["description"] = f"x\nsigner:    {'0' * 64} (trusted; forged)\x1b[2J"
-    package = _signed(tmp_path / "card.zip", _replace(package_entries, "nnseal-card.json", json.dumps(card).encode()),
-                      session_key.private_path)
+    package = signed_package(tmp_path / "card.zip",
+                             _replace(package_entries, "nnseal-card.json", json.dumps(card).encode()),
+                             session_key.private_path)
     proc = run_cli("inspect", package)
     assert proc.exit_code == 0, proc.stderr
     assert [line for line in proc.stdout.splitlines() if line.startswith("signer:")] == [
@@ -252,8 +239,8 @@ def test_inspect_shows_a_hostile_card_on_one_line_each(package_entries, session_
 
 @pytest.mark.parametrize("card", [b"[1]", b'"text"', b'{"model": "x", "created_by": 3}', b"{not json"])
 def test_inspect_survives_a_card_of_the_wrong_shape(card, package_entries, session_key, tmp_path):
-    package = _signed(tmp_path / "card.zip", _replace(package_entries, "nnseal-card.json", card),
-                      session_key.private_path)
+    package = signed_package(tmp_path / "card.zip", _replace(package_entries, "nnseal-card.json", card),
+                             session_key.private_path)
     proc = run_cli("inspect", package)
     assert proc.exit_code == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr
@@ -261,7 +248,7 @@ def test_inspect_survives_a_card_of_the_wrong_shape(card, package_entries, sessi
 
 def test_verify_refuses_a_signed_package_without_plans(package_entries, session_key, tmp_path):
     kept = [(n, d) for n, d in package_entries if not n.endswith("/plans.json")]
-    package = _signed(tmp_path / "noplans.zip", kept, session_key.private_path)
+    package = signed_package(tmp_path / "noplans.zip", kept, session_key.private_path)
     proc = run_cli("verify", package, "--trusted-key", session_key.public_path)
     assert proc.exit_code == 1 and "plans.json" in proc.stderr
 
@@ -272,8 +259,8 @@ def test_oversized_json_entry_refused_before_extraction(package_entries, results
 
     # Incompressible, so that the size limit (not the deflate-ratio limit) is what refuses it.
     huge = b'{"pad": "' + base64.b64encode(random.Random(0).randbytes(25 << 20)) + b'"}'
-    package = _signed(tmp_path / "huge.zip", _replace(package_entries, f"{MODEL}/dataset.json", huge),
-                      session_key.private_path)
+    package = signed_package(tmp_path / "huge.zip", _replace(package_entries, f"{MODEL}/dataset.json", huge),
+                             session_key.private_path)
     _assert_refused_and_untouched(package, results, session_key.public_path, canary, "too large")
 
 

@@ -206,7 +206,7 @@ def test_cli_created_from_option_or_source_date_epoch(toy_model_folder, session_
 @pytest.mark.parametrize("created", ["2024-13-01T00:00:00Z", "2024-01-01 00:00:00", 1700000000, "yesterday"])
 def test_a_card_with_an_unreadable_creation_time_is_refused(created, releases, session_key, tmp_path):
     """Install compares it, so a value it cannot read is refused rather than ignored."""
-    from test_install_consistency import _signed
+    from helpers import signed_package
 
     from nnseal.verify.problems import ProblemKind
     from nnseal.verify.report import verify_package
@@ -216,7 +216,7 @@ def test_a_card_with_an_unreadable_creation_time_is_refused(created, releases, s
     card = _card(releases["v2"])
     card["model"]["created"] = created
     entries = [(n, json.dumps(card).encode() if n == "nnseal-card.json" else d) for n, d in entries]
-    package = _signed(tmp_path / "card.zip", entries, session_key.private_path)
+    package = signed_package(tmp_path / "card.zip", entries, session_key.private_path)
     results = tmp_path / "results"
     results.mkdir()
     before = tree_listing(results)

@@ -7,9 +7,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import run_cli, signed_package
 
-from nnseal import toy_model
 from nnseal.format.oms import SIGNATURE_NAME
 
 CHECKPOINT = "fold_0/checkpoint_final.safetensors"
@@ -29,19 +28,6 @@ def _zip(path: Path, entries: list[tuple[str, bytes]]) -> Path:
     return path
 
 
-def _signed(path: Path, entries: list[tuple[str, bytes]], key_path) -> Path:
-    """A correctly signed package holding exactly ``entries``."""
-    from nnseal.format.keys import load_private_key
-    from nnseal.package.signing import sign_manifest
-    from nnseal.package.zipwriter import DeterministicZipWriter
-
-    with open(path, "wb") as handle, DeterministicZipWriter(handle) as writer:
-        for name, data in entries:
-            if name != SIGNATURE_NAME:
-                writer.add_bytes(name, data, compress=name.endswith(".json"))
-        writer.add_bytes(SIGNATURE_NAME, sign_manifest(toy_model.DATASET, dict(writer.digests),
-                                                       load_private_key(key_path)), compress=True)
-    return path
 
 
 def _with_card(entries, **changes) -> list[tuple[str, bytes]]:
@@ -119,7 +105,8 @@ def test_layout_problem(package_entries, session_key, tmp_path):
     from nnseal.verify.report import verify_package
 
     entries = [*package_entries, ("stray.txt", b"x")]
-    report = verify_package(_signed(tmp_path / "l.zip", entries, session_key.private_path), [session_key.public_path])
+    package = signed_package(tmp_path / "l.zip", entries, session_key.private_path)
+    report = verify_package(package, [session_key.public_path])
     assert [(p.kind, p.subject) for p in report.problems] == [(ProblemKind.LAYOUT, "stray.txt")]
 
 
@@ -180,7 +167,7 @@ def test_parse_card_accepts_this_version_and_refuses_others():
 @pytest.fixture(scope="module")
 def future_package(package_entries, session_key, tmp_path_factory) -> Path:
     """Correctly signed, but its card says format_version 2."""
-    return _signed(tmp_path_factory.mktemp("future") / "v2.zip", _with_card(package_entries, format_version=2),
+    return signed_package(tmp_path_factory.mktemp("future") / "v2.zip", _with_card(package_entries, format_version=2),
                    session_key.private_path)
 
 
