@@ -39,10 +39,11 @@ class _State:
     pending: list[int] = []
     blocks = 0  # nesting of interrupts_as_keyboard_interrupt that installed the handlers
     raised = False  # an Interrupted was raised in the outermost block: the cleanup is running
+    done = False  # the operation's effect is in place (mark_done): later signals change nothing
 
 
 def _handler(signum, frame) -> None:
-    if _State.depth or _State.raised:
+    if _State.depth or _State.raised or _State.done:
         _State.pending.append(signum)
         return
     _State.raised = True
@@ -53,10 +54,26 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _ignore(signum, frame) -> None:
+    """Not SIG_IGN: a Python handler is not inherited by child processes, SIG_IGN would be."""
+
+
+def mark_done() -> None:
+    """The operation's effect is in place (an install's folders are swapped in): from now on,
+    inside the outermost block, the three signals are recorded and no longer interrupt, so
+    what follows (cleanup, the report) finishes and the process exits as a success."""
+    if _State.blocks:
+        _State.done = True
+
+
 @contextlib.contextmanager
-def interrupts_as_keyboard_interrupt() -> Iterator[None]:
+def interrupts_as_keyboard_interrupt(*, ignore_after_done: bool = False) -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP raise ``Interrupted`` inside the block; the previous handlers
-    come back afterwards. A signal that was ignored (SIG_IGN, e.g. under nohup) stays ignored."""
+    come back afterwards. A signal that was ignored (SIG_IGN, e.g. under nohup) stays ignored.
+
+    ``ignore_after_done`` (for a process about to exit, the CLI): when the block ends after
+    ``mark_done``, the three signals are ignored instead, so that one arriving between the
+    report and the exit cannot turn a completed install into an exit status of 143."""
     if not _in_main_thread():
         yield
         return
@@ -71,11 +88,13 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
+        keep_ignoring = ignore_after_done and _State.done
         for signum, old in previous.items():
-            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+            signal.signal(signum, _ignore if keep_ignoring else old if old is not None else signal.SIG_DFL)
         _State.blocks -= 1
         if not _State.blocks:
             _State.raised = False
+            _State.done = False
             if not _State.depth:
                 _State.pending.clear()
 

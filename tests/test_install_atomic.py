@@ -236,3 +236,36 @@ def test_installs_from_different_pid_namespaces_never_lose_a_model(packages, tmp
         assert check_installed(model).ok
         assert len(list(model.glob("fold_*/checkpoint_*.pth"))) == 4
     assert sorted(p.name for p in results.iterdir()) == [toy_model.DATASET]  # no staging, no lock left
+
+
+# --- a signal after the swap ----------------------------------------------------------------
+
+AFTER_SWAP = textwrap.dedent("""
+    import os, signal, sys
+    import click
+    sig = getattr(signal, sys.argv[1])
+    echo = click.echo
+    def echo_after_a_signal(*args, **kwargs):  # the report is printed only once the swap is done
+        os.kill(os.getpid(), sig)
+        return echo(*args, **kwargs)
+    click.echo = echo_after_a_signal
+    from nnseal.cli import main
+    sys.argv = ["nnseal", "install", *sys.argv[2:]]
+    main()
+""")
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_signal_after_the_swap_still_reports_the_install_as_done(packages, tmp_path, sig):
+    """Found by review: a signal while the report was printed gave 143/130/129 ("undone")
+    although the new model was in place. From the swap on, the install is done: exit 0."""
+    from nnseal.verify.receipt import check_installed
+
+    results = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-c", AFTER_SWAP, sig, str(packages["new"]), "-o", str(results),
+                           "--trusted-key", str(packages["key"])], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    assert "installed" in proc.stdout and "interrupted" not in proc.stderr
+    models = sorted((results / toy_model.DATASET).iterdir())
+    assert len(models) == 2 and all(check_installed(model).ok for model in models)
+    assert sorted(p.name for p in results.iterdir()) == [toy_model.DATASET]  # no staging, lock or trash left

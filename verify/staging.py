@@ -39,7 +39,7 @@ from nnseal.errors import (
     WouldOverwrite,
     from_os_error,
 )
-from nnseal.interrupt import deferred_interrupts
+from nnseal.interrupt import deferred_interrupts, mark_done
 from nnseal.locks import Lock, remove_created_folders
 from nnseal.verify.receipt import RECEIPT_NAME
 
@@ -155,6 +155,7 @@ class Staging:
                 raise from_os_error(err, err.filename or self.results) from err
             raise
         self.committed = True
+        mark_done()  # the install has happened: no signal from here on may report otherwise
         return [str(dest) for dest, _, parking in done if parking is not None]
 
 

@@ -57,7 +57,7 @@ def report_errors(fn):
         from nnseal.interrupt import interrupts_as_keyboard_interrupt
 
         try:
-            with interrupts_as_keyboard_interrupt():
+            with interrupts_as_keyboard_interrupt(ignore_after_done=True):
                 return fn(*args, **kwargs)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
