@@ -103,7 +103,7 @@ def check_torch_reads_the_same(path: Path, info: ArchiveInfo) -> None:
     expected = {name[len(prefix):]: where for name, where in info.records.items()}
     try:
         reader = torch._C.PyTorchFileReader(str(path))
-        # get_record_offset is what torch.load(mmap=True) maps storages from; torch's stubs omit it.
+        # get_record_offset is where torch's loader (with mmap=True) maps storages from; torch's stubs omit it.
         seen = {name: (reader.get_record_offset(name), reader.get_record_size(name))  # type: ignore[attr-defined]
                 for name in reader.get_all_records()}
         data_pkl = reader.get_record("data.pkl") if "data.pkl" in seen else b""
