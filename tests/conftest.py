@@ -66,3 +66,12 @@ def isolated_trust(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "trusted_keys"
     monkeypatch.setenv("NNSEAL_TRUSTED_KEYS", str(folder))
     return folder
+
+
+@pytest.fixture(scope="session")
+def package_entries(toy_package_session) -> list[tuple[str, bytes]]:
+    """The toy package's entries, read with zipfile to build hostile twins of our own package."""
+    import zipfile
+
+    with zipfile.ZipFile(toy_package_session) as z:
+        return [(i.filename, z.read(i)) for i in z.infolist()]

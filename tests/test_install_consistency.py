@@ -20,12 +20,6 @@ MODEL = f"{toy_model.DATASET}/{toy_model.model_folder_name('2d')}"
 CHECKPOINT = f"{MODEL}/fold_0/checkpoint_final.safetensors"
 
 
-@pytest.fixture(scope="module")
-def package_entries(toy_package_session) -> list[tuple[str, bytes]]:
-    with zipfile.ZipFile(toy_package_session) as z:
-        return [(i.filename, z.read(i)) for i in z.infolist()]
-
-
 @pytest.fixture()
 def results(tmp_path) -> Path:
     folder = tmp_path / "results"

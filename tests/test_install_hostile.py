@@ -21,12 +21,6 @@ from nnseal import toy_model
 MODEL = f"{toy_model.DATASET}/{toy_model.model_folder_name('2d')}"
 
 
-@pytest.fixture(scope="module")
-def package_entries(toy_package_session) -> list[tuple[str, bytes]]:
-    with zipfile.ZipFile(toy_package_session) as z:  # our own package, read to build its hostile twins
-        return [(i.filename, z.read(i)) for i in z.infolist()]
-
-
 @pytest.fixture()
 def results(tmp_path) -> Path:
     """A results folder that already holds another model: it must come through untouched."""

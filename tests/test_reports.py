@@ -14,12 +14,6 @@ from nnseal.format.oms import SIGNATURE_NAME
 CHECKPOINT = "fold_0/checkpoint_final.safetensors"
 
 
-@pytest.fixture(scope="module")
-def package_entries(toy_package_session) -> list[tuple[str, bytes]]:
-    with zipfile.ZipFile(toy_package_session) as z:
-        return [(i.filename, z.read(i)) for i in z.infolist()]
-
-
 def _zip(path: Path, entries: list[tuple[str, bytes]]) -> Path:
     """``entries`` as they are (model.sig included, unchanged): for packages whose signature no longer fits."""
     with zipfile.ZipFile(path, "w") as z:
