@@ -25,7 +25,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nnseal.errors import EnvironmentProblem, InvalidArgument, ModelLayoutError, Refused, UnsafeCheckpoint, from_os_error
+from nnseal.errors import (
+    EnvironmentProblem,
+    InvalidArgument,
+    ModelLayoutError,
+    Refused,
+    UnsafeCheckpoint,
+    from_os_error,
+)
 
 if TYPE_CHECKING:
     import torch

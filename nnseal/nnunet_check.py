@@ -9,7 +9,6 @@ import contextlib
 import io
 from pathlib import Path
 
-
 # The predictor settings every comparison uses: CPU, deterministic, quiet.
 PREDICTOR_KWARGS = {"tile_step_size": 0.5, "use_gaussian": True, "use_mirroring": True,
                     "perform_everything_on_device": False, "verbose": False, "verbose_preprocessing": False,

@@ -52,7 +52,7 @@ def assert_same_predictor(ours, theirs) -> None:
 
     assert type(ours.network) is type(theirs.network)
     assert len(ours.list_of_parameters) == len(theirs.list_of_parameters)
-    for mine, expected in zip(ours.list_of_parameters, theirs.list_of_parameters):
+    for mine, expected in zip(ours.list_of_parameters, theirs.list_of_parameters, strict=True):
         assert list(mine) == list(expected)
         for name in expected:
             assert mine[name].dtype == expected[name].dtype and mine[name].shape == expected[name].shape, name
