@@ -24,6 +24,7 @@ COMMANDS = {
     "trust": "trust",
     "download": "download",
     "scan": "scan",
+    "doctor": "doctor",
 }
 
 SHORT_HELP = {
@@ -37,6 +38,7 @@ SHORT_HELP = {
     "trust": "Manage the keys trusted for install.",
     "download": "Download a package by URL and install it the verified way.",
     "scan": "CI gate: classify and check checkpoints, pickles and packages.",
+    "doctor": "Check that this environment can run an installed or trained model folder.",
 }
 
 

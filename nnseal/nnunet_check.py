@@ -9,19 +9,33 @@ import contextlib
 import io
 from pathlib import Path
 
+# The predictor settings every comparison uses: CPU, deterministic, quiet.
+PREDICTOR_KWARGS = {"tile_step_size": 0.5, "use_gaussian": True, "use_mirroring": True,
+                    "perform_everything_on_device": False, "verbose": False, "verbose_preprocessing": False,
+                    "allow_tqdm": False}
 
-def predict(model_dir: Path, image, spacing, folds=(0, 1), checkpoint_name: str = "checkpoint_final.pth"):
-    """Segmentation of ``image`` (channels, z, y, x) by nnUNetPredictor on the CPU."""
+
+def nnunet_predictor(model_dir: Path, folds=(0, 1), checkpoint_name: str = "checkpoint_final.pth"):
+    """nnUNetPredictor on the CPU, initialized by nnU-Net's own initialize_from_trained_model_folder
+    (``folds=None``: its auto-detection)."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints notes about CUDA
-        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
-                                    perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
-                                    verbose_preprocessing=False, allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=tuple(folds),
-                                                   checkpoint_name=checkpoint_name)
+        predictor = nnUNetPredictor(device=torch.device("cpu"), **PREDICTOR_KWARGS)
+        predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=None if folds is None else
+                                                       tuple(folds), checkpoint_name=checkpoint_name)
+    return predictor
+
+
+def predict_with(predictor, image, spacing):
+    """Segmentation of ``image`` (channels, z, y, x) by an initialized nnUNetPredictor."""
     return predictor.predict_single_npy_array(image, {"spacing": list(spacing)}, None, None, False)
+
+
+def predict(model_dir: Path, image, spacing, folds=(0, 1), checkpoint_name: str = "checkpoint_final.pth"):
+    """Segmentation of ``image`` (channels, z, y, x) by nnUNetPredictor on the CPU."""
+    return predict_with(nnunet_predictor(model_dir, folds, checkpoint_name), image, spacing)
 
 
 def toy_image(seed: int = 0, shape=(1, 1, 48, 40)):

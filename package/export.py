@@ -133,7 +133,7 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
             merged = dict(card_metadata)
             merged.update({k: v for k, v in (metadata or {}).items() if v is not None})
             card = build_card(dataset=dataset, metadata=merged, models=records, versions=_versions(),
-                              created=created_text)
+                              created=created_text, trained_with=_trained_with(models))
             writer.add_bytes(CARD_NAME, card_bytes(card), compress=True)
             bundle = sign_manifest(dataset, dict(writer.digests), private_key)
             writer.add_bytes(SIGNATURE_NAME, bundle, compress=True)
@@ -210,3 +210,10 @@ def _versions() -> dict[str, str]:
     import torch
 
     return {"nnseal": __version__, "torch": torch.__version__.split("+")[0]}
+
+
+def _trained_with(models: list[layout.ModelFolder]) -> dict[str, dict[str, str]]:
+    """What the exported folds were trained with: their debug.json where it says, else this environment."""
+    from nnseal.compat import training_versions
+
+    return training_versions(sorted({c.source.parent for m in models for c in m.checkpoints}))

@@ -73,7 +73,7 @@ def download_and_install_from_url(url: str, destination: str | os.PathLike, **op
     install; return the InstallReport.
 
     ``options`` are those of ``download_then_install`` (trusted_keys, trust_folder, sha256,
-    keep, unsigned, force, allow_downgrade, policy, progress).
+    keep, unsigned, force, allow_downgrade, policy, progress, external_trainer_folders).
     """
     return download_then_install(url, destination, **options).install
 
@@ -91,12 +91,14 @@ def download_then_install(
     allow_downgrade: bool = False,
     policy: DownloadPolicy | None = None,
     progress: bool = False,
+    external_trainer_folders: Sequence[str | os.PathLike] = (),
 ) -> DownloadAndInstall:
     """As download_and_install_from_url, also returning what was downloaded (for --json).
 
     A missing results folder (and its missing parents) is created for the temporary file and
     removed again, if still empty, when the download or the install fails or is interrupted:
-    a failed download leaves the parent folder as it was. ``allow_downgrade`` is the install's.
+    a failed download leaves the parent folder as it was. ``allow_downgrade`` and
+    ``external_trainer_folders`` are the install's.
     """
     results = Path(destination)
     keep_path = Path(keep) if keep is not None else None
@@ -127,6 +129,7 @@ def download_then_install(
                 trust_folder=trust_folder, force=force, allow_downgrade=allow_downgrade,
                 unsigned=unsigned, sha256=sha256, progress=progress, source_name=redact(url),
                 zip_sha256=downloaded.sha256,  # hashed as it streamed: install does not read the zip again for it
+                external_trainer_folders=external_trainer_folders,
             )
             installed = True
             if keep_path is not None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nnseal.errors import EnvironmentProblem, Refused, TamperedPackage
+from nnseal.errors import EnvironmentProblem, NnsealError, Refused, TamperedPackage
 from nnseal.fsutil import open_new, sha256_file
 from nnseal.interrupt import interrupts_as_keyboard_interrupt
 from nnseal.locks import sweep_stale
@@ -52,7 +52,8 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
                            trust_folder: str | os.PathLike | None = None, force: bool = False,
                            unsigned: bool = False, sha256: str | None = None, progress: bool = False,
                            limits=None, source_name: str | None = None,
-                           allow_downgrade: bool = False, zip_sha256: str | None = None) -> InstallReport:
+                           allow_downgrade: bool = False, zip_sha256: str | None = None,
+                           external_trainer_folders: Sequence[str | os.PathLike] = ()) -> InstallReport:
     """Verify ``zip_file`` and install its model folder(s) under ``install_location``.
 
     ``install_location`` is the nnU-Net results folder; a missing one is created only if the
@@ -66,7 +67,10 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
     lets a signed package replace (with ``force``) a newer release of the same model by the
     same signer (verify/rollback.py). ``zip_sha256`` is the zip's digest when the caller
     already has it (download hashes as it streams): the pin is checked against it instead of
-    reading the zip once more.
+    reading the zip once more. Once installed, each model folder is checked against the
+    installed nnunetv2, dynamic_network_architectures and torch (``nnseal.verify.doctor``):
+    each problem is a warning in the report, never a failure; ``external_trainer_folders``
+    are the folders nnU-Net also searches for trainer classes (its ``nnUNet_extTrainer``).
 
     SIGTERM and SIGHUP are handled like Ctrl-C while it runs (``nnseal.interrupt``): the
     install is undone and ``Interrupted`` (a KeyboardInterrupt) propagates. Once the model
@@ -74,9 +78,28 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
     old folders are deleted, and the report says so in a warning.
     """
     with interrupts_as_keyboard_interrupt():
-        return _install(zip_file, install_location, trusted_keys=trusted_keys, trust_folder=trust_folder,
-                        force=force, unsigned=unsigned, sha256=sha256, progress=progress, limits=limits,
-                        source_name=source_name, allow_downgrade=allow_downgrade, zip_sha256=zip_sha256)
+        report = _install(zip_file, install_location, trusted_keys=trusted_keys, trust_folder=trust_folder,
+                          force=force, unsigned=unsigned, sha256=sha256, progress=progress, limits=limits,
+                          source_name=source_name, allow_downgrade=allow_downgrade, zip_sha256=zip_sha256)
+    note_compatibility(report, external_trainer_folders)
+    return report
+
+
+def note_compatibility(report: InstallReport, external_trainer_folders: Sequence[str | os.PathLike]) -> None:
+    """One warning line per thing this environment lacks to run an installed model (never a failure:
+    the install is done, and the model may be meant for another machine)."""
+    from nnseal.verify.doctor import diagnose
+
+    for folder in report.models:
+        path = Path(folder)
+        try:
+            problems = diagnose(path, external_trainer_folders).warnings
+        except (OSError, NnsealError) as err:  # a check that cannot run is a warning too
+            problems = [f"compatibility not checked: {err}"]
+        except KeyboardInterrupt:  # the install is complete: a signal now only skips the checks
+            report.warnings.append("interrupted: compatibility not checked; the install completed")
+            return
+        report.warnings.extend(f"{path.parent.name}/{path.name}: {problem}" for problem in problems)
 
 
 def _install(zip_file, install_location, *, trusted_keys, trust_folder, force, unsigned, sha256, progress, limits,
@@ -132,7 +155,8 @@ def extract_entry(archive, name: str, target: Path, bar) -> str:
 
 
 def write_model_receipt(stage: Staging, model: str, report: InstallReport, package_sha256: str | None,
-                         card_model: dict | None, known_digests: dict[Path, str] | None = None) -> None:
+                         card_model: dict | None, known_digests: dict[Path, str] | None = None,
+                         trained_with: dict[str, dict[str, str]] | None = None) -> None:
     """``known_digests``: files hashed as they were written, not read back (a second pass over every checkpoint)."""
     model_dir = stage.path(model)
     known = known_digests or {}
@@ -141,7 +165,8 @@ def write_model_receipt(stage: Staging, model: str, report: InstallReport, packa
         if path.is_file() and path.name != RECEIPT_NAME:
             files[str(path.relative_to(model_dir))] = known.get(path) or sha256_file(path)
     write_receipt(model_dir, files=files, package=report.package, package_sha256=package_sha256,
-                  provenance=report.provenance, signer_fingerprint=report.signer_fingerprint, model=card_model)
+                  provenance=report.provenance, signer_fingerprint=report.signer_fingerprint, model=card_model,
+                  trained_with=trained_with)
 
 
 def commit(stage: Staging, models: list[str], destinations: dict[str, Path], report: InstallReport,

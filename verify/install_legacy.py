@@ -4,6 +4,7 @@ same staging and commit as a signed package (``nnseal.verify.staging``)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,6 @@ from nnseal.verify.staging import Staging, check_destinations
 def install_legacy(archive, results: Path, report: InstallReport, *, force: bool, package_sha256: str | None,
                     progress: bool) -> None:
     """A zip from nnUNetv2_export_model_to_zip: keep only what inference needs, rebuilt clean."""
-    import re
-
     from nnseal.format.layout import DATASET_RE, MODEL_RE
     from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.sanitize.checkpoint import load_sanitized
@@ -84,6 +83,16 @@ def install_legacy(archive, results: Path, report: InstallReport, *, force: bool
                 write_checkpoint(checkpoint, stage.path(name))
                 del sanitized, checkpoint
                 report.checkpoints.append(name)
-            write_model_receipt(stage, model, report, package_sha256, None)
+            write_model_receipt(stage, model, report, package_sha256, None,
+                                trained_with=_debug_json_versions(archive, model))
         commit(stage, models, destinations, report, force)
     note_late_signals(stage, report)
+
+
+def _debug_json_versions(archive, model: str) -> dict[str, dict[str, str]]:
+    """What the zip's debug.json files (dropped, never installed) say the folds were trained with."""
+    from nnseal.compat import MAX_DEBUG_JSON_BYTES, debug_json_versions, torch_version_in_debug_json
+
+    debug_re = re.compile(rf"^{re.escape(model)}/fold_([0-4]|all)/debug\.json$")
+    names = [n for n in archive.names() if debug_re.match(n) and archive.entry(n).size <= MAX_DEBUG_JSON_BYTES]
+    return debug_json_versions(torch_version_in_debug_json(archive.read(n)) for n in names)

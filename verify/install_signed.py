@@ -10,7 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from nnseal.compat import read_trained_with
 from nnseal.errors import Hint, SignatureError, TamperedPackage
+from nnseal.format.card import TRAINED_WITH_FIELD
 from nnseal.format.layout import EntryKind, PackageEntry
 from nnseal.progress import byte_bar
 from nnseal.verify.consistency import check_dataset_id_free
@@ -43,6 +45,7 @@ def install_signed(archive, results: Path, report: InstallReport, *, trusted_key
     report.signer_fingerprint = manifest.signer_fingerprint
     entries = verdict.entries
     card_model = verdict.card["model"] if verdict.card and isinstance(verdict.card.get("model"), dict) else None
+    trained_with = read_trained_with(verdict.card.get(TRAINED_WITH_FIELD)) if verdict.card else {}
     models = sorted({e.model for e in entries if e.model})
     destinations = check_destinations(results, models, force)
     # Before staging: one name per dataset id (verify/consistency.py), no rollback (verify/rollback.py).
@@ -61,7 +64,8 @@ def install_signed(archive, results: Path, report: InstallReport, *, trusted_key
         for model in models:
             written = _finish_model(stage, model, [e for e in entries if e.model == model], verdict.json, report,
                                     archive, manifest.resources, bar)
-            write_model_receipt(stage, model, report, package_sha256, card_model, known_digests=written)
+            write_model_receipt(stage, model, report, package_sha256, card_model, known_digests=written,
+                                trained_with=trained_with)
         commit(stage, models, destinations, report, force)
     note_late_signals(stage, report)
 

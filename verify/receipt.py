@@ -32,9 +32,12 @@ class Provenance(str, Enum):
 
 
 def write_receipt(model_dir: Path, *, files: dict[str, str], package: str, package_sha256: str | None,
-                  provenance: Provenance, signer_fingerprint: str | None, model: dict | None) -> None:
+                  provenance: Provenance, signer_fingerprint: str | None, model: dict | None,
+                  trained_with: dict[str, dict[str, str]] | None = None) -> None:
     """``model`` is the card's ``model``; its release and creation time are also recorded on their
-    own (``release``, ``created``): the next install compares them to refuse a rollback."""
+    own (``release``, ``created``): the next install compares them to refuse a rollback.
+    ``trained_with`` (the card's, or what an unsigned zip's debug.json says) is recorded when known:
+    ``nnseal doctor`` compares it with the installed software."""
     receipt = {
         "format": RECEIPT_FORMAT, "format_version": 1,
         "package": package, "package_sha256": package_sha256,
@@ -43,6 +46,8 @@ def write_receipt(model_dir: Path, *, files: dict[str, str], package: str, packa
         "created": _text_or_none((model or {}).get("created")),
         "files": dict(sorted(files.items())),
     }
+    if trained_with:
+        receipt["trained_with"] = trained_with
     (model_dir / RECEIPT_NAME).write_text(json.dumps(receipt, indent=2, sort_keys=True) + "\n")
 
 

@@ -14,6 +14,7 @@ import click
 from nnseal.errors import EXIT_ENVIRONMENT, EXIT_REFUSED, EnvironmentProblem, Hint, NnsealError, Refused
 
 RESULTS_ENV = "nnUNet_results"
+EXTERNAL_TRAINER_ENV = "nnUNet_extTrainer"
 TRUST_FOLDER_ENV = "NNSEAL_TRUSTED_KEYS"
 SIGNING_KEY_ENV = "NNSEAL_SIGNING_KEY"
 PASSPHRASE_ENV = "NNSEAL_KEY_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
@@ -147,6 +148,13 @@ def results_folder(explicit: str | os.PathLike | None) -> Path:
     if not value:
         raise EnvironmentProblem(f"{RESULTS_ENV} is not set", hint=Hint.RESULTS_FOLDER)
     return Path(value)
+
+
+def external_trainer_folders_from_environment() -> list[str]:
+    """Where nnU-Net also looks for trainer classes: ``$nnUNet_extTrainer``, folders separated by
+    ``os.pathsep`` (nnU-Net 2.8.1's mechanism for custom trainers)."""
+    value = os.environ.get(EXTERNAL_TRAINER_ENV) or ""
+    return [part for part in value.split(os.pathsep) if part.strip()]
 
 
 def trust_folder_from_environment() -> Path:

@@ -9,6 +9,7 @@ import click
 from nnseal.commands._common import (
     check_sha256,
     emit_json,
+    external_trainer_folders_from_environment,
     report_errors,
     results_folder,
     show_progress,
@@ -103,7 +104,8 @@ def command(url, trusted_keys, sha256, results, keep, unsigned, force, allow_dow
     outcome = download_then_install(url, results_folder(results), trusted_keys=trusted_keys,
                                     trust_folder=trust_folder_from_environment(), sha256=sha256, keep=keep,
                                     unsigned=unsigned, force=force, allow_downgrade=allow_downgrade, policy=policy,
-                                    progress=show_progress(quiet or as_json))
+                                    progress=show_progress(quiet or as_json),
+                                    external_trainer_folders=external_trainer_folders_from_environment())
     got = outcome.download
     if as_json:
         emit_json(outcome.to_json(keep))

@@ -7,6 +7,7 @@ import click
 from nnseal.commands._common import (
     check_sha256,
     emit_json,
+    external_trainer_folders_from_environment,
     one_line,
     report_errors,
     results_folder,
@@ -50,7 +51,8 @@ def command(package, trusted_keys, results, force, allow_downgrade, unsigned, sh
     report = install_model_from_zip(package, results_folder(results), trusted_keys=trusted_keys,
                                     trust_folder=trust_folder_from_environment(), force=force, unsigned=unsigned,
                                     sha256=sha256, progress=show_progress(quiet or as_json),
-                                    allow_downgrade=allow_downgrade)
+                                    allow_downgrade=allow_downgrade,
+                                    external_trainer_folders=external_trainer_folders_from_environment())
     print_install_report(report, quiet=quiet, as_json=as_json)
 
 

@@ -29,6 +29,9 @@ METADATA_FIELDS = ("name", "description", "licence", "reference", "release")
 # When the release was made: UTC, to the second. Export takes it from its caller or from the
 # newest source checkpoint's mtime, never from the clock, so the same inputs give the same bytes.
 CREATED_FIELD = "created"
+# Optional (older cards lack it): {"nnunetv2": {"version": ..., "source": "debug.json" | "environment"}, ...}.
+# Informational: readers use its well-formed entries and ignore the rest (nnseal.compat.read_trained_with).
+TRAINED_WITH_FIELD = "trained_with"
 _CREATED_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
@@ -100,12 +103,14 @@ class ModelRecord:
 
 
 def build_card(*, dataset: str, metadata: dict, models: list[ModelRecord], versions: dict[str, str],
-               created: str | None = None) -> dict:
-    """``created`` (``format_created``) goes into ``model.created``, beside ``model.release``."""
+               created: str | None = None, trained_with: dict[str, dict[str, str]] | None = None) -> dict:
+    """``created`` (``format_created``) goes into ``model.created``, beside ``model.release``.
+    ``trained_with`` (``nnseal.compat.training_versions``) is the optional ``trained_with`` field:
+    per distribution, the version the model was trained with and where that came from."""
     model: dict[str, Any] = {k: metadata.get(k) for k in METADATA_FIELDS}
     if created is not None:
         model[CREATED_FIELD] = created
-    return {
+    card = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created_by": versions,
@@ -113,6 +118,9 @@ def build_card(*, dataset: str, metadata: dict, models: list[ModelRecord], versi
         "model": model,
         "models": [m.to_json() for m in models],
     }
+    if trained_with:
+        card[TRAINED_WITH_FIELD] = trained_with
+    return card
 
 
 def card_bytes(card: dict) -> bytes:
