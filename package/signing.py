@@ -13,7 +13,15 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from nnseal.format.keys import fingerprint
-from nnseal.format.oms import IGNORE_PATHS, PAYLOAD_TYPE, build_statement, bundle_bytes, hash_for_curve, pae, statement_bytes
+from nnseal.format.oms import (
+    IGNORE_PATHS,
+    PAYLOAD_TYPE,
+    build_statement,
+    bundle_bytes,
+    hash_for_curve,
+    pae,
+    statement_bytes,
+)
 
 
 def sign_statement(statement: dict, private_key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -116,7 +116,8 @@ def hash_files(files: Mapping[str, Path], workers: int | None = None) -> tuple[d
     else:
         with ThreadPoolExecutor(max_workers=min(workers, len(names))) as pool:
             results = list(pool.map(lambda name: sha256_path(files[name]), names))
-    return {name: digest for name, (digest, _) in zip(names, results)}, sum(size for _, size in results)
+    return ({name: digest for name, (digest, _) in zip(names, results, strict=True)},
+            sum(size for _, size in results))
 
 
 def _size_or_zero(path: Path) -> int:
