@@ -295,7 +295,8 @@ TAMPERINGS = {
     "payload non-canonical base64": (
         lambda d: d["dsseEnvelope"].update(payload=d["dsseEnvelope"]["payload"] + "===="), "base64"),
     "payload missing": (lambda d: d["dsseEnvelope"].pop("payload"), "lacks payload"),
-    "publicKey missing": (lambda d: d["verificationMaterial"].pop("publicKey"), "exactly one of certificate, publicKey"),
+    "publicKey missing": (lambda d: d["verificationMaterial"].pop("publicKey"),
+                          "exactly one of certificate, publicKey"),
     "non-empty tlogEntries": (lambda d: d["verificationMaterial"].update(tlogEntries=[{}]), "tlogEntries"),
     "hint not hex": (lambda d: d["verificationMaterial"]["publicKey"].update(hint="zz"), "hint"),
     "unknown publicKey field": (lambda d: d["verificationMaterial"]["publicKey"].update(x=1), "unexpected field"),

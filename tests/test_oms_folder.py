@@ -235,3 +235,26 @@ def test_hostile_folder_or_bundle_is_refused_in_one_line(attack, tmp_path, sessi
     assert_one_line_refusal(result, ATTACKS[attack])
     assert "CANARY" not in result.stdout + result.stderr
     assert tree_listing(tmp_path) == before
+
+
+# --- reporting: the signer as a person knows it ------------------------------------------------
+
+
+def test_verify_inspect_and_scan_name_the_method_and_signer(tmp_path, toy_package_session, session_key):
+    trust = tmp_path / "trust"
+    env = {"NNSEAL_TRUSTED_KEYS": str(trust)}
+    short = f"key sha256:{session_key.fingerprint[:16]}…"
+    scanned = run_cli("scan", toy_package_session, env=env)
+    assert f"key sha256:{session_key.fingerprint} (OMS key method)" in scanned.stdout + scanned.stderr
+    assert run_cli("trust", "add", session_key.public_path, "--name", "liver-lab", env=env).exit_code == 0
+    verified = run_cli("verify", toy_package_session, env=env)
+    assert verified.exit_code == 0, verified.stderr
+    assert f"signed by liver-lab ({short}) (OMS key method)" in verified.stdout
+    inspected = run_cli("inspect", toy_package_session, env=env)
+    assert f"signer:    liver-lab (key sha256:{session_key.fingerprint}), OMS key method (trusted;" in inspected.stdout
+    model = make_folder(tmp_path / "model")
+    assert run_cli("sign", model, "--key", session_key.private_path, env=env).exit_code == 0
+    folder = run_cli("verify", model, "--json", env=env)
+    assert folder.exit_code == 0, folder.stderr
+    assert {k: json.loads(folder.stdout)[k] for k in ("method", "signer_name", "signer_fingerprint")} == {
+        "method": "key", "signer_name": "liver-lab", "signer_fingerprint": session_key.fingerprint}
