@@ -258,3 +258,11 @@ def test_verify_inspect_and_scan_name_the_method_and_signer(tmp_path, toy_packag
     assert folder.exit_code == 0, folder.stderr
     assert {k: json.loads(folder.stdout)[k] for k in ("method", "signer_name", "signer_fingerprint")} == {
         "method": "key", "signer_name": "liver-lab", "signer_fingerprint": session_key.fingerprint}
+
+
+@pytest.mark.parametrize("bad", ["/etc", "../up", ".", "a/../.."])
+def test_an_ignore_path_that_leaves_the_folder_or_names_all_of_it_is_a_usage_error(tmp_path, session_key, env, bad):
+    model = make_folder(tmp_path / "model")
+    result = run_cli("sign", model, "--key", session_key.private_path, "--ignore-path", bad, env=env)
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert not (model / oms.SIGNATURE_NAME).exists()

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nnseal.errors import EnvironmentProblem, from_os_error
+from nnseal.errors import EnvironmentProblem, HostileArchive, from_os_error
 from nnseal.format.limits import MAX_BUNDLE_BYTES
 from nnseal.format.model_files import check_ignore_paths, hash_files, list_model_files
 from nnseal.format.oms import DEFAULT_IGNORE_PATHS, SIGNATURE_NAME, SINGLE_FILE_NAME
@@ -78,7 +78,7 @@ def verify_folder(target: str | os.PathLike, signature: str | os.PathLike | None
                                            None))
     expected = manifest.resources
     if root.is_dir():
-        ignored = [*DEFAULT_IGNORE_PATHS, *check_ignore_paths(manifest.ignore_paths),
+        ignored = [*DEFAULT_IGNORE_PATHS, *check_ignore_paths(manifest.ignore_paths, HostileArchive),
                    *check_ignore_paths(ignore_paths)]
         inside = _relative_inside(sig_path, root)
         if inside is not None:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from nnseal.errors import HostileArchive, from_os_error
+from nnseal.errors import HostileArchive, InvalidArgument, Refused, from_os_error
 from nnseal.format.oms import ignore_path_problem
 from nnseal.format.strict_json import show
 
@@ -34,13 +34,14 @@ def normalize_ignore_path(entry: str) -> tuple[str, ...]:
     return tuple(part for part in entry.split("/") if part not in ("", "."))
 
 
-def check_ignore_paths(entries: Iterable[str]) -> list[str]:
-    """The entries, each checked (``InvalidArgument`` style problems raise ``HostileArchive``)."""
+def check_ignore_paths(entries: Iterable[str], error: type[Refused] | type[InvalidArgument] = InvalidArgument
+                       ) -> list[str]:
+    """The entries, normalised; one that is absolute, climbs out or names the whole model raises ``error``."""
     out = []
     for entry in entries:
         problem = ignore_path_problem(entry)
         if problem:
-            raise HostileArchive(f"ignore path {show(entry)} {problem}")
+            raise error(f"ignore path {show(entry)} {problem}")
         out.append("/".join(normalize_ignore_path(entry)))
     return out
 
