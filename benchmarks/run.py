@@ -38,6 +38,7 @@ BIN = Path(sys.executable).parent
 NNSEAL = str(BIN / "nnseal")
 NNUNET_EXPORT = str(BIN / "nnUNetv2_export_model_to_zip")
 NNUNET_INSTALL = str(BIN / "nnUNetv2_install_pretrained_model_from_zip")
+MODEL_SIGNING = str(BIN / "model_signing")
 SCAN_COUNT = 1000
 
 GB = 1_000_000_000
@@ -186,6 +187,8 @@ def run_benchmark(settings: Settings, args: argparse.Namespace) -> dict:
                                                repeats=max(5, r), warmup=True, env=env)
     note("nnseal verify --help")
 
+    oms_status = measure_folder_signing(measured, note, package, work, private_key, public_key, env, r)
+
     if args.install_memory:
         import install_memory
 
@@ -225,6 +228,7 @@ def run_benchmark(settings: Settings, args: argparse.Namespace) -> dict:
         "nnunet_zip_bytes": peer_zip_bytes,
         "cache": "warm (inputs read before each run; sync before each run; one warm-up run per command)",
         "scan": scan_status,
+        "oms_folder": oms_status,
         "environment": environment(),
         "driver_peak_rss_bytes": driver_peak_rss(),
         "measurements": {label: m.to_json() for label, m in measured.items()},
@@ -233,6 +237,50 @@ def run_benchmark(settings: Settings, args: argparse.Namespace) -> dict:
         "markdown": goals.format_markdown(results),
         "total_seconds": time.perf_counter() - started,
     }
+
+
+def extract_package(package: Path, folder: Path) -> None:
+    """The package's entries as a plain folder (a model repository's shape), one entry at a time."""
+    import zipfile
+
+    shutil.rmtree(folder, ignore_errors=True)
+    with zipfile.ZipFile(package) as archive:
+        for info in archive.infolist():
+            if info.is_dir() or info.filename == "model.sig":
+                continue
+            target = folder / info.filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(info) as source, open(target, "wb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
+
+
+def measure_folder_signing(measured: dict[str, Measurement], note, package: Path, work: Path, private_key: Path,
+                           public_key: Path, env: dict[str, str], r: int) -> str:
+    """`nnseal sign/verify FOLDER` against `model_signing sign/verify key` on the extracted package."""
+    if not Path(MODEL_SIGNING).exists():
+        print("  OMS folder: skipped, model_signing is not installed", flush=True)
+        return "skipped: model_signing is not installed"
+    folder = work / "extracted"
+    extract_package(package, folder)
+    ours, theirs = work / "folder.nnseal.sig", work / "folder.model_signing.sig"
+    runs = {
+        "nnseal sign folder": [NNSEAL, "sign", str(folder), "--key", str(private_key), "-o", str(ours), "--force"],
+        "model_signing sign key": [MODEL_SIGNING, "sign", "key", str(folder), "--private_key", str(private_key),
+                                   "--signature", str(theirs)],
+        "nnseal verify folder": [NNSEAL, "verify", str(folder), "--signature", str(ours), "--trusted-key",
+                                 str(public_key)],
+        "model_signing verify key": [MODEL_SIGNING, "verify", "key", str(folder), "--signature", str(theirs),
+                                     "--public_key", str(public_key)],
+    }
+    for label, argv in runs.items():
+        # Each verify checks the other tool's signature too (interop in the same run), untimed.
+        measured[label] = measure(label, argv, repeats=r, warmup=True, env=env, before_each=_reset(warm=(folder,)))
+        note(label)
+    for argv in ([NNSEAL, "verify", str(folder), "--signature", str(theirs), "--trusted-key", str(public_key)],
+                 [MODEL_SIGNING, "verify", "key", str(folder), "--signature", str(ours), "--public_key",
+                  str(public_key)]):
+        subprocess.run(argv, stdout=subprocess.DEVNULL, check=True, env=env)
+    return "measured"
 
 
 def judge(measured: dict[str, Measurement], package_bytes: int, peer_zip_bytes: int) -> list[goals.Result]:
@@ -253,6 +301,11 @@ def judge(measured: dict[str, Measurement], package_bytes: int, peer_zip_bytes: 
                        baseline=m["sha256sum"].peak_rss_bytes, baseline_name="sha256sum"),
         goals.ceiling("`nnseal verify --help` start-up", m["nnseal verify --help"].seconds, "s", 0.5),
     ]
+    if "nnseal sign folder" in m:
+        out.append(goals.speedup("OMS sign of the extracted package", m["nnseal sign folder"].seconds,
+                                 m["model_signing sign key"].seconds, "`model_signing sign key` 1.1.1", 3))
+        out.append(goals.speedup("OMS verify of the extracted package", m["nnseal verify folder"].seconds,
+                                 m["model_signing verify key"].seconds, "`model_signing verify key` 1.1.1", 3))
     for label in sorted(k for k in m if k.startswith("nnseal install ")):
         out.append(goals.ceiling(f"{label} peak RSS", m[label].peak_rss_bytes, "bytes", 100 * MB,
                                  note="issue 12: flat for every dtype and size"))

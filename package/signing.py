@@ -7,13 +7,21 @@ inputs and key give the same package bytes. The statement and bundle format is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from nnseal.format.keys import fingerprint
-from nnseal.format.oms import PAYLOAD_TYPE, build_statement, bundle_bytes, hash_for_curve, pae, statement_bytes
+from nnseal.format.oms import (
+    IGNORE_PATHS,
+    PAYLOAD_TYPE,
+    build_statement,
+    bundle_bytes,
+    hash_for_curve,
+    pae,
+    statement_bytes,
+)
 
 
 def sign_statement(statement: dict, private_key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -23,9 +31,10 @@ def sign_statement(statement: dict, private_key: ec.EllipticCurvePrivateKey) -> 
     return bundle_bytes(payload, signature, fingerprint(private_key.public_key()))
 
 
-def sign_manifest(model_name: str, resources: Mapping[str, str], private_key: ec.EllipticCurvePrivateKey) -> bytes:
+def sign_manifest(model_name: str, resources: Mapping[str, str], private_key: ec.EllipticCurvePrivateKey,
+                  ignore_paths: Iterable[str] = IGNORE_PATHS) -> bytes:
     """model.sig for `resources`: Sigstore bundle JSON bytes, identical for identical inputs and key."""
-    return sign_statement(build_statement(model_name, resources), private_key)
+    return sign_statement(build_statement(model_name, resources, ignore_paths), private_key)
 
 
 def _ecdsa_sign(private_key: ec.EllipticCurvePrivateKey, message: bytes) -> bytes:

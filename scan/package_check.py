@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nnseal.format.oms import SIGNATURE_NAME
+from nnseal.format.trust import signer_label
 from nnseal.scan.findings import Finding, Location, finding
 from nnseal.verify.problems import ProblemKind
 from nnseal.verify.report import verify_package
@@ -32,7 +33,8 @@ def package_findings(path: Path, where: Location, trusted_keys: Sequence[Path],
         if problem.kind is ProblemKind.UNSIGNED:
             message = f"no {SIGNATURE_NAME}: nothing vouches for its contents"
         elif problem.kind is ProblemKind.UNTRUSTED_SIGNER:
-            message = (f"signed by key {report.signer_fingerprint}, which is not among the trusted keys "
+            message = (f"signed by {signer_label(report.signer_fingerprint, full=True)} (OMS key method), "
+                       "which is not among the trusted keys "
                        "(neither those given to the scan nor the trust folder's)")
         else:
             message = problem.message

@@ -227,7 +227,7 @@ def test_inspect_shows_a_hostile_card_on_one_line_each(package_entries, session_
     proc = run_cli("inspect", package)
     assert proc.exit_code == 0, proc.stderr
     assert [line for line in proc.stdout.splitlines() if line.startswith("signer:")] == [
-        f"signer:    {session_key.fingerprint} (NOT trusted; signature not checked here)"]
+        f"signer:    key sha256:{session_key.fingerprint}, OMS key method (NOT trusted; signature not checked here)"]
     assert "\x1b" not in proc.stdout
 
 

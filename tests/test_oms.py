@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from manifest_helpers import deterministic_signing_supported, resource_differences
 
 from nnseal.errors import EXIT_REFUSED, Hint, InvalidArgument, SignatureError, UntrustedSigner
-from nnseal.format import oms
+from nnseal.format import keys, oms
 from nnseal.format.keys import fingerprint
 from nnseal.format.limits import MAX_BUNDLE_BYTES
 from nnseal.package import signing
@@ -147,7 +147,7 @@ def test_p384_and_p521_sign_and_verify(curve):
     assert manifest.verified and manifest.resources == RESOURCES
 
 
-@pytest.mark.parametrize("bad", ["../escape", "/abs", "a\\b", "a//b", "./a", "a/", "model.sig", "", "C:x", "a\x00b"])
+@pytest.mark.parametrize("bad", ["../escape", "/abs", "a\\b", "a//b", "./a", "a/", "", "C:x", "a\x00b", "."])
 def test_signer_refuses_unsafe_resource_names(signer, bad):
     with pytest.raises(InvalidArgument):
         signing.sign_manifest("toy", {bad: digest(b"x")}, signer)
@@ -295,7 +295,11 @@ TAMPERINGS = {
     "payload non-canonical base64": (
         lambda d: d["dsseEnvelope"].update(payload=d["dsseEnvelope"]["payload"] + "===="), "base64"),
     "payload missing": (lambda d: d["dsseEnvelope"].pop("payload"), "lacks payload"),
-    "publicKey missing": (lambda d: d["verificationMaterial"].pop("publicKey"), "lacks publicKey"),
+    "publicKey missing": (lambda d: d["verificationMaterial"].pop("publicKey"),
+                          "exactly one of certificate, publicKey"),
+    "non-empty tlogEntries": (lambda d: d["verificationMaterial"].update(tlogEntries=[{}]), "tlogEntries"),
+    "hint not hex": (lambda d: d["verificationMaterial"]["publicKey"].update(hint="zz"), "hint"),
+    "unknown publicKey field": (lambda d: d["verificationMaterial"]["publicKey"].update(x=1), "unexpected field"),
 }
 
 
@@ -348,14 +352,16 @@ STATEMENT_EDITS = {
     "resource algorithm": (lambda s: resources_of(s)[0].update(algorithm="md5"), "algorithm"),
     "resource digest uppercase": (lambda s: resources_of(s)[0].update(digest=resources_of(s)[0]["digest"].upper()),
                                   "64 lowercase hex"),
-    "resource extra field": (lambda s: resources_of(s)[0].update(size=3), "unexpected field"),
     "dot-dot name": (lambda s: with_resources(s, [resource_entry("a/../../etc/passwd")]), "'..'"),
     "absolute name": (lambda s: with_resources(s, [resource_entry("/etc/passwd")]), "absolute"),
     "backslash name": (lambda s: with_resources(s, [resource_entry("a\\..\\b")]), "backslash"),
     "duplicate name": (lambda s: with_resources(s, [resource_entry("a"), resource_entry("a")]), "twice"),
     "case collision": (lambda s: with_resources(s, [resource_entry("A.json"), resource_entry("a.json")]),
                        "case-insensitive"),
-    "name is the signature": (lambda s: with_resources(s, [resource_entry("model.sig")]), "signature file"),
+    "single-file '.' among others": (lambda s: with_resources(s, [resource_entry("."), resource_entry("a")]),
+                                     "'.' component"),
+    "ignore path '..'": (lambda s: s["predicate"]["serialization"].update(ignore_paths=["a/../.."]), "'..'"),
+    "ignore path absolute": (lambda s: s["predicate"]["serialization"].update(ignore_paths=["/etc"]), "relative"),
     "resources not a list": (lambda s: s["predicate"].update(resources={}), "resources"),
     "unknown statement field": (lambda s: s.update(extra=1), "unexpected field"),
 }
@@ -367,6 +373,44 @@ def test_every_malformed_statement_field_is_refused_even_when_signed(signer, bun
     statement = statement_of(bundle)
     change(statement)
     assert_signature_error(signing.sign_statement(statement, signer), [signer.public_key()], needle)
+
+
+def test_extra_resource_descriptor_fields_are_ignored_as_the_spec_says(signer, bundle):
+    """Spec 5.2.1: in-toto ResourceDescriptor fields OMS does not use (uri, annotations...) are ignored."""
+    statement = statement_of(bundle)
+    for entry in resources_of(statement):
+        entry.update(uri="https://example.org/x", annotations={"size": 3}, mediaType="application/octet-stream")
+    assert verify_bundle(signing.sign_statement(statement, signer), [signer.public_key()]).resources == RESOURCES
+
+
+@pytest.mark.parametrize("keyid", [None, "", "k1", "absent"])
+def test_keyid_absent_empty_or_null_is_accepted_as_the_spec_says(signer, bundle, keyid):
+    doc = json.loads(bundle)
+    if keyid == "absent":
+        del doc["dsseEnvelope"]["signatures"][0]["keyid"]
+    else:
+        doc["dsseEnvelope"]["signatures"][0]["keyid"] = keyid
+    assert verify_bundle(json.dumps(doc).encode(), [signer.public_key()]).verified
+
+
+def test_pre_1_1_bundles_name_the_key_by_raw_bytes_and_carry_timestamp_data(signer, bundle):
+    """model_signing 0.3.1-1.0.x: publicKey {rawBytes, keyDetails}, no tlogEntries; the spec also lets
+    key bundles carry timestampVerificationData, which the key method ignores."""
+    doc = json.loads(bundle)
+    pem = keys.public_key_pem(signer.public_key())
+    doc["verificationMaterial"] = {"publicKey": {"rawBytes": base64.b64encode(pem).decode(),
+                                                 "keyDetails": "PKIX_ECDSA_P256_SHA_256"},
+                                   "timestampVerificationData": {"rfc3161Timestamps": []}}
+    manifest = verify_bundle(json.dumps(doc).encode(), [signer.public_key()])
+    assert manifest.verified and manifest.signer_fingerprint == keys.fingerprint(signer.public_key())
+
+
+def test_a_resource_named_model_sig_is_a_resource(signer, bundle):
+    """model_signing signs a folder's model.sig when the new signature goes elsewhere (--signature)."""
+    statement = statement_of(bundle)
+    with_resources(statement, [resource_entry("model.sig"), resource_entry("weights.bin")])
+    manifest = verify_bundle(signing.sign_statement(statement, signer), [signer.public_key()])
+    assert set(manifest.resources) == {"model.sig", "weights.bin"}
 
 
 def test_unknown_predicate_fields_are_ignored_as_the_spec_says(signer, bundle):

@@ -44,7 +44,8 @@ def test_valid_package_has_no_problems_and_json_keeps_its_shape(toy_package_sess
     report = verify_package(toy_package_session, [session_key.public_path])
     assert report.ok and report.signature is SignatureStatus.VALID and report.problems == []
     data = report.to_json()
-    assert set(data) == {"package", "ok", "signature", "signer_fingerprint", "entries", "bytes", "problems"}
+    assert set(data) == {"package", "ok", "signature", "signer_fingerprint", "signer_name", "method", "entries",
+                         "bytes", "problems"}
     assert type(data["signature"]) is str and data["signature"] == "valid"
     assert json.loads(json.dumps(data)) == data
 
@@ -201,8 +202,8 @@ def test_inspect_json_keeps_its_shape(toy_package_session, session_key):
     from nnseal.verify.report import inspect_package
 
     data = inspect_package(toy_package_session, [session_key.public_path]).to_json()
-    assert list(data) == ["package", "verified", "card", "signer_fingerprint", "signer_trusted", "models",
-                          "entries", "bytes", "notes"]
+    assert list(data) == ["package", "verified", "card", "signer_fingerprint", "signer_trusted", "signer_name",
+                          "models", "entries", "bytes", "notes"]
     assert data["verified"] is False and data["notes"] == [] and data["card"]["format_version"] == 1
     (model,) = data["models"].values()
     assert set(model) == {"folds", "checkpoints", "bytes"} and model["folds"] == ["0", "1"]

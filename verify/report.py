@@ -23,6 +23,7 @@ class VerifyReport:
     package: str
     signature: SignatureStatus = SignatureStatus.MISSING
     signer_fingerprint: str | None = None
+    signer_name: str | None = None  # the trusted key's name (trust folder or key file), when one verified it
     entries: int = 0
     bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
@@ -36,7 +37,8 @@ class VerifyReport:
 
     def to_json(self) -> dict:
         return {"package": self.package, "ok": self.ok, "signature": self.signature.value,
-                "signer_fingerprint": self.signer_fingerprint, "entries": self.entries, "bytes": self.bytes,
+                "signer_fingerprint": self.signer_fingerprint, "signer_name": self.signer_name, "method": "key",
+                "entries": self.entries, "bytes": self.bytes,
                 "problems": [p.message for p in self.problems]}
 
 
@@ -48,6 +50,7 @@ class InspectReport:
     card: dict | None = None
     signer_fingerprint: str | None = None
     signer_trusted: bool = False
+    signer_name: str | None = None  # the trusted key's name, when the key is trusted
     models: dict[str, dict] = field(default_factory=dict)  # folder -> {folds, checkpoints, bytes}
     entries: list[dict] = field(default_factory=list)  # {name, bytes, stored_bytes}
     bytes: int = 0
@@ -56,6 +59,7 @@ class InspectReport:
     def to_json(self) -> dict:
         return {"package": self.package, "verified": False, "card": self.card,
                 "signer_fingerprint": self.signer_fingerprint, "signer_trusted": self.signer_trusted,
+                "signer_name": self.signer_name,
                 "models": self.models, "entries": self.entries, "bytes": self.bytes, "notes": self.notes}
 
 
@@ -82,11 +86,15 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
         names = [n for n in archive.names() if n != SIGNATURE_NAME]
         report.entries = len(names)
         report.bytes = sum(archive.entry(n).size for n in names)
-        verdict = judge_package(archive, [k.key for k in load_trusted_keys(list(trusted_keys), trust_folder)])
+        keys = load_trusted_keys(list(trusted_keys), trust_folder)
+        verdict = judge_package(archive, [k.key for k in keys])
         report.signature = verdict.signature
         report.problems = list(verdict.problems)
         if verdict.manifest is not None:
             report.signer_fingerprint = verdict.manifest.signer_fingerprint
+            if verdict.manifest.verified:
+                report.signer_name = next((k.name for k in keys if k.fingerprint == report.signer_fingerprint),
+                                          None)
             resources = verdict.manifest.resources
             present = [archive.entry(n) for n in names if n in resources]
             digests = archive.sha256_all(present, workers=workers)
@@ -133,8 +141,9 @@ def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os
             try:
                 manifest = read_bundle_unverified(archive.read(signature, max_size=MAX_BUNDLE_BYTES + 1))
                 info.signer_fingerprint = manifest.signer_fingerprint
-                trusted = {k.fingerprint for k in load_trusted_keys(list(trusted_keys), trust_folder)}
-                info.signer_trusted = manifest.signer_fingerprint in trusted
+                names = {k.fingerprint: k.name for k in load_trusted_keys(list(trusted_keys), trust_folder)}
+                info.signer_trusted = manifest.signer_fingerprint in names
+                info.signer_name = names.get(manifest.signer_fingerprint)
             except SignatureError as err:
                 info.notes.append(f"signature unreadable: {err.reason}")
         else:

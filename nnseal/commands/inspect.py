@@ -16,6 +16,7 @@ trusted), configurations, folds and sizes. Nothing is verified or extracted: use
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @report_errors
 def command(package, trusted_keys, as_json):
+    from nnseal.format.trust import signer_label
     from nnseal.verify.report import inspect_package
 
     info = inspect_package(package, trusted_keys, trust_folder=trust_folder_from_environment())
@@ -34,7 +35,8 @@ def command(package, trusted_keys, as_json):
         if model.get(key):
             click.echo(f"{key + ':':<10} {show(model[key])}")
     trusted = "trusted" if info.signer_trusted else "NOT trusted"
-    click.echo(f"signer:    {info.signer_fingerprint or 'none'} ({trusted}; signature not checked here)")
+    signer = signer_label(info.signer_fingerprint, info.signer_name, full=True) if info.signer_fingerprint else "none"
+    click.echo(f"signer:    {signer}, OMS key method ({trusted}; signature not checked here)")
     for folder, model_info in sorted(info.models.items()):
         click.echo(f"model:     {show(folder)}: folds {', '.join(model_info['folds'])}; "
                    f"{len(model_info['checkpoints'])} checkpoint(s), {model_info['bytes']:,} bytes")

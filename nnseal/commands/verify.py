@@ -1,4 +1,5 @@
-"""nnseal verify: a package against its signature, or an installed model against its receipt."""
+"""nnseal verify: a package against its signature, an OMS-signed folder against its signature, or an
+installed model against its receipt."""
 
 from __future__ import annotations
 
@@ -12,22 +13,47 @@ from nnseal.commands._common import HINT_TEXT, emit_json, one_line, report_error
 from nnseal.errors import EXIT_REFUSED, Hint
 
 if TYPE_CHECKING:
+    from nnseal.verify.folder import FolderReport
     from nnseal.verify.receipt import DriftReport
     from nnseal.verify.report import VerifyReport
 
+# A folder refusal lists this many problems on its one line; --json lists them all.
+SHOWN_PROBLEMS = 5
+
 
 @click.command(help="""Check PACKAGE.zip (signature against the trusted keys, then every
-entry's sha256 against the signed manifest; nothing is extracted), or re-hash an
-installed MODEL_FOLDER against the receipt written at install. Every problem is
-reported; exit 1 if there is any.""")
+entry's sha256 against the signed manifest; nothing is extracted); or an OMS-signed FOLDER
+(or model file) with --signature, or a folder holding model.sig and no nnseal receipt, as
+`model_signing verify key` does (extra, missing or changed files are refused); or re-hash an
+installed MODEL_FOLDER against the receipt written at install. Exit 1 if anything is wrong.""")
 @click.argument("target", type=click.Path())
+@click.option("--signature", type=click.Path(dir_okay=False),
+              help="OMS signature (Sigstore bundle) of the folder or file TARGET; default TARGET/model.sig.")
+@click.option("--ignore-path", "ignore_paths", multiple=True, metavar="PATH",
+              help="With a folder: also leave PATH (relative to it) unchecked; repeatable.")
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
               help="Public key (PEM) to trust; repeatable. The trust folder is used too.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @report_errors
-def command(target, trusted_keys, as_json):
-    report: DriftReport | VerifyReport
-    if os.path.isdir(target):
+def command(target, signature, ignore_paths, trusted_keys, as_json):
+    from nnseal.format.trust import signer_label
+
+    report: DriftReport | VerifyReport | FolderReport
+    folder_mode = _is_oms_target(target, signature)
+    if folder_mode:
+        from nnseal.verify.folder import verify_folder
+
+        report = verify_folder(target, signature, trusted_keys, trust_folder=trust_folder_from_environment(),
+                               ignore_paths=ignore_paths)
+        problems = [problem.message for problem in report.problems]
+        if len(problems) > 1:  # one refusal line for the folder, as for every other refusal
+            shown = "; ".join(problems[:SHOWN_PROBLEMS])
+            more = len(problems) - SHOWN_PROBLEMS
+            problems = [f"{len(problems)} files differ from the signature: {shown}"
+                        + (f"; and {more} more (--json lists all)" if more > 0 else "")]
+        ok_line = (f"{target}: OK, signed by {signer_label(report.signer_fingerprint, report.signer_name)} "
+                   f"(OMS key method), {report.files} files match")
+    elif os.path.isdir(target):
         from nnseal.verify.receipt import check_installed
 
         report = check_installed(target)
@@ -42,12 +68,12 @@ def command(target, trusted_keys, as_json):
         problems = [problem.message + (HINT_TEXT[Hint.TRUST_SIGNER]
                                        if problem.kind is ProblemKind.UNTRUSTED_SIGNER else "")
                     for problem in report.problems]
-        ok_line = (f"{target}: OK, signed by trusted key {report.signer_fingerprint}, "
-                   f"{report.entries} entries match")
+        ok_line = (f"{target}: OK, signed by {signer_label(report.signer_fingerprint, report.signer_name)} "
+                   f"(OMS key method), {report.entries} entries match")
     if as_json:
         document = report.to_json()
-        if "problems" in document:  # as a person reads them, remedies included
-            document["problems"] = problems
+        if "problems" in document and not folder_mode:
+            document["problems"] = problems  # as a person reads them, remedies included
         emit_json(document)
     elif report.ok:
         click.echo(ok_line)
@@ -56,3 +82,15 @@ def command(target, trusted_keys, as_json):
             click.echo(f"nnseal: refused: {target}: {one_line(problem)}", err=True)
     if not report.ok:
         sys.exit(EXIT_REFUSED)
+
+
+def _is_oms_target(target: str, signature: str | None) -> bool:
+    """A detached OMS signature is asked for, or a folder carries one and no nnseal receipt."""
+    if signature is not None:
+        return True
+    from nnseal.format.oms import SIGNATURE_NAME
+    from nnseal.verify.receipt import RECEIPT_NAME
+
+    return (os.path.isdir(target) and os.path.isfile(os.path.join(target, SIGNATURE_NAME))
+            and not os.path.exists(os.path.join(target, RECEIPT_NAME)))
+

@@ -119,6 +119,17 @@ def load_public_key(path: str | os.PathLike) -> ec.EllipticCurvePublicKey:
     return cast(ec.EllipticCurvePublicKey, key)
 
 
+def parse_public_key(pem: bytes) -> ec.EllipticCurvePublicKey | None:
+    """A supported public key from PEM bytes found inside a document, or None (never raises)."""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, UnsupportedAlgorithm):
+        return None
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in SUPPORTED_CURVES:
+        return key
+    return None
+
+
 def signing_key(key: str | os.PathLike | ec.EllipticCurvePrivateKey | None,
                 passphrase: bytes | None = None) -> ec.EllipticCurvePrivateKey:
     """A loaded private key as it is (checked it can sign OMS), or one loaded from a PEM path."""

@@ -43,6 +43,12 @@ SERIALIZATION_METHOD = "files"
 HASH_TYPE = "sha256"
 # Only the signature itself is left out: every other entry of the package is signed.
 IGNORE_PATHS = (SIGNATURE_NAME,)
+# What model_signing (and spec 6.2) leaves out of a folder by default: top-level names only.
+DEFAULT_IGNORE_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
+# The resource name model_signing 0.3.1-1.0.x gives the one file of a single-file model.
+SINGLE_FILE_NAME = "."
+# verificationMaterial field -> OMS signing method (spec 4.1).
+_METHOD_BY_MATERIAL = {"publicKey": "key", "x509CertificateChain": "certificate", "certificate": "sigstore"}
 
 
 def canonical_order(names: Iterable[str]) -> list[str]:
@@ -75,9 +81,34 @@ def resource_name_problem(name: object) -> str | None:
         check_entry_name(name)
     except HostileArchive as err:
         return f"resource name: {err.reason}"
-    if name == SIGNATURE_NAME:
-        return f"resource name {name!r} is the signature file itself"
+    # A resource named model.sig is legitimate when the signature was written elsewhere (model_signing
+    # --signature); in a package it can never match, since the signature entry is not hashed.
     return None
+
+
+def ignore_path_problem(entry: str) -> str | None:
+    """Why an ignore path is unusable (spec 6.2.1: relative, '/'-separated, no '..'), or None.
+
+    An empty or "." entry would leave the whole model unchecked for added files.
+    """
+    if entry.startswith("/") or "\\" in entry:
+        return "is not a relative '/'-separated path"
+    parts = [part for part in entry.split("/") if part not in ("", ".")]
+    if not parts:
+        return "names the whole model"
+    if ".." in parts:
+        return "has a '..' component"
+    return None
+
+
+def signing_method(material: dict, source: str | None = None) -> str:
+    """The OMS signing method a bundle's verificationMaterial implies (one of its content fields)."""
+    found = sorted({_METHOD_BY_MATERIAL[k] for k in material if k in _METHOD_BY_MATERIAL})
+    if len(found) != 1:
+        wanted = ", ".join(sorted(_METHOD_BY_MATERIAL))
+        raise SignatureError(f"verificationMaterial must hold exactly one of {wanted}"
+                             + (f"; it holds {len(found)}" if found else ""), path=source)
+    return found[0]
 
 
 def check_resources(resources: Mapping[str, str]) -> None:
@@ -90,7 +121,8 @@ def check_resources(resources: Mapping[str, str]) -> None:
             raise InvalidArgument(f"digest of {name!r} is not 64 lowercase hex characters")
 
 
-def build_statement(model_name: str, resources: Mapping[str, str]) -> dict:
+def build_statement(model_name: str, resources: Mapping[str, str],
+                    ignore_paths: Iterable[str] = IGNORE_PATHS) -> dict:
     """The in-toto Statement v1 with the model_signing v1.0 predicate."""
     check_resources(resources)
     ordered = canonical_order(resources)
@@ -104,7 +136,7 @@ def build_statement(model_name: str, resources: Mapping[str, str]) -> dict:
                 "method": SERIALIZATION_METHOD,
                 "hash_type": HASH_TYPE,
                 "allow_symlinks": False,
-                "ignore_paths": list(IGNORE_PATHS),
+                "ignore_paths": list(ignore_paths),
             },
         },
     }
@@ -181,20 +213,19 @@ def parse_envelope(bundle: bytes, source: str) -> Envelope:
     where.exact(doc["mediaType"], BUNDLE_MEDIA_TYPE, "mediaType")
 
     material = doc["verificationMaterial"]
-    if isinstance(material, dict) and ("certificate" in material or "x509CertificateChain" in material):
-        raise SignatureError("is signed with a certificate (Sigstore or PKI); nnseal verifies the key method only",
-                             path=source)
-    where.object(material, "verificationMaterial", required={"publicKey"}, optional={"tlogEntries"})
+    where.object(material, "verificationMaterial", allow_extra=True)
+    method = signing_method(material, source)
+    if method != "key":
+        raise SignatureError(f"uses the OMS {method!r} signing method, which nnseal does not support yet "
+                             "(it verifies the 'key' method only)", path=source)
+    # timestampVerificationData is not applicable to the key method: accepted and ignored (spec 4.1).
+    where.object(material, "verificationMaterial", required={"publicKey"},
+                 optional={"tlogEntries", "timestampVerificationData"})
     tlog = material.get("tlogEntries", [])
     if not isinstance(tlog, list) or tlog:
-        raise SignatureError("verificationMaterial.tlogEntries must be empty for the key method", path=source)
-    public_key = material["publicKey"]
-    # rawBytes/keyDetails appear in older bundles; model_signing drops them, so do we.
-    where.object(public_key, "verificationMaterial.publicKey", optional={"hint", "rawBytes", "keyDetails"})
-    hint = public_key.get("hint") or ""
-    if not isinstance(hint, str) or (hint and not is_sha256_hex(hint)):
-        raise SignatureError("verificationMaterial.publicKey.hint is not a 64-hex-digit key fingerprint",
+        raise SignatureError("verificationMaterial.tlogEntries must be absent or empty for the key method",
                              path=source)
+    hint = _public_key_hint(material["publicKey"], where)
 
     envelope = doc["dsseEnvelope"]
     where.object(envelope, "dsseEnvelope", required={"payload", "payloadType", "signatures"})
@@ -204,8 +235,10 @@ def parse_envelope(bundle: bytes, source: str) -> Envelope:
         raise SignatureError("dsseEnvelope.signatures must hold exactly one signature", path=source)
     entry = signatures[0]
     where.object(entry, "dsseEnvelope.signatures[0]", required={"sig"}, optional={"keyid"})
-    # keyid is unsigned and unused by model_signing (it writes ""); only its type is checked.
-    where.text(entry.get("keyid", ""), "dsseEnvelope.signatures[0].keyid")
+    # keyid is unsigned and unused (spec 4.1: absent, "" and null are all accepted); only its type is checked.
+    keyid = entry.get("keyid")
+    if keyid is not None:
+        where.text(keyid, "dsseEnvelope.signatures[0].keyid")
     payload = _strict_base64(envelope["payload"], "dsseEnvelope.payload", source)
     signature = _strict_base64(entry["sig"], "dsseEnvelope.signatures[0].sig", source)
     if not signature:
@@ -251,6 +284,10 @@ def parse_statement(payload: bytes, source: str) -> tuple[str, dict[str, str], l
         raise SignatureError("statement predicate.serialization.ignore_paths is not a list", path=source)
     for index, entry in enumerate(ignore_paths):
         where.text(entry, f"predicate.serialization.ignore_paths[{index}]")
+        problem = ignore_path_problem(entry)
+        if problem:
+            raise SignatureError(f"statement predicate.serialization.ignore_paths[{index}] {show(entry)}: {problem}",
+                                 path=source)
 
     resources_list = predicate["resources"]
     if not isinstance(resources_list, list) or len(resources_list) > MAX_RESOURCES:
@@ -259,9 +296,11 @@ def parse_statement(payload: bytes, source: str) -> tuple[str, dict[str, str], l
     folded: dict[str, str] = {}
     for index, resource in enumerate(resources_list):
         label = f"predicate.resources[{index}]"
-        where.object(resource, label, required={"name", "algorithm", "digest"})
+        # Spec 5.2.1: other resource descriptor fields (uri, annotations, ...) are ignored.
+        where.object(resource, label, required={"name", "algorithm", "digest"}, allow_extra=True)
         name = resource["name"]
-        problem = resource_name_problem(name)
+        # model_signing before 1.1 names the one file of a single-file model "." (its path relative to itself).
+        problem = None if name == SINGLE_FILE_NAME and len(resources_list) == 1 else resource_name_problem(name)
         if problem:
             raise SignatureError(f"statement {problem}", path=source)
         if resource["algorithm"] != HASH_TYPE:
@@ -283,6 +322,30 @@ def parse_statement(payload: bytes, source: str) -> tuple[str, dict[str, str], l
         raise SignatureError(f"statement is inconsistent: subject digest {subject_digest} but the resources "
                              f"hash to {computed}", path=source)
     return model_name, resources, list(ignore_paths)
+
+
+def _public_key_hint(public_key: Any, where: _Where) -> str:
+    """The signer's fingerprint as the bundle states it (unsigned: display and "unknown signer" only).
+
+    model_signing 1.1+ writes ``hint``; 0.3.1-1.0.x wrote ``rawBytes`` (the base64 PEM) and
+    ``keyDetails`` instead (spec 11.2), from which the same fingerprint is computed.
+    """
+    where.object(public_key, "verificationMaterial.publicKey", optional={"hint", "rawBytes", "keyDetails"})
+    hint = public_key.get("hint")
+    if hint:
+        if not is_sha256_hex(hint):
+            where.fail("verificationMaterial.publicKey.hint is not a 64-hex-digit key fingerprint")
+        return hint
+    if hint is not None and not isinstance(hint, str):
+        where.fail("verificationMaterial.publicKey.hint is not a string")
+    raw = public_key.get("rawBytes")
+    if raw is None:
+        return ""
+    pem = _strict_base64(raw, "verificationMaterial.publicKey.rawBytes", where.source)
+    from nnseal.format.keys import fingerprint, parse_public_key
+
+    key = parse_public_key(pem)
+    return fingerprint(key) if key is not None else ""
 
 
 # --- strict parsing helpers -------------------------------------------------------------

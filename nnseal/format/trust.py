@@ -33,6 +33,16 @@ class TrustedKey:
     key: ec.EllipticCurvePublicKey = field(compare=False, repr=False)
 
 
+def signer_label(fingerprint: str | None, name: str | None = None, *, full: bool = False) -> str:
+    """How reports name a signer: "liver-lab (key sha256:ab12cd34ef56ab78…)", or the key alone when
+    no trusted key names it. The first 16 hex digits (`nnseal trust remove` accepts such a prefix)
+    unless ``full``."""
+    if not fingerprint:
+        return "a key the signature does not name"
+    key = f"key sha256:{fingerprint if full else fingerprint[:16] + chr(0x2026)}"
+    return f"{name} ({key})" if name else key
+
+
 def is_valid_key_name(name: str) -> bool:
     return bool(_NAME.fullmatch(name)) and not name.endswith(".")
 
@@ -134,7 +144,8 @@ def load_trusted_keys(paths: Sequence[str | os.PathLike] = (),
         key_fingerprint = fingerprint(key)
         if key_fingerprint not in seen:
             seen.add(key_fingerprint)
-            result.append(TrustedKey(path.name.removesuffix(PUBLIC_SUFFIX), key_fingerprint, path, key))
+            result.append(TrustedKey(path.name.removesuffix(PUBLIC_SUFFIX).removesuffix(".pem"), key_fingerprint,
+                                     path, key))
     for trusted in (list_trusted_keys(folder) if folder is not None else []):
         if trusted.fingerprint not in seen:
             seen.add(trusted.fingerprint)

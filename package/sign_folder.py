@@ -1,0 +1,71 @@
+"""Sign a model folder (or one model file) in place with the OMS key method, as `model_signing sign key` does.
+
+The signature is a detached Sigstore bundle, by default ``FOLDER/model.sig``; the folder's files
+stay browsable as they are. What is signed is ``nnseal.format.model_files``'s enumeration: every
+regular file except the default ignore paths (.git, .gitattributes, .github, .gitignore at the
+top), the signature file itself and the caller's ignore paths, all recorded in the statement's
+``serialization.ignore_paths`` so that a verifier (nnseal or model_signing) ignores the same.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from nnseal.errors import EnvironmentProblem, InvalidArgument
+from nnseal.format.keys import fingerprint, signing_key
+from nnseal.format.model_files import check_ignore_paths, hash_files, list_model_files
+from nnseal.format.oms import DEFAULT_IGNORE_PATHS, SIGNATURE_NAME
+from nnseal.fsutil import atomic_output
+from nnseal.package.signing import sign_manifest
+
+__all__ = ["FolderSignature", "sign_folder"]
+
+
+@dataclass(frozen=True)
+class FolderSignature:
+    signature: Path
+    signer_fingerprint: str
+    files: int
+    bytes: int
+
+
+def sign_folder(folder: str | os.PathLike, key: str | os.PathLike | ec.EllipticCurvePrivateKey | None, *,
+                signature: str | os.PathLike | None = None, ignore_paths: Iterable[str] = (),
+                passphrase: bytes | None = None, force: bool = False, workers: int | None = None) -> FolderSignature:
+    """Write the OMS signature of ``folder`` (default ``folder/model.sig``; never replaced unless ``force``)."""
+    root = Path(folder)
+    if not root.exists():
+        raise EnvironmentProblem("no such folder or file", path=root)
+    private_key = signing_key(key, passphrase)
+    target = Path(signature) if signature is not None else (root / SIGNATURE_NAME if root.is_dir()
+                                                             else root.with_name(SIGNATURE_NAME))
+    ignored = list(DEFAULT_IGNORE_PATHS) + check_ignore_paths(ignore_paths)
+    if root.is_dir():
+        inside = _relative_inside(target, root)
+        if inside is not None:
+            ignored.append(inside)
+        files = list_model_files(root, ignored)
+    else:
+        # A single-file model: its resource is its file name (spec 6.1.2 rule 5).
+        files = {root.name: root}
+    if not files:
+        raise InvalidArgument("holds no file to sign (after the ignore paths)", path=root)
+    digests, total = hash_files(files, workers)
+    bundle = sign_manifest(root.resolve().name, digests, private_key, ignore_paths=sorted(set(ignored)))
+    with atomic_output(target, force=force) as handle:
+        handle.write(bundle)
+    return FolderSignature(target, fingerprint(private_key.public_key()), len(digests), total)
+
+
+def _relative_inside(path: Path, root: Path) -> str | None:
+    """``path`` relative to ``root`` as a POSIX name if it lies inside, else None."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return None
