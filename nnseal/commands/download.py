@@ -69,13 +69,14 @@ def cache_folder(explicit: str | None, disabled: bool) -> Path | None:
 
 
 def endpoints_from_environment():
-    """The hosts' API base URLs: huggingface_hub reads HF_ENDPOINT itself; Zenodo's and GitHub's are
-    NNSEAL_ZENODO_URL and NNSEAL_GITHUB_API_URL (GitHub Enterprise: its /api/v3), GH_TOKEN/GITHUB_TOKEN."""
+    """The hosts' API base URLs: HF_ENDPOINT (as huggingface_hub reads it, passed explicitly so that it
+    holds however early huggingface_hub was imported), NNSEAL_ZENODO_URL, NNSEAL_GITHUB_API_URL (GitHub
+    Enterprise: its /api/v3); GH_TOKEN or GITHUB_TOKEN for GitHub's API."""
     from nnseal.transport.sources import Endpoints
 
     defaults = Endpoints()
     return Endpoints(
-        hf=None,
+        hf=os.environ.get("HF_ENDPOINT") or None,
         zenodo=os.environ.get("NNSEAL_ZENODO_URL") or defaults.zenodo,
         github_api=os.environ.get("NNSEAL_GITHUB_API_URL") or defaults.github_api,
         github_token=os.environ.get("GH_TOKEN") or os.environ.get("GITHUB_TOKEN") or None,
