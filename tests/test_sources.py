@@ -410,3 +410,16 @@ def test_downloading_a_hub_source_imports_no_torch(hub, package, session_key, tm
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
     assert_installed(tmp_path / "results")
+
+
+def test_http_proxy_from_the_environment_is_used(package, session_key, tmp_path, monkeypatch):
+    # requests honours HTTP(S)_PROXY and NO_PROXY as pip does: the download goes through the proxy,
+    # which is asked for the absolute URL of a host that does not even listen.
+    target = "http://127.0.0.1:9/Dataset042_Toy.zip"
+    with running_server() as proxy:
+        proxy.fallback = lambda path: Route(body=package) if path == target else None
+        env = {"HTTP_PROXY": proxy.url(""), "http_proxy": proxy.url(""), "NO_PROXY": "", "no_proxy": ""}
+        result = install(target, tmp_path / "results", session_key, env=env)
+        assert result.exit_code == 0, result.stderr
+        assert [seen.path for seen in proxy.seen if seen.path == target]
+    assert_installed(tmp_path / "results")

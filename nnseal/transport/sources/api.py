@@ -56,6 +56,9 @@ def get_bytes(url: str, policy: DownloadPolicy, *, headers: dict[str, str] | Non
                     raise NetworkError(message.rstrip())
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 problem = message.rstrip()
+        except requests.exceptions.SSLError:
+            # A certificate that fails today fails on every retry: say so at once.
+            raise NetworkError(f"could not reach {redact(url)}: TLS failed (certificate not trusted?)") from None
         except requests.exceptions.RequestException as err:
             retry_after = None
             problem = f"could not reach {redact(url)}: {type(err).__name__}"
