@@ -91,7 +91,7 @@ class Hub:
             sibling: dict = {"rfilename": name}
             if blobs:
                 sha = repo.lfs_sha256.get(name, _sha256(data))
-                sibling.update(size=len(data), blobId=hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest(),
+                sibling.update(size=len(data), blobId=_git_oid(name),
                                lfs={"sha256": sha, "size": len(data), "pointerSize": 134})
             siblings.append(sibling)
         return _json({"_id": "x", "id": repo_id, "modelId": repo_id, "sha": repo.commit, "private": False,
@@ -107,7 +107,7 @@ class Hub:
         data = repo.files[name]
         return Route(status=302, location=self.cdn.url(f"/hub-cdn/{repo.commit}/{name}"), headers={
             "X-Repo-Commit": repo.commit, "X-Linked-Etag": f'"{repo.lfs_sha256.get(name, _sha256(data))}"',
-            "X-Linked-Size": str(len(data)), "ETag": f'"{hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()}"'})
+            "X-Linked-Size": str(len(data)), "ETag": f'"{_git_oid(name)}"'})
 
 
 class Zenodo:
@@ -128,7 +128,7 @@ class Zenodo:
                            Route(status=302, location=self.cdn.url(f"/zenodo-cdn/{record}/{name}")))
             self.cdn.route(f"/zenodo-cdn/{record}/{name}", Route(body=data))
             entries.append({"id": f"f-{record}-{name}", "key": name, "size": len(data),
-                            "checksum": f"md5:{(md5 or {}).get(name, hashlib.md5(data, usedforsecurity=False).hexdigest())}",
+                            "checksum": f"md5:{(md5 or {}).get(name, _md5(data))}",
                             "links": {"self": content}})
         answer = {"id": record, "recid": str(record), "conceptrecid": str(concept or record),
                   "doi": f"10.5281/zenodo.{record}", "conceptdoi": f"10.5281/zenodo.{concept or record}",
@@ -168,3 +168,11 @@ class GitHub:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _git_oid(name: str) -> str:
+    return hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()  # a stand-in object id
