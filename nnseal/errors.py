@@ -43,6 +43,7 @@ class Hint(Enum):
     MIN_RATE = "lower the minimum transfer rate, or lengthen the window it is measured over"
     RESULTS_FOLDER = "give the results folder"
     ALLOW_DOWNGRADE = "allow installing an older release over a newer one"
+    OFFLINE = "allow network access, or fill the cache by installing once online"
 
 
 class NnsealError(Exception):

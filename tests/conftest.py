@@ -75,3 +75,12 @@ def package_entries(toy_package_session) -> list[tuple[str, bytes]]:
 
     with zipfile.ZipFile(toy_package_session) as z:
         return [(i.filename, z.read(i)) for i in z.infolist()]
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    """Every test gets an empty download cache: nothing cached on this machine leaks in or out."""
+    folder = tmp_path / "nnseal_cache"
+    monkeypatch.setenv("NNSEAL_CACHE", str(folder))
+    monkeypatch.delenv("NNSEAL_OFFLINE", raising=False)
+    return folder

@@ -12,7 +12,7 @@ import contextlib
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -57,6 +57,8 @@ class TestServer:
     def __init__(self, tls_dir: Path | None = None) -> None:
         """Plain HTTP, or HTTPS with a fresh self-signed certificate written to ``tls_dir``."""
         self.routes: dict[str, list[Route]] = {}
+        # For paths without a route: a host's API answering by pattern (tests/host_apis.py).
+        self.fallback: Callable[[str], Route | None] | None = None
         self.seen: list[Seen] = []
         self.stopping = threading.Event()
         self._lock = threading.Lock()
@@ -96,7 +98,7 @@ class TestServer:
             self.seen.append(Seen(path, headers))
             chain = self.routes.get(path)
             if not chain:
-                return None
+                return self.fallback(path) if self.fallback is not None else None
             current = chain[0]
             if current.times is not None:
                 current.times -= 1
@@ -174,7 +176,8 @@ def _make_handler(server: TestServer):
                     self._send_status(404, b"not found\n")
                 elif route.location is not None:
                     target = route.location if "://" in route.location else server.url(route.location)
-                    self._send_status(route.status if route.status != 200 else 302, b"", {"Location": target})
+                    self._send_status(route.status if route.status != 200 else 302, b"",
+                                      {**route.headers, "Location": target})
                 elif route.status != 200:
                     self._send_status(route.status, b"try later\n", route.headers)
                 else:

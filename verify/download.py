@@ -25,26 +25,30 @@ import io
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from nnseal.errors import Hint, WouldOverwrite, from_os_error
-from nnseal.format.digest import normalise_sha256  # noqa: F401  (re-exported for callers)
+from nnseal.errors import Hint, NetworkError, NnsealError, Refused, TamperedPackage, WouldOverwrite, from_os_error
+from nnseal.format.digest import normalise_sha256
 from nnseal.format.layout import DATASET_RE, MODEL_RE
 from nnseal.format.limits import IO_CHUNK
 from nnseal.fsutil import atomic_output
 from nnseal.locks import Lock, remove_created_folders, sweep_stale
+from nnseal.transport.cache import Cache
 from nnseal.transport.fetch import (  # noqa: F401  (re-exported: the CLI and callers import them from here)
     DOWNLOAD_PREFIX,
     DownloadPolicy,
     DownloadResult,
+    HostDigest,
     fetch_to_temp,
     redact,
     retry_after_seconds,
 )
+from nnseal.transport.mirrors import MirrorIndex
+from nnseal.transport.sources import Endpoints, Remote, Source, parse_source, resolve
 
 if TYPE_CHECKING:
     from nnseal.verify.install import InstallReport
@@ -54,26 +58,45 @@ _DATASET_IN_FILE_NAME = re.compile(r"^Dataset(\d{3})_")
 
 
 @dataclass(frozen=True)
+class FailedSource:
+    """A source (or mirror) that did not give a package that verifies, and why (one line)."""
+
+    source: str
+    error: NnsealError
+
+    def to_json(self) -> dict:
+        return {"source": redact(self.source), "error": str(self.error), "exit_code": self.error.exit_code}
+
+
+@dataclass(frozen=True)
 class DownloadAndInstall:
     download: DownloadResult
     install: InstallReport
+    remote: Remote | None = None  # what the source that won resolved to
+    from_cache: bool = False  # the bytes came from the cache: no body was downloaded
+    cached: str | None = None  # where the verified download is cached
+    failed: tuple[FailedSource, ...] = ()  # sources and mirrors tried before the one that won
+    warnings: tuple[str, ...] = ()  # e.g. the cache could not be written (the install stands)
 
     def to_json(self, kept: str | os.PathLike | None = None) -> dict:
         """The install report, whose "package" names where the zip came from (``kept`` or the URL,
         not the temporary file it passed through), plus what was downloaded."""
-        return {**self.install.to_json(), "package": str(kept) if kept else redact(self.download.url),
-                "download": self.download.to_json(kept)}
+        where = self.remote.source if self.remote is not None else self.download.url
+        return {**self.install.to_json(), "package": str(kept) if kept else redact(where),
+                "download": {**self.download.to_json(kept), "source": self.remote.to_json() if self.remote else None,
+                             "from_cache": self.from_cache, "cached": self.cached,
+                             "failed_sources": [f.to_json() for f in self.failed],
+                             "warnings": list(self.warnings)}}
 
 
 # --- public API -------------------------------------------------------------
 
 
 def download_and_install_from_url(url: str, destination: str | os.PathLike, **options) -> InstallReport:
-    """Download ``url`` and install it into the results folder ``destination`` with the verified
-    install; return the InstallReport.
+    """Download ``url`` (or a source: ``hf://``, ``doi:``, ``zenodo://``, ``gh://``) and install it
+    into the results folder ``destination`` with the verified install; return the InstallReport.
 
-    ``options`` are those of ``download_then_install`` (trusted_keys, trust_folder, sha256,
-    keep, unsigned, force, allow_downgrade, policy, progress, external_trainer_folders).
+    ``options`` are those of ``download_then_install``.
     """
     return download_then_install(url, destination, **options).install
 
@@ -92,8 +115,27 @@ def download_then_install(
     policy: DownloadPolicy | None = None,
     progress: bool = False,
     external_trainer_folders: Sequence[str | os.PathLike] = (),
+    mirrors: Sequence[str] = (),
+    mirror_index: MirrorIndex | None = None,
+    endpoints: Endpoints | None = None,
+    cache: str | os.PathLike | None = None,
+    offline: bool = False,
+    on_source_failed: Callable[[FailedSource], None] | None = None,
 ) -> DownloadAndInstall:
     """As download_and_install_from_url, also returning what was downloaded (for --json).
+
+    ``url`` is a URL or a host source (``nnseal.transport.sources``), resolved through the
+    host's API at ``endpoints``; the digest the host publishes is checked beside ``sha256`` and
+    the signature. ``mirrors`` (and a ``mirror_index``'s URLs) are tried in order after it: the
+    first that gives a package that verifies wins; each one that fails is passed to
+    ``on_source_failed`` and the next is tried. A refusal that is about the results folder
+    (an installed model, a downgrade) or the environment ends the run at once.
+
+    ``cache``, a folder (``nnseal.transport.cache``): a package whose sha256 is known (pinned,
+    published by the host or the index, or remembered for this source) and cached is installed
+    from there without downloading its body; a verified download is added to it. ``offline``:
+    no connection at all; only the cache and file URLs are read, and without a cache hit the
+    run ends with NetworkError.
 
     A missing results folder (and its missing parents) is created for the temporary file and
     removed again, if still empty, when the download or the install fails or is interrupted:
@@ -101,16 +143,19 @@ def download_then_install(
     ``external_trainer_folders`` are the install's.
     """
     results = Path(destination)
+    policy = policy or DownloadPolicy()
+    endpoints = endpoints or Endpoints()
+    pin = normalise_sha256(sha256) if sha256 is not None else None
     keep_path = Path(keep) if keep is not None else None
     if keep_path is not None and keep_path.exists() and not force:
         # Checked before a long download, and again when the file is kept.
         raise WouldOverwrite("exists", path=keep_path, hint=Hint.FORCE)
-    if not force and _holds_a_dataset(results):  # else nothing can be overwritten; install checks again anyway
-        folders = model_folders_in_tail(url)
-        if folders is not None:
-            refuse_installed_model_folders(folders, results)
-        else:
-            refuse_named_dataset_installed(url, results)
+    index_digest = mirror_index.digest() if mirror_index is not None else None
+    index_digests = (index_digest,) if index_digest is not None else ()
+    candidates = [parse_source(text) for text in (url, *mirrors, *(mirror_index.urls if mirror_index else ()))]
+    store = Cache(cache) if cache is not None else None
+    plan = _Plan(candidates, results, store, pin, index_digests, offline, force, endpoints, policy,
+                 on_source_failed)
     try:
         lock = Lock(results, create_folder=True)  # guards the temporary file from every sweep
     except OSError as err:
@@ -118,29 +163,162 @@ def download_then_install(
     installed = False
     try:
         sweep_stale(results)
-        # In the results folder, not the home folder: same filesystem, and no surprise quota.
-        downloaded = fetch_to_temp(url, results, policy=policy or DownloadPolicy(), expected_sha256=sha256,
-                                   progress=progress, lock=lock)
-        try:
-            from nnseal.verify.install import install_model_from_zip
+        for attempt in plan.attempts():
+            try:
+                # In the results folder, not the home folder: same filesystem, and no surprise quota.
+                downloaded = fetch_to_temp(attempt.url, results, policy=policy, expected_sha256=attempt.expected,
+                                           progress=progress, lock=lock, host_digests=attempt.digests)
+            except NnsealError as err:
+                plan.failed(attempt, err)
+                continue
+            try:
+                from nnseal.verify.install import install_model_from_zip
 
-            report = install_model_from_zip(
-                downloaded.path, install_location=results, trusted_keys=tuple(trusted_keys),
-                trust_folder=trust_folder, force=force, allow_downgrade=allow_downgrade,
-                unsigned=unsigned, sha256=sha256, progress=progress, source_name=redact(url),
-                zip_sha256=downloaded.sha256,  # hashed as it streamed: install does not read the zip again for it
-                external_trainer_folders=external_trainer_folders,
-            )
-            installed = True
-            if keep_path is not None:
-                keep_file(downloaded.path, keep_path, force=force)
-        finally:
-            downloaded.path.unlink(missing_ok=True)
+                try:
+                    report = install_model_from_zip(
+                        downloaded.path, install_location=results, trusted_keys=tuple(trusted_keys),
+                        trust_folder=trust_folder, force=force, allow_downgrade=allow_downgrade,
+                        unsigned=unsigned, sha256=pin, progress=progress, source_name=redact(attempt.source),
+                        zip_sha256=downloaded.sha256,  # hashed as it streamed: install does not read it again
+                        external_trainer_folders=external_trainer_folders,
+                    )
+                except Refused as err:
+                    if isinstance(err, WouldOverwrite):
+                        raise  # about the results folder: another mirror would say the same
+                    plan.failed(attempt, err)
+                    continue
+                installed = True
+                if keep_path is not None:
+                    keep_file(downloaded.path, keep_path, force=force)
+                cached, warnings = plan.remember(attempt, downloaded)
+            finally:
+                downloaded.path.unlink(missing_ok=True)
+            return DownloadAndInstall(downloaded, report, attempt.remote, attempt.from_cache, cached,
+                                      tuple(plan.failures), warnings)
+        raise plan.give_up()
     finally:
         lock.release()
         if not installed:
             remove_created_folders(lock.created)  # only folders still empty: a failure leaves no trace
-    return DownloadAndInstall(downloaded, report)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    source: str  # the source as written (what failures and receipts name)
+    url: str  # what is fetched: the resolved URL, or the cached file
+    expected: str | None  # the sha256 the bytes must have (the pin, or a cache entry's name)
+    digests: tuple[HostDigest, ...]  # published by the host or the mirror index: checked too
+    remote: Remote | None
+    from_cache: bool = False
+    cache_key: str | None = None
+
+
+class _Plan:
+    """The order in which sources, mirrors and the cache are tried, and what each failure was."""
+
+    def __init__(self, candidates: list[Source], results: Path, store: Cache | None, pin: str | None,
+                 index_digests: tuple[HostDigest, ...], offline: bool, force: bool, endpoints: Endpoints,
+                 policy: DownloadPolicy, report: Callable[[FailedSource], None] | None):
+        self.candidates, self.results, self.store, self.pin = candidates, results, store, pin
+        self.index_digests, self.offline, self.force = index_digests, offline, force
+        self.endpoints, self.policy, self.report = endpoints, policy, report
+        self.failures: list[FailedSource] = []
+        self.pending: list[FailedSource] = []
+        self.looked = False  # the early look at the package's model folders is taken once
+        self.primary = candidates[0].text
+
+    def attempts(self) -> Iterator[_Attempt]:
+        known = self.pin or (self.index_digests[0].value if self.index_digests else None)
+        remembered = self.store.recall(self.primary) if self.store is not None else None
+        # A digest known without asking anyone: the cache answers before any connection.
+        for key in (known, remembered.sha256 if remembered and (self.offline or known is None) else None):
+            hit = self._cached(key, self.primary, None)
+            if hit is not None:
+                yield self._next(hit)
+                break
+        for source in self.candidates:
+            if self.offline and not (source.kind == "url" and urlsplit(source.text).scheme.lower() == "file"):
+                continue  # no connection: only the cache and local files
+            try:
+                remote = resolve(source, endpoints=self.endpoints, policy=self.policy)
+            except NnsealError as err:
+                self._record(FailedSource(source.text, err))
+                continue
+            digests = tuple(d for d in (remote.digest,) if d is not None) + self.index_digests
+            key = next((d.value for d in digests if d.algorithm == "sha256"), None)
+            if key is None and remembered is not None and source.text == self.primary and remote.digest is not None \
+                    and remembered.host_digest == remote.digest.text():
+                key = remembered.sha256  # the host still publishes what it published when this was cached
+            hit = self._cached(key, source.text, remote, digests)
+            if hit is not None:
+                yield self._next(hit)
+                continue
+            self._look_before_download(remote.url)
+            yield self._next(_Attempt(source.text, remote.url, self.pin, digests, remote))
+
+    def _cached(self, key: str | None, source: str, remote: Remote | None,
+                digests: tuple[HostDigest, ...] = ()) -> _Attempt | None:
+        if key is None or self.store is None or (self.pin is not None and key != self.pin):
+            return None
+        path = self.store.find(key)
+        if path is None:
+            return None
+        self._look_before_download(path.as_uri())
+        # The cached file is read through the same hashing fetch: its bytes must match its name.
+        return _Attempt(source, path.as_uri(), key, digests or self.index_digests, remote, True, key)
+
+    def _look_before_download(self, url: str) -> None:
+        if self.looked or self.force or not _holds_a_dataset(self.results):
+            return  # else nothing can be overwritten; install checks again anyway
+        self.looked = True
+        folders = model_folders_in_tail(url)
+        if folders is not None:
+            refuse_installed_model_folders(folders, self.results)
+        else:
+            refuse_named_dataset_installed(url, self.results)
+
+    def failed(self, attempt: _Attempt, err: NnsealError) -> None:
+        if attempt.from_cache and self.store is not None and attempt.cache_key is not None \
+                and isinstance(err, TamperedPackage):
+            self.store.drop(attempt.cache_key)  # bytes that no longer match their name
+        self._record(FailedSource("cache" if attempt.from_cache else attempt.source, err))
+
+    def _record(self, failure: FailedSource) -> None:
+        self.failures.append(failure)
+        self.pending.append(failure)
+
+    def _next(self, attempt: _Attempt) -> _Attempt:
+        # A failure is reported once another source is about to be tried; the last one ends the run
+        # as its error, so a single source fails with one line, as before mirrors existed.
+        while self.pending:
+            failure = self.pending.pop(0)
+            if self.report is not None:
+                self.report(failure)
+        return attempt
+
+    def remember(self, attempt: _Attempt, downloaded: DownloadResult) -> tuple[str | None, tuple[str, ...]]:
+        """Cache the verified download and what the source gave; a failure here is a warning only."""
+        if self.store is None:
+            return None, ()
+        host = attempt.remote.digest.text() if attempt.remote is not None and attempt.remote.digest else None
+        try:
+            path = self.store.store(downloaded.path, downloaded.sha256)
+            self.store.remember(self.primary, downloaded.sha256, host)
+        except (OSError, NnsealError) as err:
+            return None, (f"the verified download was not cached: {err}",)
+        return str(path), ()
+
+    def give_up(self) -> NnsealError:
+        if not self.failures:
+            if self.offline:
+                return NetworkError(f"offline, and the cache holds no verified download of {redact(self.primary)}",
+                                    hint=Hint.OFFLINE)
+            return NetworkError(f"no source to try for {redact(self.primary)}")
+        if len(self.failures) == 1:
+            return self.failures[0].error
+        last = self.failures[-1].error
+        return type(last)(f"none of the {len(self.failures)} sources tried gave a package that verifies; "
+                          f"the last: {last.reason}", path=last.path, hint=last.hint)
 
 
 # --- helpers -----------------------------------------------------------------

@@ -18,6 +18,8 @@ EXTERNAL_TRAINER_ENV = "nnUNet_extTrainer"
 TRUST_FOLDER_ENV = "NNSEAL_TRUSTED_KEYS"
 SIGNING_KEY_ENV = "NNSEAL_SIGNING_KEY"
 PASSPHRASE_ENV = "NNSEAL_KEY_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
+OFFLINE_ENV = "NNSEAL_OFFLINE"
+CACHE_ENV = "NNSEAL_CACHE"
 
 # Each hint worded as the flag or command that applies it; appended to "path: reason".
 HINT_TEXT = {
@@ -38,6 +40,7 @@ HINT_TEXT = {
     Hint.MIN_RATE: "; lower --min-rate or lengthen --rate-window",
     Hint.RESULTS_FOLDER: "; set it or pass the results folder explicitly",
     Hint.ALLOW_DOWNGRADE: "; pass --allow-downgrade to install it anyway",
+    Hint.OFFLINE: f"; install it once without --offline (and without ${OFFLINE_ENV}=1) to fill the cache",
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from nnseal.commands._common import (
@@ -14,6 +16,7 @@ from nnseal.commands._common import (
     show_progress,
     trust_folder_from_environment,
 )
+from nnseal.commands.download import source_options
 
 
 @click.command(help="""Verify PACKAGE and install it into the results folder.
@@ -31,7 +34,11 @@ Checkpoints must match their folder and plans.json, and a dataset id may not be
 installed under a second name. Ctrl-C, SIGTERM and SIGHUP undo the install
 (exit 130, 143, 129); once the folders are in place the install completes.
 --unsigned installs a zip made by nnUNetv2_export_model_to_zip
-(checkpoints sanitized and rebuilt, pickles dropped), without provenance.""")
+(checkpoints sanitized and rebuilt, pickles dropped), without provenance.
+
+PACKAGE may also be a URL or a published source (hf://, doi:, zenodo://, gh://):
+that is `nnseal download PACKAGE` with its default limits (see its help for the
+sources, --mirror, the cache and --offline).""")
 @click.argument("package", type=click.Path(dir_okay=False))
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
               help="Public key (PEM) to trust for this install; repeatable.")
@@ -44,8 +51,21 @@ installed under a second name. Ctrl-C, SIGTERM and SIGHUP undo the install
 @click.option("--sha256", callback=check_sha256, metavar="HEX", help="Refuse unless the zip has this sha256.")
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@source_options
 @report_errors
-def command(package, trusted_keys, results, force, allow_downgrade, unsigned, sha256, quiet, as_json):
+def command(package, trusted_keys, results, force, allow_downgrade, unsigned, sha256, quiet, as_json, mirrors,
+            mirror_index, offline, cache, no_cache):
+    from nnseal.transport.sources import is_source
+
+    if is_source(package) and not Path(package).exists():
+        from nnseal.commands.download import download_and_report
+        from nnseal.transport.fetch import DownloadPolicy
+
+        download_and_report(package, results=results, trusted_keys=trusted_keys, sha256=sha256, keep=None,
+                            unsigned=unsigned, force=force, allow_downgrade=allow_downgrade, policy=DownloadPolicy(),
+                            mirrors=mirrors, mirror_index=mirror_index, offline=offline, cache=cache,
+                            no_cache=no_cache, quiet=quiet, as_json=as_json)
+        return
     from nnseal.verify.install import install_model_from_zip
 
     report = install_model_from_zip(package, results_folder(results), trusted_keys=trusted_keys,

@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +62,35 @@ class DownloadPolicy:
 
 
 @dataclass(frozen=True)
+class HostDigest:
+    """A digest the host publishes for a file (the Hub's LFS sha256, GitHub's asset digest,
+    Zenodo's md5). Checked against the bytes as they stream, in addition to the package's
+    signature, never instead of it: whoever controls the host controls this digest too."""
+
+    algorithm: str  # "sha256" or "md5"
+    value: str  # lower-case hex
+    publisher: str  # who publishes it, for messages: "the Hugging Face Hub"
+
+    def text(self) -> str:
+        return f"{self.algorithm}:{self.value}"
+
+
+HOST_DIGEST_ALGORITHMS = {"sha256": 64, "md5": 32}
+
+
+def parse_host_digest(text: object, publisher: str) -> HostDigest | None:
+    """``"sha256:HEX"`` or ``"md5:HEX"`` as hosts write it; None for anything else (no digest to check)."""
+    if not isinstance(text, str) or ":" not in text:
+        return None
+    algorithm, _, value = text.partition(":")
+    algorithm, value = algorithm.strip().lower(), value.strip().lower()
+    length = HOST_DIGEST_ALGORITHMS.get(algorithm)
+    if length is None or not re.fullmatch(f"[0-9a-f]{{{length}}}", value):
+        return None
+    return HostDigest(algorithm, value, publisher)
+
+
+@dataclass(frozen=True)
 class DownloadResult:
     path: Path
     size: int
@@ -95,6 +125,7 @@ def fetch_to_temp(
     expected_sha256: str | None = None,
     progress: bool = False,
     lock: Lock | None = None,
+    host_digests: Sequence[HostDigest] = (),
 ) -> DownloadResult:
     """Stream ``url`` (http, https or file) into a new temporary file in ``directory``.
 
@@ -104,6 +135,9 @@ def fetch_to_temp(
     On any failure, Ctrl-C included, the file (and a lock taken here) is removed before the
     exception propagates. A sha256 pin that does not match is a refusal (TamperedPackage);
     network and HTTP failures are NetworkError; a missing file:// path is EnvironmentProblem.
+    ``host_digests``, digests the host (or a mirror index) publishes for the file, are checked
+    the same way (a mismatch is TamperedPackage), beside the pin and the signature, never
+    instead of them.
     """
     expected = normalise_sha256(expected_sha256) if expected_sha256 is not None else None
     scheme = urlsplit(url).scheme.lower()
@@ -126,7 +160,8 @@ def fetch_to_temp(
     try:
         os.fchmod(fd, 0o644)  # --keep may hard-link this very file
         with os.fdopen(fd, "w+b") as handle:
-            sink = Sink(handle, policy.max_bytes, url)
+            sink = Sink(handle, policy.max_bytes, url,
+                        extra={d.algorithm for d in host_digests if d.algorithm != "sha256"})
             if scheme == "file":
                 final_url, resumed, restarts = _copy_file_url(url, sink, progress, policy, started), 0, 0
             else:
@@ -141,6 +176,12 @@ def fetch_to_temp(
                 f"sha256 of the download from {redact(url)} is {digest}, but {expected} was pinned; "
                 "nothing was installed"
             )
+        for published in host_digests:
+            got = digest if published.algorithm == "sha256" else sink.extra_hexdigest(published.algorithm)
+            if got != published.value:
+                raise TamperedPackage(
+                    f"{published.algorithm} of the download from {redact(url)} is {got}, but "
+                    f"{published.publisher} publishes {published.value} for it; nothing was installed")
         return DownloadResult(tmp, sink.size, digest, url, final_url, resumed, restarts, own_lock)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
@@ -194,12 +235,18 @@ def redact(url: str) -> str:
 class Sink:
     """The temporary file, with a running sha256 and the size limit, able to start over."""
 
-    def __init__(self, handle: BinaryIO, max_bytes: int, url: str):
+    def __init__(self, handle: BinaryIO, max_bytes: int, url: str, extra: Iterable[str] = ()):
         self._handle = handle
         self._max_bytes = max_bytes
         self._url = url
         self.sha256 = hashlib.sha256()
+        # A second digest a host publishes (Zenodo's md5), taken in the same pass.
+        self._extra_names = tuple(sorted(set(extra)))
+        self._extra = {name: hashlib.new(name, usedforsecurity=False) for name in self._extra_names}
         self.size = 0
+
+    def extra_hexdigest(self, algorithm: str) -> str:
+        return self._extra[algorithm].hexdigest()
 
     def check_declared(self, size: int | None) -> None:
         if size is not None and size > self._max_bytes:
@@ -210,12 +257,15 @@ class Sink:
             raise self._over_limit(None)
         self._handle.write(block)
         self.sha256.update(block)
+        for hasher in self._extra.values():
+            hasher.update(block)
         self.size += len(block)
 
     def restart(self) -> None:
         self._handle.seek(0)
         self._handle.truncate()
         self.sha256 = hashlib.sha256()
+        self._extra = {name: hashlib.new(name, usedforsecurity=False) for name in self._extra_names}
         self.size = 0
 
     def _over_limit(self, declared: int | None) -> NetworkError:
