@@ -227,20 +227,22 @@ def model_folders_from_selection(results: Path, dataset: str, configurations: li
     so no part can step out of the dataset folder or smuggle in a separator.
     """
     name = resolve_dataset(results, dataset)
-    folders = []
-    for configuration in configurations:
-        folder = f"{trainer}__{plans}__{configuration}"
-        if split_model_name(folder) != (trainer, plans, configuration):
-            raise ModelLayoutError(f"trainer {trainer!r}, plans {plans!r} and configuration {configuration!r} do "
-                                   "not make a model folder name nnU-Net splits back into them", path=results / name)
-        folders.append(results / name / folder)
-    return folders
+    return [results / name / _model_name(trainer, plans, configuration) for configuration in configurations]
+
+
+def _model_name(trainer: str, plans: str, configuration: str) -> str:
+    folder = f"{trainer}__{plans}__{configuration}"
+    if split_model_name(folder) != (trainer, plans, configuration):
+        raise ModelLayoutError(f"trainer {trainer!r}, plans {plans!r} and configuration {configuration!r} do not "
+                               "make a model folder name nnU-Net splits back into them")
+    return folder
 
 
 def find_configurations(results: Path, dataset: str, trainer: str, plans: str) -> list[str]:
     """Every configuration trained with ``trainer`` and ``plans`` in ``dataset``: nnU-Net's
     exporter tries NNUNET_CONFIGURATIONS; any other configuration folder counts too. nnU-Net's
     order first, then by name."""
+    _model_name(trainer, plans, NNUNET_CONFIGURATIONS[0])
     name = resolve_dataset(results, dataset)
     try:
         children = [child for child in (results / name).iterdir() if child.is_dir()]
