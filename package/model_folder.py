@@ -116,6 +116,7 @@ def select_checkpoints(model: ModelFolder, folds: list[str] | None, checkpoint_n
             raise ModelLayoutError("no fold_N folders found", path=model.path)
     explicit = bool(checkpoint_names)
     names = _unique(normalise_checkpoint(n) for n in checkpoint_names or []) if explicit else list(DEFAULT_CHECKPOINTS)
+    names.sort(key=CHECKPOINT_NAMES.index)  # the package's entry order does not depend on how they were asked for
     found: list[Checkpoint] = []
     notes: list[Note] = []
     for fold in sorted(present, key=_folder_sort_key):
