@@ -11,7 +11,7 @@ import zipfile
 import click
 import pytest
 from click.testing import CliRunner
-from helpers import assert_one_line_refusal, run_cli, tree_listing
+from helpers import assert_one_line_refusal, nnunet_export_zip, run_cli, tree_listing
 
 from nnseal import toy_model
 
@@ -84,6 +84,20 @@ def test_ten_folds_travel_and_checkpoint_latest_is_noted(ten_fold_results, sessi
     assert run_cli("verify", results / M2D).exit_code == 0  # the receipt names fold_5..fold_9 too
     scan = run_cli("scan", out, "--trusted-key", session_key.public_path)
     assert scan.exit_code == 0, scan.stdout
+
+
+def test_install_unsigned_nnunet_export_zip_of_ten_folds_with_checkpoint_latest(ten_fold_results, tmp_path,
+                                                                                 monkeypatch):
+    legacy = tmp_path / "nnunet_export.zip"
+    nnunet_export_zip(monkeypatch, ten_fold_results, legacy, configurations=("2d",), folds=TEN_FOLDS,
+                      save_checkpoints=("checkpoint_final.pth", "checkpoint_latest.pth"))
+    results = tmp_path / "results"
+    proc = run_cli("install", legacy, "--results", results, "--unsigned", "--json")
+    assert proc.exit_code == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert sorted(report["checkpoints"]) == sorted(f"{M2D}/fold_{f}/{c}.pth" for f in TEN_FOLDS
+                                                   for c in ("checkpoint_final", "checkpoint_latest"))
+    assert run_cli("verify", results / M2D).exit_code == 0
 
 
 @pytest.mark.nnunet
