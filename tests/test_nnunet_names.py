@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 import zipfile
 
 import pytest
@@ -39,7 +40,10 @@ def nnunet_trainer_names() -> list[str]:
 
     names = set()
     for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-        for _, cls in inspect.getmembers(importlib.import_module(module.name), inspect.isclass):
+        with warnings.catch_warnings():  # some trainer modules use torch APIs torch now deprecates
+            warnings.simplefilter("ignore", FutureWarning)
+            imported = importlib.import_module(module.name)
+        for _, cls in inspect.getmembers(imported, inspect.isclass):
             if issubclass(cls, nnUNetTrainer):
                 names.add(cls.__name__)
     return sorted(names)
