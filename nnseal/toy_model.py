@@ -23,6 +23,8 @@ DATASET = "Dataset042_Toy"
 TRAINER = "nnUNetTrainer"
 PLANS = "nnUNetPlans"
 LABELS = {"background": 0, "organ": 1, "tumor": 2}
+# nnU-Net's cascade: 3d_cascade_fullres is 3d_fullres fed with 3d_lowres's segmentation.
+CASCADE = ("3d_lowres", "3d_cascade_fullres")
 
 
 @dataclass(frozen=True)
@@ -34,14 +36,22 @@ class ToySpec:
     patch_size: tuple[int, ...] = (32, 32)
     n_conv_per_stage: int = 2
     input_channels: int = 1
+    trainer: str = TRAINER  # any trainer class name, e.g. nnU-Net 2.8's _Primus_S_96_BS1
 
     @property
     def dims(self) -> int:
         return len(self.patch_size)
 
+    @property
+    def network_input_channels(self) -> int:
+        """A cascade stage also sees the previous stage's segmentation, one-hot per foreground
+        label (nnU-Net's determine_num_input_channels)."""
+        cascade = self.configuration == "3d_cascade_fullres"
+        return self.input_channels + (len(LABELS) - 1 if cascade else 0)
 
-def model_folder_name(configuration: str) -> str:
-    return f"{TRAINER}__{PLANS}__{configuration}"
+
+def model_folder_name(configuration: str, trainer: str = TRAINER) -> str:
+    return f"{trainer}__{PLANS}__{configuration}"
 
 
 def architecture(spec: ToySpec) -> dict:
@@ -97,6 +107,14 @@ def plans_json(spec: ToySpec) -> dict:
         "architecture": architecture(spec),
         "batch_dice": True,
     }
+    configurations: dict = {spec.configuration: configuration}
+    if spec.configuration in CASCADE:  # as nnU-Net's planner writes a cascade
+        lowres = dict(configuration, data_identifier=f"{PLANS}_3d_lowres", next_stage="3d_cascade_fullres")
+        configurations = {
+            "3d_lowres": lowres,
+            "3d_fullres": dict(configuration, data_identifier=f"{PLANS}_3d_fullres"),
+            "3d_cascade_fullres": {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"},
+        }
     return {
         "dataset_name": DATASET,
         "plans_name": PLANS,
@@ -105,7 +123,7 @@ def plans_json(spec: ToySpec) -> dict:
         "image_reader_writer": "SimpleITKIO",
         "transpose_forward": [0, 1, 2],
         "transpose_backward": [0, 1, 2],
-        "configurations": {spec.configuration: configuration},
+        "configurations": configurations,
         "experiment_planner_used": "ExperimentPlanner",
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {
@@ -170,7 +188,7 @@ def build_network(spec: ToySpec, seed: int):
     class Encoder(nn.Module):
         def __init__(self):
             super().__init__()
-            stages, cin = [], spec.input_channels
+            stages, cin = [], spec.network_input_channels
             for f in spec.features:
                 stages.append(nn.Sequential(StackedConvBlocks(cin, f, spec.n_conv_per_stage)))
                 cin = f
@@ -240,7 +258,7 @@ def checkpoint_dict(spec: ToySpec, fold, seed: int, epochs: int = 3) -> dict:
             "dataset_json": dataset_json(spec),
             "device": torch.device("cuda"),
         },
-        "trainer_name": TRAINER,
+        "trainer_name": spec.trainer,
         "inference_allowed_mirroring_axes": mirror,
     }
 
@@ -263,7 +281,7 @@ def build_results(results_dir: str | Path, *, folds=(0, 1), spec: ToySpec = ToyS
     """Write a toy nnU-Net results tree under ``results_dir``; return the model folder."""
     import torch
 
-    model = Path(results_dir) / DATASET / model_folder_name(spec.configuration)
+    model = Path(results_dir) / DATASET / model_folder_name(spec.configuration, spec.trainer)
     model.mkdir(parents=True, exist_ok=True)
     write_json(model / "plans.json", plans_json(spec))
     write_json(model / "dataset.json", dataset_json(spec))

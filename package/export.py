@@ -48,12 +48,16 @@ class ExportReport:
     source_bytes: int = 0
     package_bytes: int = 0
     removed_bytes: int = 0
+    # What the model folders hold and the package does not (another fold or checkpoint, a fold
+    # without a checkpoint, a name nnU-Net does not write), one note each: nothing is dropped silently.
+    notes: list[layout.Note] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
             "output": self.output, "signer_fingerprint": self.signer_fingerprint,
             "source_bytes": self.source_bytes, "package_bytes": self.package_bytes,
             "removed_bytes": self.removed_bytes, "entries": self.entries, "models": self.models,
+            "notes": [str(note) for note in self.notes],
         }
 
 
@@ -65,8 +69,10 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     """Sanitize, package and sign one or more model folders of one dataset into ``output_file``.
 
     ``key`` is a PEM private key path (``passphrase`` unlocks an encrypted one) or a loaded
-    ECDSA private key. ``folds``/``checkpoints`` default
-    to everything present. ``metadata`` overrides name/description/licence/reference/release,
+    ECDSA private key. ``folds`` defaults to every fold folder present, ``checkpoints`` to
+    checkpoint_final and checkpoint_best (``nnseal.format.layout.DEFAULT_CHECKPOINTS``);
+    whatever is left out is listed in the report's ``notes``. A cascade stage is exported only
+    with its previous stage's model folder. ``metadata`` overrides name/description/licence/reference/release,
     which otherwise come from dataset.json. ``created`` (an aware datetime, or seconds since the
     epoch as in SOURCE_DATE_EPOCH) is the card's ``model.created``; by default the newest
     exported checkpoint's mtime, never the clock, so exporting the same files again gives
@@ -85,7 +91,8 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     created_text = format_created(created if created is not None else _newest_mtime(models))
     dataset = models[0].dataset
     output = Path(output_file)
-    report = ExportReport(output=str(output), signer_fingerprint=fingerprint(private_key.public_key()))
+    report = ExportReport(output=str(output), signer_fingerprint=fingerprint(private_key.public_key()),
+                          notes=[note for m in models for note in m.notes])
     records: list[ModelRecord] = []
     card_metadata: dict = {}
 
@@ -182,6 +189,7 @@ def _collect_models(input_folder, folds, checkpoints) -> list[layout.ModelFolder
         if m.relative in seen:
             raise ModelLayoutError("model folder given twice", path=m.path)
         seen.add(m.relative)
+    layout.check_cascades(models)
     return models
 
 

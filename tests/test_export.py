@@ -103,7 +103,11 @@ def test_json_summary_and_fold_selection(toy_model_folder, session_key, tmp_path
     assert {n for n in summary["entries"] if n.endswith(".safetensors")} == {
         f"{MODEL}/fold_0/checkpoint_final.safetensors"}
     assert summary["removed_bytes"] > 0
-    assert proc.stderr == ""  # no progress bar when not on a terminal
+    assert summary["notes"] == [  # what was found and not exported, with the flag that would take it
+        f"{MODEL}/fold_0/checkpoint_best.pth not exported: not among the checkpoints asked for "
+        "(add -chk checkpoint_best)",
+        f"{MODEL}/fold_1 not exported: not among the folds asked for (add -f 1)"]
+    assert proc.stderr == ""  # no progress bar when not on a terminal; notes are in the JSON
 
 
 def test_nnunet_selection_flags_and_metadata_override(toy_results_session, session_key, tmp_path):
@@ -134,7 +138,9 @@ def test_include_progress(toy_model_folder, session_key, tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["-f", "3"], "fold_3"),
+    (["-f", "7"], "fold_7 was asked for but is missing"),  # any fold_N may be asked for; this one is not there
     (["--checkpoints", "best", "-f", "0"], None),
+    (["-chk", "latest", "-f", "1"], "fold_1/checkpoint_latest.pth was asked for but is missing"),
 ])
 def test_missing_fold_or_checkpoint_refused(toy_results_session, session_key, tmp_path, args, needle):
     model = tmp_path / toy_model.DATASET / toy_model.model_folder_name("2d")
@@ -219,7 +225,9 @@ def test_non_ecdsa_key_refused(toy_model_folder, tmp_path):
 
 def test_usage_errors_exit_2(tmp_path):
     assert run_cli("export", "-o", tmp_path / "x.zip").exit_code == 2
-    assert run_cli("export", "-d", "42", "-o", tmp_path / "x.zip").exit_code == 2
+    assert run_cli("export", "-d", "42", "-o", tmp_path / "x.zip").exit_code == 2  # no key
+    assert run_cli("export", "-d", "42", "-i", tmp_path, "-o", tmp_path / "x.zip", "--key", tmp_path / "k.pem",
+                   ).exit_code == 2
 
 
 def test_missing_model_folder_is_environment_error(tmp_path, session_key):
@@ -241,7 +249,8 @@ def test_no_signing_key_is_a_usage_error(toy_model_folder, tmp_path):
     assert not (tmp_path / "x.zip").exists()
 
 
-@pytest.mark.parametrize("args", [["-f", "7"], ["--checkpoints", "latest"]])
+@pytest.mark.parametrize("args", [["-f", "07"], ["-f", "1000"], ["--checkpoints", "epoch_50"],
+                                  ["-chk", "checkpoint_final.pt"]])
 def test_impossible_fold_or_checkpoint_name_is_a_usage_error(args, toy_model_folder, session_key, tmp_path):
     proc = run_cli("export", "-i", toy_model_folder, "-o", tmp_path / "x.zip", "--key", session_key.private_path,
                    *args)

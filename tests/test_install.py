@@ -125,7 +125,7 @@ def test_verify_reports_every_problem(toy_package_session, tmp_path):
             if info.filename.endswith("plans.json"):
                 data = data.replace(b"PlainConvUNet", b"PlainConvUNet ")  # modified
             dst.writestr(info, data)
-        dst.writestr(f"{MODEL}/fold_0/checkpoint_latest.safetensors", b"x")  # extra, off-layout
+        dst.writestr(f"{MODEL}/fold_0/checkpoint_epoch_50.safetensors", b"x")  # extra, off-layout
     proc = run_cli("verify", broken, "--trusted-key", other.public_path, "--json")
     assert proc.exit_code == 1
     report = json.loads(proc.stdout)

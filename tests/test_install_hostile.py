@@ -134,7 +134,10 @@ def test_valid_signature_taken_from_another_package(package_entries, results, se
 
 @pytest.mark.parametrize("name", [
     f"{MODEL}/fold_0/debug.json",
-    f"{MODEL}/fold_5/checkpoint_final.safetensors",
+    f"{MODEL}/fold_05/checkpoint_final.safetensors",
+    f"{MODEL}/fold_1000/checkpoint_final.safetensors",
+    f"{MODEL}/fold_-1/checkpoint_final.safetensors",
+    f"{MODEL}/fold_0/checkpoint_epoch_50.safetensors",
     f"{MODEL}/fold_0/validation/summary.json",
     "README.txt",
     f"{toy_model.DATASET}/not_a_model_folder/plans.json",

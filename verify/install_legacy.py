@@ -25,7 +25,7 @@ from nnseal.verify.staging import Staging, check_destinations
 def install_legacy(archive, results: Path, report: InstallReport, *, force: bool, package_sha256: str | None,
                     progress: bool) -> None:
     """A zip from nnUNetv2_export_model_to_zip: keep only what inference needs, rebuilt clean."""
-    from nnseal.format.layout import DATASET_RE, MODEL_RE
+    from nnseal.format.layout import CHECKPOINT_PATTERN, DATASET_RE, FOLD_PATTERN, MODEL_RE
     from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.sanitize.checkpoint import load_sanitized
     from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
@@ -35,7 +35,7 @@ def install_legacy(archive, results: Path, report: InstallReport, *, force: bool
         raise Refused("this is a signed nnseal package", hint=Hint.SIGNED)
     report.warnings.append(UNSIGNED_WARNING)
     keep_re = re.compile(r"^([^/]+)/([^/]+)/(plans\.json|dataset\.json|dataset_fingerprint\.json|"
-                         r"fold_([0-4]|all)/(checkpoint_final|checkpoint_best)\.pth)$")
+                         rf"fold_{FOLD_PATTERN}/{CHECKPOINT_PATTERN}\.pth)\Z")
     kept: dict[str, list[str]] = {}
     for name in archive.names():
         match = keep_re.match(name)

@@ -9,6 +9,7 @@ import click
 from nnseal.commands._common import (
     SIGNING_KEY_ENV,
     emit_json,
+    one_line,
     passphrase_from_environment,
     passphrase_options,
     read_passphrase,
@@ -17,6 +18,7 @@ from nnseal.commands._common import (
     show_progress,
     signing_key_path,
 )
+from nnseal.commands.multivalue import MultiValueCommand, MultiValueOption
 from nnseal.errors import ModelLayoutError
 
 SOURCE_DATE_EPOCH_ENV = "SOURCE_DATE_EPOCH"
@@ -41,28 +43,40 @@ def _check_created(ctx, param, value, *, source: str = "--created"):
     return when
 
 
-def _split(values) -> list[str]:
-    """Accept nnU-Net's habits: `-f 0 -f 1`, `-f 0,1` and `--checkpoints final,best`."""
-    return [part for value in values or () for part in str(value).replace(",", " ").split()]
+def _note_text(note) -> str:
+    """A note from the export report, with the flag that would have exported what it names."""
+    hint = ""
+    if note.checkpoint:
+        hint = f" (add -chk {note.checkpoint})"
+    elif note.fold:
+        hint = f" (add -f {note.fold})"
+    return f"{one_line(str(note))}{hint}"
 
 
-@click.command(help="""Sanitize, package and sign trained nnU-Net models into one zip.
+@click.command(cls=MultiValueCommand, help="""Sanitize, package and sign trained nnU-Net models into one zip.
 
 Give model folders with -i, or select like nnU-Net does with -d/-c/-tr/-p under
-$nnUNet_results. By default every fold found and both checkpoint_final and
-checkpoint_best are exported. The key may come from $NNSEAL_SIGNING_KEY and its
-passphrase from $NNSEAL_KEY_PASSPHRASE.""")
+$nnUNet_results (-d without -c: every configuration trained with that trainer and
+plans). Like nnU-Net, -f, -c and -chk take several values after one flag
+(-f 0 1 2); repeating the flag or commas work too. By default every fold folder found
+and both checkpoint_final and checkpoint_best are exported; what is found and not
+exported (checkpoint_latest, another fold) is listed, one note per line. The key may
+come from $NNSEAL_SIGNING_KEY and its passphrase from $NNSEAL_KEY_PASSPHRASE.""")
 @click.option("-i", "input_folders", multiple=True, type=click.Path(file_okay=False),
               help="Model folder (DatasetXXX_Name/Trainer__Plans__configuration); repeatable.")
 @click.option("-o", "output", required=True, type=click.Path(dir_okay=False), help="Package zip to write.")
 @click.option("--key", type=click.Path(dir_okay=False), help="Signing key (PEM). Default: $NNSEAL_SIGNING_KEY.")
 @passphrase_options
 @click.option("-d", "dataset", help="Dataset id or name under $nnUNet_results (instead of -i).")
-@click.option("-c", "configurations", multiple=True, help="Configuration(s), with -d; repeatable.")
+@click.option("-c", "configurations", cls=MultiValueOption,
+              help="Configuration(s), with -d: -c 2d 3d_fullres. Default: every one found.")
 @click.option("-tr", "trainer", default="nnUNetTrainer", show_default=True, help="Trainer, with -d.")
 @click.option("-p", "plans", default="nnUNetPlans", show_default=True, help="Plans identifier, with -d.")
-@click.option("-f", "folds", multiple=True, help="Folds (0-4, all); repeatable or comma-separated. Default: all found.")
-@click.option("--checkpoints", "checkpoint_names", default=None, help="final,best (default: both where present).")
+@click.option("-f", "folds", cls=MultiValueOption,
+              help="Folds: -f 0 1 2 (any fold_N, or all). Default: every fold folder found.")
+@click.option("-chk", "--checkpoints", "checkpoint_names", cls=MultiValueOption,
+              help="Checkpoints: -chk checkpoint_final.pth checkpoint_best.pth (or final best latest). "
+                   "Default: checkpoint_final and checkpoint_best where present.")
 @click.option("--name", help="Model name (default: dataset.json's name).")
 @click.option("--description", help="Model description (default: dataset.json's).")
 @click.option("--licence", "--license", "licence", help="Licence (default: dataset.json's).")
@@ -86,17 +100,20 @@ def command(input_folders, output, key, passphrase, passphrase_env, dataset, con
     if key is None:
         raise click.UsageError(f"no signing key: pass --key KEY.pem or set {SIGNING_KEY_ENV}")
     if bool(input_folders) == bool(dataset):
-        raise click.UsageError("give model folders with -i, or select them with -d and -c (not both)")
+        raise click.UsageError("give model folders with -i, or select them with -d (and -c, -tr, -p), not both")
     if dataset:
-        if not configurations:
-            raise click.UsageError("-d needs at least one -c CONFIGURATION")
-        input_folders = layout.model_folders_from_selection(results_folder(None), dataset, _split(configurations),
-                                                            trainer, plans)
-    folds = _split(folds)
-    checkpoint_names = _split([checkpoint_names]) if checkpoint_names else []
+        results = results_folder(None)
+        if not configurations:  # as nnU-Net's exporter: every configuration there is
+            configurations = layout.find_configurations(results, dataset, trainer, plans)
+            if not (quiet or as_json):
+                click.echo(f"nnseal: -d {dataset} without -c: exporting every configuration found for "
+                           f"{trainer}__{plans}: {', '.join(configurations)}", err=True)
+        input_folders = layout.model_folders_from_selection(results, dataset, list(configurations), trainer, plans)
+    elif configurations:
+        raise click.UsageError("-c selects configurations with -d; with -i give the model folders themselves")
     try:  # a fold or checkpoint name that cannot exist is a usage error, not a refusal
-        [layout.normalise_fold(f) for f in folds]
-        [layout.normalise_checkpoint(c) for c in checkpoint_names]
+        folds = [layout.normalise_fold(f) for f in folds]
+        checkpoint_names = [layout.normalise_checkpoint(c) for c in checkpoint_names]
     except ModelLayoutError as err:
         raise click.BadParameter(err.reason) from None
     if created is None and os.environ.get(SOURCE_DATE_EPOCH_ENV):  # the reproducible-builds convention
@@ -110,8 +127,11 @@ def command(input_folders, output, key, passphrase, passphrase_env, dataset, con
                   "release": release},
         include_progress=include_progress, force=force, progress=show_progress(quiet or as_json), created=created)
     if as_json:
-        emit_json(report.to_json())
-    elif not quiet:
+        emit_json({**report.to_json(), "notes": [_note_text(note) for note in report.notes]})
+        return
+    for note in report.notes:
+        click.echo(f"nnseal: note: {_note_text(note)}", err=True)
+    if not quiet:
         n_ckpt = sum(len(m["checkpoints"]) for m in report.models)
         click.echo(f"wrote {report.output}: {len(report.models)} model folder(s), {n_ckpt} checkpoint(s), "
                    f"{len(report.entries)} entries, {report.package_bytes:,} bytes "

@@ -14,12 +14,34 @@ from enum import Enum
 from nnseal.errors import TamperedPackage
 
 CARD_NAME = "nnseal-card.json"
-DATASET_RE = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9][A-Za-z0-9_.\-]*)$")
-# Trainer, plans and configuration are Python-ish identifiers in nnU-Net; "__" separates them.
-_PART = r"[A-Za-z0-9][A-Za-z0-9_.\-]*?"
-MODEL_RE = re.compile(rf"^({_PART})__({_PART})__([A-Za-z0-9][A-Za-z0-9_.\-]*)$")
-ALL_FOLDS = ("0", "1", "2", "3", "4", "all")
-CHECKPOINT_NAMES = ("checkpoint_final", "checkpoint_best")
+# \Z, not $: "$" also matches before a final newline, and "Dataset042_X\n" is another folder.
+DATASET_RE = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9][A-Za-z0-9_.\-]*)\Z")
+
+# A model folder is nnU-Net's f"{trainer}__{plans}__{configuration}" (get_output_folder), and
+# nnU-Net reads it back with name.split("__") into exactly three parts
+# (convert_identifier_to_trainer_plans_config). So no part holds "__", and neither the trainer
+# nor the plans identifier ends with "_" (split would take that "_" into the next part); a part
+# may begin with one "_" (nnU-Net 2.8's _Primus_S_96_BS1 trainers). The trainer is a Python
+# class name, the other parts plain ASCII words; none can spell "/", "..", a space or a
+# non-ASCII letter. MODEL_RE matches exactly the names that split into three such parts.
+_TRAINER = r"(?:_[A-Za-z0-9]|[A-Za-z])(?:_?[A-Za-z0-9])*"
+_PLANS = r"_?[A-Za-z0-9](?:_?[A-Za-z0-9.\-])*"
+_CONFIGURATION = rf"{_PLANS}_?"
+MAX_NAME_CHARS = 255  # one path component on every filesystem nnU-Net runs on
+MODEL_RE = re.compile(rf"^(?=.{{1,{MAX_NAME_CHARS}}}\Z)({_TRAINER})__({_PLANS})__({_CONFIGURATION})\Z")
+_CONFIGURATION_RE = re.compile(rf"^{_CONFIGURATION}\Z")
+
+# Folds as nnU-Net names them (f"fold_{fold}"): a decimal number without leading zeros, or
+# "all". Any number of folds (10-fold CV gives fold_0..fold_9), bounded so a name stays small.
+MAX_FOLD = 999
+FOLD_PATTERN = r"(?:0|[1-9][0-9]{0,2}|all)"
+FOLD_RE = re.compile(rf"^{FOLD_PATTERN}\Z")
+# Every checkpoint nnU-Net writes into a fold folder: final at the end of training, best at
+# each new best EMA Dice, latest every 50 epochs (deleted when training ends, so it is left
+# only by an interrupted run). Export takes DEFAULT_CHECKPOINTS unless told otherwise.
+CHECKPOINT_NAMES = ("checkpoint_final", "checkpoint_best", "checkpoint_latest")
+DEFAULT_CHECKPOINTS = ("checkpoint_final", "checkpoint_best")
+CHECKPOINT_PATTERN = "(?:" + "|".join(CHECKPOINT_NAMES) + ")"
 REQUIRED_JSON = ("plans.json", "dataset.json")
 MODEL_JSON = ("plans.json", "dataset.json", "dataset_fingerprint.json")
 PICKLE_SUFFIXES = (".pth", ".pt", ".pkl", ".pickle", ".ckpt", ".bin", ".npy", ".npz", ".joblib")
@@ -27,8 +49,25 @@ PICKLE_SUFFIXES = (".pth", ".pt", ".pkl", ".pickle", ".ckpt", ".bin", ".npy", ".
 _ENTRY_RE = re.compile(
     r"^(?P<dataset>[^/]+)/(?P<model>[^/]+)/(?:"
     rf"(?P<json>{'|'.join(re.escape(name) for name in MODEL_JSON)})"
-    r"|fold_(?P<fold>[0-4]|all)/(?:(?P<checkpoint>checkpoint_final|checkpoint_best)\.safetensors|(?P<png>progress\.png))"
-    r")$")
+    rf"|fold_(?P<fold>{FOLD_PATTERN})/(?:(?P<checkpoint>{CHECKPOINT_PATTERN})\.safetensors|(?P<png>progress\.png))"
+    r")\Z")
+
+
+def split_model_name(name: str) -> tuple[str, str, str] | None:
+    """(trainer, plans, configuration) of a model folder name, as nnU-Net splits it; None if
+    the name is not one nnU-Net builds, or not a safe path component."""
+    match = MODEL_RE.match(name)
+    return (match[1], match[2], match[3]) if match else None
+
+
+def is_configuration(text: str) -> bool:
+    """Whether ``text`` can be the configuration part of a model folder name."""
+    return bool(_CONFIGURATION_RE.match(text))
+
+
+def is_fold(text: str) -> bool:
+    """Whether ``text`` is a fold as nnU-Net names its folder ``fold_<text>``."""
+    return bool(FOLD_RE.match(text))
 
 
 class EntryKind(str, Enum):
@@ -48,8 +87,9 @@ class PackageEntry:
     checkpoint: str | None = None
 
 
-def fold_sort_key(fold: str) -> tuple[int, str]:
-    return (1, fold) if fold == "all" else (0, fold)
+def fold_sort_key(fold: str) -> tuple[int, int]:
+    """Numeric order (fold_2 before fold_10), then fold_all."""
+    return (1, 0) if fold == "all" else (0, int(fold))
 
 
 def checkpoint_entry_name(model_relative: str, fold: str, checkpoint: str) -> str:
