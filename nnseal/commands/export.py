@@ -9,6 +9,7 @@ import click
 from nnseal.commands._common import (
     SIGNING_KEY_ENV,
     emit_json,
+    one_line,
     passphrase_from_environment,
     passphrase_options,
     read_passphrase,
@@ -117,3 +118,7 @@ def command(input_folders, output, key, passphrase, passphrase_env, dataset, con
                    f"{len(report.entries)} entries, {report.package_bytes:,} bytes "
                    f"(sources {report.source_bytes:,} bytes, removed {report.removed_bytes:,})")
         click.echo(f"signed by {report.signer_fingerprint}")
+        for name in report.pipeline:
+            click.echo(f"shipped:  {one_line(name)}")
+        for note in report.skipped:
+            click.echo(f"skipped:  {one_line(note)}")
