@@ -15,8 +15,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_refusal, run_cli, signed_package, tree_listing
-from hostile_pipeline import ATTACKS
+from helpers import assert_one_line_refusal, nnunet_export_zip, run_cli, signed_package, tree_listing
+from hostile_pipeline import ATTACKS, postprocessing_names_os_system
 from pipeline_results import build_pipeline_results, write_segmentations
 
 from nnseal import toy_model
@@ -246,5 +246,57 @@ def test_export_refuses_hostile_postprocessing_json(attack, pipeline_results, se
     result = run_cli("export", "-i", results / "Dataset042_Toy" / MODEL_2D, "-o", tmp_path / "out.zip",
                      "--key", session_key.private_path, cwd=tmp_path)
     assert_one_line_refusal(result, needle)
+    assert tree_listing(tmp_path) == before
+    assert not canary.exists()
+
+
+# --- nnU-Net's own export zip (install --unsigned) ----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def nnunet_pipeline_zip(tmp_path_factory, pipeline_results) -> Path:
+    from pipeline_results import CONFIGURATIONS, FOLDS
+
+    out = tmp_path_factory.mktemp("nnunet_zip") / "nnunet_export.zip"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        nnunet_export_zip(monkeypatch, pipeline_results.parent, out, configurations=CONFIGURATIONS, folds=FOLDS)
+    return out
+
+
+def test_unsigned_install_rebuilds_postprocessing_from_json(nnunet_pipeline_zip, tmp_path):
+    from nnseal.verify.postprocessing_pickle import postprocessing_pickle_bytes
+
+    with zipfile.ZipFile(nnunet_pipeline_zip) as z:
+        names = z.namelist()
+        shipped_pkl = z.read(f"Dataset042_Toy/ensembles/{ENSEMBLE}/postprocessing.pkl")
+        pp_json = json.loads(z.read(f"Dataset042_Toy/ensembles/{ENSEMBLE}/postprocessing.json"))
+    assert "Dataset042_Toy/inference_information.json" in names
+    results = tmp_path / "results"
+    result = run_cli("install", nnunet_pipeline_zip, "-o", results, "--unsigned")
+    assert result.exit_code == 0, result.stderr
+    dataset = results / "Dataset042_Toy"
+    installed_pkl = (dataset / "ensembles" / ENSEMBLE / "postprocessing.pkl").read_bytes()
+    assert installed_pkl == postprocessing_pickle_bytes(pp_json) != shipped_pkl  # rebuilt, not copied
+    assert (dataset / MODEL_3D / "crossval_results_folds_0_1" / "postprocessing.pkl").is_file()
+    summary = json.loads((dataset / MODEL_2D / "crossval_results_folds_0_1" / "summary.json").read_text())
+    assert "metric_per_case" not in summary
+    info = json.loads((dataset / "inference_information.json").read_text())
+    assert info["best_model_or_ensemble"]["postprocessing_file"] == str(dataset / "ensembles" / ENSEMBLE /
+                                                                        "postprocessing.pkl")
+    assert (dataset / "inference_instructions.txt").is_file()
+    assert run_cli("verify", dataset / "ensembles" / ENSEMBLE).exit_code == 0
+
+
+def test_unsigned_install_refuses_hostile_postprocessing_json(nnunet_pipeline_zip, tmp_path, canary):
+    hostile = tmp_path / "hostile.zip"
+    with zipfile.ZipFile(nnunet_pipeline_zip) as source, zipfile.ZipFile(hostile, "w") as out:
+        entries = postprocessing_names_os_system([(i.filename, source.read(i)) for i in source.infolist()])
+        for name, data in entries:
+            out.writestr(name, data)
+    results = tmp_path / "results"
+    results.mkdir()
+    before = tree_listing(tmp_path)
+    result = run_cli("install", hostile, "-o", results, "--unsigned", cwd=tmp_path)
+    assert_one_line_refusal(result, "os.system")
     assert tree_listing(tmp_path) == before
     assert not canary.exists()

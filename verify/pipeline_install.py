@@ -79,3 +79,60 @@ def inference_instructions(info: dict, plans: dict[str, Any]) -> str:
                  f"-pp_pkl_file {shlex.quote(best['postprocessing_file'])} -np {DEFAULT_NUM_PROCESSES} "
                  f"-plans_json {shlex.quote(best['some_plans_file'])}")
     return "".join(line + "\n" for line in lines)
+
+
+def legacy_pipeline_entries(archive, names: list[str], models: list[str], warnings: list[str]
+                            ) -> tuple[dict[str, Any], dict | None]:
+    """find_best_configuration's files in a zip from nnU-Net's own exporter (``install --unsigned``):
+    the cleaned postprocessing.json and summary.json of the installed models and of ensembles whose
+    members are all installed (entry name -> parsed JSON), and inference_information.json in the
+    package form when what it recommends is installed (else None). Its postprocessing.pkl files are
+    never read. A postprocessing.json outside the allowlist refuses the install (UnsafeJson)."""
+    from nnseal.errors import Refused
+    from nnseal.format.layout import EntryKind, classify
+    from nnseal.format.limits import MAX_JSON_BYTES
+    from nnseal.sanitize.jsonclean import PIPELINE_KIND_BY_FILE_NAME, clean_json_file, load_json_bytes
+    from nnseal.sanitize.pipeline_json import clean_inference_information_json, relativize_inference_information
+    from nnseal.verify.verdict import check_inference_references
+
+    files: dict[str, Any] = {}
+    information = None
+    for name in sorted(names):
+        try:
+            entry = classify(name)
+        except Refused:
+            continue
+        if entry.kind in (EntryKind.POSTPROCESSING, EntryKind.SUMMARY):
+            owners = [entry.model] if entry.model else _ensemble_models(entry.ensemble or "")
+            if not owners or any(m not in models for m in owners):
+                continue
+            data = archive.read(name, max_size=MAX_JSON_BYTES)
+            cleaned = clean_json_file(PIPELINE_KIND_BY_FILE_NAME[entry.filename or ""], data, name=name)
+            warnings.extend(f"{name}: {f.action} {f.path} ({f.detail})" for f in cleaned.findings)
+            files[name] = cleaned.data
+        elif entry.kind is EntryKind.INFERENCE:
+            information = name
+    if information is None:
+        return files, None
+    dataset = information.split("/")[0]
+    try:
+        data, unplaced = relativize_inference_information(
+            load_json_bytes(archive.read(information, max_size=MAX_JSON_BYTES), name=information), dataset,
+            name=information)
+        if unplaced:
+            raise Refused(f"{unplaced[0]} is not a path inside this dataset's results folder")
+        cleaned = clean_inference_information_json(data, name=information)
+        installed = set(files) | {f"{m}/plans.json" for m in models}
+        check_inference_references(cleaned.data, installed, name=information)
+    except Refused as err:
+        warnings.append(f"dropped {information}: {err.reason}")
+        return files, None
+    return files, cleaned.data  # type: ignore[return-value]
+
+
+def _ensemble_models(folder: str) -> list[str]:
+    from nnseal.format.layout import ensemble_members
+
+    dataset, _, name = folder.partition("/ensembles/")
+    members = ensemble_members(name)
+    return [f"{dataset}/{m}" for m in members[0]] if members else []
