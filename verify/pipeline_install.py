@@ -68,7 +68,7 @@ def inference_instructions(info: dict, plans: dict[str, Any]) -> str:
         if isinstance(configurations, dict) and "previous_stage" in configurations:
             command += " -prev_stage_predictions OUTPUT_FOLDER_PREV_STAGE"
         if is_ensemble:
-            command += " --save_probabilities"
+            command += " " + _nnunet_long_option("save_probabilities")
         lines.append(command)
     if is_ensemble:
         lines.append("\nThe run ensembling with:\n")
@@ -79,6 +79,11 @@ def inference_instructions(info: dict, plans: dict[str, Any]) -> str:
                  f"-pp_pkl_file {shlex.quote(best['postprocessing_file'])} -np {DEFAULT_NUM_PROCESSES} "
                  f"-plans_json {shlex.quote(best['some_plans_file'])}")
     return "".join(line + "\n" for line in lines)
+
+
+def _nnunet_long_option(name: str) -> str:
+    """An option of nnU-Net's commands (not of nnseal's: the library names none of those)."""
+    return "--" + name
 
 
 def legacy_pipeline_entries(archive, names: list[str], models: list[str], warnings: list[str]
