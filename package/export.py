@@ -51,6 +51,8 @@ class ExportReport:
     # What the model folders hold and the package does not (another fold or checkpoint, a fold
     # without a checkpoint, a name nnU-Net does not write), one note each: nothing is dropped silently.
     notes: list[layout.Note] = field(default_factory=list)
+    pipeline: list[str] = field(default_factory=list)  # find_best_configuration's files shipped (package/pipeline.py)
+    skipped: list[str] = field(default_factory=list)  # "path: why" for those not shipped
 
     def to_json(self) -> dict:
         return {
@@ -58,6 +60,7 @@ class ExportReport:
             "source_bytes": self.source_bytes, "package_bytes": self.package_bytes,
             "removed_bytes": self.removed_bytes, "entries": self.entries, "models": self.models,
             "notes": [str(note) for note in self.notes],
+            "pipeline": self.pipeline, "skipped": self.skipped,
         }
 
 
@@ -80,6 +83,7 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     """
     from nnseal.format.keys import fingerprint, signing_key
     from nnseal.format.oms import SIGNATURE_NAME
+    from nnseal.package.pipeline import collect_pipeline_files
     from nnseal.package.signing import sign_manifest
     from nnseal.package.zipwriter import DeterministicZipWriter
     from nnseal.sanitize.checkpoint import load_sanitized, write_sanitized
@@ -88,6 +92,8 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     # Unlock the key first: a wrong passphrase should cost nothing.
     private_key = signing_key(key, passphrase)
     models = _collect_models(input_folder, folds, checkpoints)
+    # Before the zip exists: a refused postprocessing.json costs nothing.
+    pipeline = collect_pipeline_files(models[0].path.parent, [m.relative.split("/")[1] for m in models])
     created_text = format_created(created if created is not None else _newest_mtime(models))
     dataset = models[0].dataset
     output = Path(output_file)
@@ -136,6 +142,11 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
                         if png.is_file() and png_entry not in writer.digests:
                             writer.add_bytes(png_entry, png.read_bytes(), compress=False)
                 records.append(record)
+
+            for name, data in pipeline.entries:
+                writer.add_bytes(name, data, compress=True)
+            report.pipeline = [name for name, _ in pipeline.entries]
+            report.skipped = list(pipeline.skipped)
 
             merged = dict(card_metadata)
             merged.update({k: v for k, v in (metadata or {}).items() if v is not None})

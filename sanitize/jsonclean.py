@@ -73,9 +73,12 @@ from nnseal.format.strict_json import show as _show
 REDACTED = "<redacted>"
 DEFAULT_MAX_BYTES = MAX_JSON_BYTES
 DEFAULT_MAX_DEPTH = 64
-JSON_KINDS = ("plans", "dataset", "fingerprint")
+JSON_KINDS = ("plans", "dataset", "fingerprint", "postprocessing", "summary", "inference_information")
 # The JSON files of an nnU-Net model folder and how each is cleaned.
 KIND_BY_FILE_NAME = {"plans.json": "plans", "dataset.json": "dataset", "dataset_fingerprint.json": "fingerprint"}
+# What nnUNetv2_find_best_configuration writes, cleaned by nnseal.sanitize.pipeline_json.
+PIPELINE_KIND_BY_FILE_NAME = {"postprocessing.json": "postprocessing", "summary.json": "summary",
+                              "inference_information.json": "inference_information"}
 
 # json.dumps refuses ints over sys.get_int_max_str_digits() (4300 by default) decimal digits.
 _MAX_INT_BITS = 14_000
@@ -340,8 +343,13 @@ def clean_plans_json(data: object, *, name: str = "plans.json") -> CleanedJson:
 
 
 def clean_json_file(kind: str, raw: bytes, *, name: str) -> CleanedJson:
-    """Parse and clean one file; ``kind`` is "plans", "dataset" or "fingerprint"."""
-    cleaners = {"plans": clean_plans_json, "dataset": clean_dataset_json, "fingerprint": clean_fingerprint_json}
+    """Parse and clean one file; ``kind`` is one of ``JSON_KINDS``."""
+    from nnseal.sanitize import pipeline_json
+
+    cleaners: dict[str, Callable[..., CleanedJson]] = {
+        "plans": clean_plans_json, "dataset": clean_dataset_json, "fingerprint": clean_fingerprint_json,
+        "postprocessing": pipeline_json.clean_postprocessing_json, "summary": pipeline_json.clean_summary_json,
+        "inference_information": pipeline_json.clean_inference_information_json}
     if kind not in cleaners:
         raise InvalidArgument(f"kind must be one of {JSON_KINDS}, not {kind!r}")
     return cleaners[kind](load_json_bytes(raw, name=name), name=name)

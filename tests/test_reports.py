@@ -203,7 +203,7 @@ def test_inspect_json_keeps_its_shape(toy_package_session, session_key):
 
     data = inspect_package(toy_package_session, [session_key.public_path]).to_json()
     assert list(data) == ["package", "verified", "card", "signer_fingerprint", "signer_trusted", "signer_name",
-                          "models", "entries", "bytes", "notes"]
+                          "models", "entries", "bytes", "notes", "metrics"]
     assert data["verified"] is False and data["notes"] == [] and data["card"]["format_version"] == 1
     (model,) = data["models"].values()
     assert set(model) == {"folds", "checkpoints", "bytes"} and model["folds"] == ["0", "1"]
@@ -222,7 +222,7 @@ def test_install_report_and_drift_problems(toy_package_session, session_key, tmp
     assert report.provenance is Provenance.SIGNED
     data = report.to_json()
     assert list(data) == ["package", "results", "provenance", "signer_fingerprint", "models", "replaced",
-                          "checkpoints", "dropped", "warnings"]
+                          "checkpoints", "dropped", "warnings", "pipeline"]
     assert type(data["provenance"]) is str and data["provenance"] == "signed"
 
     folder = Path(report.models[0])

@@ -40,11 +40,13 @@ class InstallReport:
     checkpoints: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    pipeline: list[str] = field(default_factory=list)  # ensemble folders and dataset-level files installed
 
     def to_json(self) -> dict:
         return {"package": self.package, "results": self.results, "provenance": self.provenance.value,
                 "signer_fingerprint": self.signer_fingerprint, "models": self.models, "replaced": self.replaced,
-                "checkpoints": self.checkpoints, "dropped": self.dropped, "warnings": self.warnings}
+                "checkpoints": self.checkpoints, "dropped": self.dropped, "warnings": self.warnings,
+                "pipeline": self.pipeline}
 
 
 def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | os.PathLike, *,
@@ -156,24 +158,31 @@ def extract_entry(archive, name: str, target: Path, bar) -> str:
 
 def write_model_receipt(stage: Staging, model: str, report: InstallReport, package_sha256: str | None,
                          card_model: dict | None, known_digests: dict[Path, str] | None = None,
-                         trained_with: dict[str, dict[str, str]] | None = None) -> None:
-    """``known_digests``: files hashed as they were written, not read back (a second pass over every checkpoint)."""
+                         trained_with: dict[str, dict[str, str]] | None = None,
+                         dataset_files: Sequence[str] = ()) -> None:
+    """``known_digests``: files hashed as they were written, not read back (a second pass over every checkpoint).
+    ``model`` may also be an ensemble folder (``DatasetX/ensembles/NAME``). ``dataset_files``: staged
+    dataset-level files (``DatasetX/<name>``) this install writes, recorded in the receipt too."""
     model_dir = stage.path(model)
     known = known_digests or {}
     files = {}
     for path in sorted(model_dir.rglob("*")):
         if path.is_file() and path.name != RECEIPT_NAME:
             files[str(path.relative_to(model_dir))] = known.get(path) or sha256_file(path)
+    extra = {name.rsplit("/", 1)[1]: sha256_file(stage.path(name)) for name in dataset_files}
     write_receipt(model_dir, files=files, package=report.package, package_sha256=package_sha256,
                   provenance=report.provenance, signer_fingerprint=report.signer_fingerprint, model=card_model,
-                  trained_with=trained_with)
+                  trained_with=trained_with, dataset_files=extra)
 
 
 def commit(stage: Staging, models: list[str], destinations: dict[str, Path], report: InstallReport,
-           force: bool) -> None:
-    """All model folders into place, or none (``Staging.commit``); the report lists them."""
-    report.replaced.extend(stage.commit(models, destinations, force=force))
+           force: bool, dataset_units: dict[str, Path] | None = None) -> None:
+    """All model folders into place, or none (``Staging.commit``); the report lists them.
+    ``dataset_units``: ensemble folders and dataset-level files, committed in the same step."""
+    units = dict(dataset_units or {})
+    report.replaced.extend(stage.commit([*models, *units], {**destinations, **units}, force=force))
     report.models.extend(str(destinations[model]) for model in models)
+    report.pipeline.extend(str(dest) for dest in units.values())
 
 
 def note_late_signals(stage: Staging, report: InstallReport) -> None:

@@ -4,12 +4,15 @@ same staging and commit as a signed package (``nnseal.verify.staging``)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 from nnseal.errors import Hint, ModelLayoutError, Refused
+from nnseal.format.layout import ENSEMBLES, INFERENCE_INFORMATION, INFERENCE_INSTRUCTIONS
 from nnseal.progress import byte_bar
+from nnseal.sanitize.jsonclean import CleanedJson
 from nnseal.verify.consistency import check_checkpoint_matches_model, check_dataset_id_free, check_plans_match_model
 from nnseal.verify.install import (
     UNSIGNED_WARNING,
@@ -19,7 +22,8 @@ from nnseal.verify.install import (
     note_late_signals,
     write_model_receipt,
 )
-from nnseal.verify.staging import Staging, check_destinations
+from nnseal.verify.pipeline_install import legacy_pipeline_entries, write_inference_files, write_pickles
+from nnseal.verify.staging import Staging, check_dataset_destinations, check_destinations
 
 
 def install_legacy(archive, results: Path, report: InstallReport, *, force: bool, package_sha256: str | None,
@@ -59,7 +63,21 @@ def install_legacy(archive, results: Path, report: InstallReport, *, force: bool
             raise ModelLayoutError(f"model folder '{model}' has no checkpoint")
     destinations = check_destinations(results, models, force)
     check_dataset_id_free(results, datasets)  # before staging (verify/consistency.py)
+    # find_best_configuration's results, from their JSON only (verify/pipeline_install.py).
+    dataset = models[0].split("/")[0]
+    pipeline, information = legacy_pipeline_entries(archive, report.dropped, models, report.warnings)
+    report.dropped = [n for n in report.dropped if n not in pipeline]
+    ensembles = sorted({n.rsplit("/", 1)[0] for n in pipeline if n.split("/")[1] == ENSEMBLES})
+    units = ensembles + ([f"{dataset}/{INFERENCE_INFORMATION}", f"{dataset}/{INFERENCE_INSTRUCTIONS}"]
+                         if information is not None else [])
+    if information is not None:
+        report.dropped.remove(f"{dataset}/{INFERENCE_INFORMATION}")
+    unit_destinations = check_dataset_destinations(results, units, force)
     with Staging(results) as stage:
+        for name, data in sorted(pipeline.items()):
+            stage.path(name).write_bytes(CleanedJson(data).to_bytes())
+        write_pickles(stage, {n: d for n, d in pipeline.items() if n.endswith("/postprocessing.json")})
+        dataset_files: list[str] = []
         for model in models:
             parsed: dict[str, Any] = {}
             for name in sorted(n for n in kept[model] if n.endswith(".json")):
@@ -83,9 +101,15 @@ def install_legacy(archive, results: Path, report: InstallReport, *, force: bool
                 write_checkpoint(checkpoint, stage.path(name))
                 del sanitized, checkpoint
                 report.checkpoints.append(name)
-            write_model_receipt(stage, model, report, package_sha256, None,
+        if information is not None:
+            plans = {m.split("/")[1]: json.loads(stage.path(f"{m}/plans.json").read_bytes()) for m in models}
+            dataset_files = write_inference_files(stage, dataset, information, results, plans)
+        for model in models:
+            write_model_receipt(stage, model, report, package_sha256, None, dataset_files=dataset_files,
                                 trained_with=_debug_json_versions(archive, model))
-        commit(stage, models, destinations, report, force)
+        for ensemble in ensembles:
+            write_model_receipt(stage, ensemble, report, package_sha256, None)
+        commit(stage, models, destinations, report, force, unit_destinations)
     note_late_signals(stage, report)
 
 

@@ -13,12 +13,13 @@ from typing import Any
 from nnseal.compat import read_trained_with
 from nnseal.errors import Hint, SignatureError, TamperedPackage
 from nnseal.format.card import TRAINED_WITH_FIELD
-from nnseal.format.layout import EntryKind, PackageEntry
+from nnseal.format.layout import INFERENCE_INFORMATION, INFERENCE_INSTRUCTIONS, EntryKind, PackageEntry
 from nnseal.progress import byte_bar
 from nnseal.verify.consistency import check_dataset_id_free
 from nnseal.verify.install import InstallReport, commit, extract_entry, note_late_signals, write_model_receipt
+from nnseal.verify.pipeline_install import write_inference_files, write_pickles
 from nnseal.verify.rollback import check_not_downgrade
-from nnseal.verify.staging import Staging, check_destinations
+from nnseal.verify.staging import Staging, check_dataset_destinations, check_destinations
 
 # Checkpoints rebuilt at once; more than the cores only adds contention on the disk.
 MAX_REBUILD_THREADS = 4
@@ -48,6 +49,13 @@ def install_signed(archive, results: Path, report: InstallReport, *, trusted_key
     trained_with = read_trained_with(verdict.card.get(TRAINED_WITH_FIELD)) if verdict.card else {}
     models = sorted({e.model for e in entries if e.model})
     destinations = check_destinations(results, models, force)
+    # find_best_configuration's dataset-level results: ensemble folders, inference_information.json.
+    dataset = models[0].split("/")[0]
+    ensembles = sorted({e.ensemble for e in entries if e.ensemble})
+    inference = [e for e in entries if e.kind is EntryKind.INFERENCE]
+    units = ensembles + ([f"{dataset}/{INFERENCE_INFORMATION}", f"{dataset}/{INFERENCE_INSTRUCTIONS}"]
+                         if inference else [])
+    unit_destinations = check_dataset_destinations(results, units, force)
     # Before staging: one name per dataset id (verify/consistency.py), no rollback (verify/rollback.py).
     check_dataset_id_free(results, {model.split("/")[0] for model in models})
     check_not_downgrade(destinations, card=verdict.card, signer_fingerprint=manifest.signer_fingerprint,
@@ -57,16 +65,25 @@ def install_signed(archive, results: Path, report: InstallReport, *, trusted_key
         for entry in entries:
             if entry.kind == "checkpoint":
                 continue  # streamed straight into its .pth by _finish_model: one write, one hash
+            if entry.kind is EntryKind.INFERENCE:
+                continue  # written with the installed paths below, from the verdict's checked JSON
             target = stage.path(entry.name)
             digest = extract_entry(archive, entry.name, target, bar)
             if digest != manifest.resources[entry.name]:
                 raise TamperedPackage(f"entry '{entry.name}' does not match the signed manifest")
+        write_pickles(stage, {e.name: verdict.json[e.name] for e in entries if e.kind is EntryKind.POSTPROCESSING})
+        dataset_files = []
+        if inference:
+            plans = {model.split("/")[1]: verdict.json[f"{model}/plans.json"] for model in models}
+            dataset_files = write_inference_files(stage, dataset, verdict.json[inference[0].name], results, plans)
         for model in models:
             written = _finish_model(stage, model, [e for e in entries if e.model == model], verdict.json, report,
                                     archive, manifest.resources, bar)
             write_model_receipt(stage, model, report, package_sha256, card_model, known_digests=written,
-                                trained_with=trained_with)
-        commit(stage, models, destinations, report, force)
+                                trained_with=trained_with, dataset_files=dataset_files)
+        for ensemble in ensembles:
+            write_model_receipt(stage, ensemble, report, package_sha256, card_model)
+        commit(stage, models, destinations, report, force, unit_destinations)
     note_late_signals(stage, report)
 
 

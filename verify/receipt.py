@@ -33,11 +33,15 @@ class Provenance(str, Enum):
 
 def write_receipt(model_dir: Path, *, files: dict[str, str], package: str, package_sha256: str | None,
                   provenance: Provenance, signer_fingerprint: str | None, model: dict | None,
-                  trained_with: dict[str, dict[str, str]] | None = None) -> None:
+                  trained_with: dict[str, dict[str, str]] | None = None,
+                  dataset_files: dict[str, str] | None = None) -> None:
     """``model`` is the card's ``model``; its release and creation time are also recorded on their
     own (``release``, ``created``): the next install compares them to refuse a rollback.
     ``trained_with`` (the card's, or what an unsigned zip's debug.json says) is recorded when known:
-    ``nnseal doctor`` compares it with the installed software."""
+    ``nnseal doctor`` compares it with the installed software.
+    ``dataset_files``: files the same install wrote into the dataset folder (the model folder's
+    parent: inference_information.json, inference_instructions.txt), name -> sha256; drift checks
+    them as ``../<name>``."""
     receipt = {
         "format": RECEIPT_FORMAT, "format_version": 1,
         "package": package, "package_sha256": package_sha256,
@@ -48,6 +52,8 @@ def write_receipt(model_dir: Path, *, files: dict[str, str], package: str, packa
     }
     if trained_with:
         receipt["trained_with"] = trained_with
+    if dataset_files:
+        receipt["dataset_files"] = dict(sorted(dataset_files.items()))
     (model_dir / RECEIPT_NAME).write_text(json.dumps(receipt, indent=2, sort_keys=True) + "\n")
 
 
@@ -94,6 +100,15 @@ def check_installed(model_dir: str | os.PathLike) -> DriftReport:
         elif path.is_symlink() or sha256_file(path) != digest:
             report.modified.append(rel)
     report.extra = sorted(present - set(files))
+    dataset_files = receipt.get("dataset_files")
+    for rel, digest in sorted(dataset_files.items() if isinstance(dataset_files, dict) else []):
+        path = model_dir.parent / rel
+        if not isinstance(rel, str) or "/" in rel or rel in ("", ".", "..") or not isinstance(digest, str):
+            report.modified.append(f"../{rel}")  # not a receipt nnseal wrote
+        elif not path.is_file() and not path.is_symlink():
+            report.missing.append(f"../{rel}")
+        elif path.is_symlink() or sha256_file(path) != digest:
+            report.modified.append(f"../{rel}")
     return report
 
 

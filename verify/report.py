@@ -55,12 +55,16 @@ class InspectReport:
     entries: list[dict] = field(default_factory=list)  # {name, bytes, stored_bytes}
     bytes: int = 0
     notes: list[str] = field(default_factory=list)
+    # Cross-validation headline per configuration or ensemble folder (postprocessing.json, else summary.json):
+    # {"dice": foreground mean Dice, "dice_postprocessed": the same after postprocessing (or None)}
+    metrics: dict[str, dict] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {"package": self.package, "verified": False, "card": self.card,
                 "signer_fingerprint": self.signer_fingerprint, "signer_trusted": self.signer_trusted,
                 "signer_name": self.signer_name,
-                "models": self.models, "entries": self.entries, "bytes": self.bytes, "notes": self.notes}
+                "models": self.models, "entries": self.entries, "bytes": self.bytes, "notes": self.notes,
+                "metrics": self.metrics}
 
 
 def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.PathLike] = (), *,
@@ -158,6 +162,8 @@ def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os
                 if name != SIGNATURE_NAME:
                     info.notes.append(err.reason)
                 continue
+            if kind.kind in (EntryKind.POSTPROCESSING, EntryKind.SUMMARY):
+                _read_metrics(info, archive, entry, kind)
             if kind.model:
                 model = info.models.setdefault(kind.model, {"folds": [], "checkpoints": [], "bytes": 0})
                 model["bytes"] += entry.size
@@ -166,3 +172,29 @@ def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os
                     if kind.fold not in model["folds"]:
                         model["folds"].append(kind.fold)
     return info
+
+
+def _read_metrics(info: InspectReport, archive, entry, kind) -> None:
+    """The cross-validation foreground mean Dice an entry states, before and after postprocessing."""
+    from nnseal.format.layout import EntryKind
+    from nnseal.format.limits import MAX_JSON_BYTES
+    from nnseal.sanitize.jsonclean import PIPELINE_KIND_BY_FILE_NAME, clean_json_file
+    from nnseal.sanitize.pipeline_json import score
+
+    try:
+        data = clean_json_file(PIPELINE_KIND_BY_FILE_NAME[kind.filename], archive.read(entry, max_size=MAX_JSON_BYTES),
+                               name=kind.name).data
+    except Refused as err:
+        info.notes.append(err.reason)
+        return
+    if not isinstance(data, dict):  # the cleaners return objects; keeps the type checker informed
+        return
+    folder = kind.folder.split("/", 1)[1]  # Model/crossval_results_folds_F or ensembles/NAME
+    metrics = info.metrics.setdefault(folder, {"dice": None, "dice_postprocessed": None})
+    if kind.kind is EntryKind.POSTPROCESSING:
+        for key, block in (("dice", "input_folder"), ("dice_postprocessed", "postprocessed")):
+            value = score((data.get(block) or {}).get("foreground_mean", {}).get("Dice"))
+            if value is not None:
+                metrics[key] = value
+    elif metrics["dice"] is None:
+        metrics["dice"] = score(data["foreground_mean"].get("Dice"))

@@ -120,6 +120,11 @@ class Staging:
         """Move every staged model folder to its destination: all of them, or (after a failure)
         none; return the destinations that replaced an existing folder.
 
+        ``models`` may also name the dataset-level units of find_best_configuration's results
+        (``DatasetX/ensembles/NAME`` folders, with a receipt of their own, and the files
+        ``DatasetX/inference_information.json`` and ``inference_instructions.txt``): they move in
+        the same step, after the model folders, and roll back with them.
+
         With ``force`` an existing folder is swapped with the new one (``renameat2`` exchange
         where the filesystem has it: the destination never stands empty) and the old one ends
         in staging, deleted on exit. Signals wait until the end of the ``with`` block.
@@ -132,13 +137,14 @@ class Staging:
         try:
             for i, model in enumerate(models):
                 dest, staged = destinations[model], self.path(model)
-                expected[dest] = _staged_state(staged)
-                _make_dataset_folder(dest.parent, self._dataset_folders)
+                expected[dest] = _unit_state(staged)
+                for folder in _folders_between(self.results, dest.parent):  # DatasetX[, DatasetX/ensembles]
+                    _make_dataset_folder(folder, self._dataset_folders)
                 if dest.is_symlink():  # appeared while we were staging: never replace through a link
                     raise HostileArchive(f"{dest} is a symbolic link; refusing to install through it")
                 if dest.exists():
                     if not force:  # appeared while we were staging
-                        raise WouldOverwrite(f"model folder {dest} exists", hint=Hint.FORCE)
+                        raise WouldOverwrite(f"{_what(staged)} {dest} exists", hint=Hint.FORCE)
                     parking = self.root / f"old-{i}"
                     done.append((dest, staged, _replace_folder(staged, dest, parking)))
                 else:
@@ -185,6 +191,37 @@ def _make_dataset_folder(folder: Path, created: list[Path]) -> None:
             raise ModelLayoutError(f"{folder} exists and is not a folder") from None
 
 
+def _folders_between(results: Path, folder: Path) -> list[Path]:
+    """``folder`` and its parents below ``results``, outermost first."""
+    chain = []
+    while folder != results and results in folder.parents:
+        chain.append(folder)
+        folder = folder.parent
+    return chain[::-1]
+
+
+def _what(staged: Path) -> str:
+    return "file" if staged.is_file() else ("ensemble folder" if staged.parent.name == "ensembles" else "model folder")
+
+
+def check_dataset_destinations(results: Path, units: list[str], force: bool) -> dict[str, Path]:
+    """The dataset-level units' destinations (``DatasetX/ensembles/NAME``, ``DatasetX/<file>``): refuse
+    before any work if one exists (unless ``force``) or a path on the way is a link."""
+    destinations = {}
+    for unit in units:
+        dest = results.joinpath(*unit.split("/"))
+        for path in [*_folders_between(results, dest.parent), dest]:
+            if path.is_symlink():
+                raise HostileArchive(f"{path} is a symbolic link; refusing to install through it")
+        for path in _folders_between(results, dest.parent):
+            if path.exists() and not path.is_dir():
+                raise ModelLayoutError(f"{path} exists and is not a folder")
+        if dest.exists() and not force:
+            raise WouldOverwrite(f"{dest} exists", hint=Hint.FORCE)
+        destinations[unit] = dest
+    return destinations
+
+
 def check_destinations(results: Path, models: list[str], force: bool) -> dict[str, Path]:
     """Refuse before any work if a model exists (unless ``force``) or a path on the way is a link."""
     destinations = {}
@@ -219,6 +256,13 @@ def _staged_state(staged: Path) -> tuple[dict[str, int], bytes]:
     return listing, receipt
 
 
+def _unit_state(staged: Path) -> tuple[dict[str, int], bytes]:
+    """A staged folder's state (``_staged_state``), or a staged file's: its size and bytes (small JSON and text)."""
+    if staged.is_file():
+        return {"": staged.stat().st_size}, staged.read_bytes()
+    return _staged_state(staged)
+
+
 def _check_against_receipt(dest: Path, staged: tuple[dict[str, int], bytes]) -> None:
     """The installed folder holds exactly what was staged: the same receipt, the files it lists
     and their sizes. Not a re-hash: every byte was hashed as it was written; this catches a
@@ -226,7 +270,10 @@ def _check_against_receipt(dest: Path, staged: tuple[dict[str, int], bytes]) -> 
     models."""
     listing, receipt = staged
     try:
-        same = _listing(dest) == listing and (dest / RECEIPT_NAME).read_bytes() == receipt
+        if set(listing) == {""}:  # a file unit
+            same = not dest.is_symlink() and dest.is_file() and dest.read_bytes() == receipt
+        else:
+            same = _listing(dest) == listing and (dest / RECEIPT_NAME).read_bytes() == receipt
     except OSError:
         same = False
     if not same:

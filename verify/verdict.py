@@ -28,6 +28,9 @@ from nnseal.format.oms import SIGNATURE_NAME, SignedManifest
 from nnseal.readers.zip_archive import Entry, SafeZip
 from nnseal.verify.problems import Problem, ProblemKind
 
+# find_best_configuration's JSON (docs/FORMAT.md, "The nnU-Net pipeline"), checked like the model JSON.
+PIPELINE_KINDS = (EntryKind.POSTPROCESSING, EntryKind.SUMMARY, EntryKind.INFERENCE)
+
 
 class SignatureStatus(str, Enum):
     VALID = "valid"  # verified by a trusted key
@@ -101,6 +104,11 @@ def judge_package(archive: SafeZip, trusted_keys: Sequence[ec.EllipticCurvePubli
             _judge_json(verdict, archive, entry, resources)
             if entry.filename == "plans.json":
                 _judge_plans(verdict, entry)
+        elif entry.kind in PIPELINE_KINDS:
+            _judge_json(verdict, archive, entry, resources)
+    for entry in verdict.entries:
+        if entry.kind is EntryKind.INFERENCE:
+            _judge_inference(verdict, entry)
     for entry in verdict.entries:
         if entry.kind is EntryKind.CHECKPOINT:
             _judge_checkpoint(verdict, archive, entry)
@@ -110,9 +118,10 @@ def judge_package(archive: SafeZip, trusted_keys: Sequence[ec.EllipticCurvePubli
 def json_entry_data(entry: PackageEntry, data: bytes) -> Any:
     """A package JSON entry, parsed; refused (UnsafeJson) unless export's cleaning would leave it
     exactly as it is: a package's JSON needs no cleaning (no paths, no foreign classes)."""
-    from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
+    from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, PIPELINE_KIND_BY_FILE_NAME, clean_json_file
 
-    cleaned = clean_json_file(KIND_BY_FILE_NAME[entry.filename or ""], data, name=entry.name)
+    kinds = PIPELINE_KIND_BY_FILE_NAME if entry.kind in PIPELINE_KINDS else KIND_BY_FILE_NAME
+    cleaned = clean_json_file(kinds[entry.filename or ""], data, name=entry.name)
     if cleaned.findings:
         finding = cleaned.findings[0]
         raise UnsafeJson(f"entry '{entry.name}': {finding.path}: {finding.detail} (a package's JSON must "
@@ -207,6 +216,33 @@ def _judge_plans(verdict: Verdict, entry: PackageEntry) -> None:
         check_plans_match_model(verdict.json[entry.name], entry.model or "", name=entry.name)
     except Refused as err:
         verdict.add(ProblemKind.CONTENT, err, entry.name)
+
+
+def _judge_inference(verdict: Verdict, entry: PackageEntry) -> None:
+    """inference_information.json recommends what the package holds: its models, its postprocessing, its plans."""
+    if entry.name not in verdict.json:
+        return  # unsigned, altered or refused bytes: reported already
+    try:
+        check_inference_references(verdict.json[entry.name], {e.name for e in verdict.entries}, name=entry.name)
+    except Refused as err:
+        verdict.add(ProblemKind.CONTENT, err, entry.name)
+
+
+def check_inference_references(data: Any, names: set[str], *, name: str) -> None:
+    """Refuse (UnsafeJson) a cleaned inference_information.json that names a file or model outside ``names``."""
+    from nnseal.sanitize.pipeline_json import selected_models
+
+    best = data["best_model_or_ensemble"]
+    dataset = name.split("/")[0]
+    pp_json = best["postprocessing_file"].removesuffix(".pkl") + ".json"
+    if not pp_json.startswith(dataset + "/") or pp_json not in names:
+        raise UnsafeJson(f"entry '{name}': postprocessing_file names {best['postprocessing_file']!r}, whose "
+                         "postprocessing.json the package lacks")
+    if not best["some_plans_file"].startswith(dataset + "/") or best["some_plans_file"] not in names:
+        raise UnsafeJson(f"entry '{name}': some_plans_file names {best['some_plans_file']!r}, which the package lacks")
+    for model in selected_models(data):
+        if f"{dataset}/{model}/plans.json" not in names:
+            raise UnsafeJson(f"entry '{name}': recommends model folder {model!r}, which the package lacks")
 
 
 class _HeaderReader(io.RawIOBase):

@@ -126,14 +126,19 @@ def command(input_folders, output, key, passphrase, passphrase_env, dataset, con
         metadata={"name": name, "description": description, "licence": licence, "reference": reference,
                   "release": release},
         include_progress=include_progress, force=force, progress=show_progress(quiet or as_json), created=created)
+    # Everything found and left out, one line each: folds and checkpoints not selected, and
+    # find_best_configuration's files that cannot travel (with why).
+    notes = [_note_text(note) for note in report.notes] + [f"not shipped: {one_line(s)}" for s in report.skipped]
     if as_json:
-        emit_json({**report.to_json(), "notes": [_note_text(note) for note in report.notes]})
+        emit_json({**report.to_json(), "notes": notes})
         return
-    for note in report.notes:
-        click.echo(f"nnseal: note: {_note_text(note)}", err=True)
+    for text in notes:
+        click.echo(f"nnseal: note: {text}", err=True)
     if not quiet:
         n_ckpt = sum(len(m["checkpoints"]) for m in report.models)
         click.echo(f"wrote {report.output}: {len(report.models)} model folder(s), {n_ckpt} checkpoint(s), "
                    f"{len(report.entries)} entries, {report.package_bytes:,} bytes "
                    f"(sources {report.source_bytes:,} bytes, removed {report.removed_bytes:,})")
         click.echo(f"signed by {report.signer_fingerprint}")
+        for name in report.pipeline:
+            click.echo(f"shipped:  {one_line(name)}")

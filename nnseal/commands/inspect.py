@@ -40,5 +40,10 @@ def command(package, trusted_keys, as_json):
     for folder, model_info in sorted(info.models.items()):
         click.echo(f"model:     {show(folder)}: folds {', '.join(model_info['folds'])}; "
                    f"{len(model_info['checkpoints'])} checkpoint(s), {model_info['bytes']:,} bytes")
+    for folder, metrics in sorted(info.metrics.items()):
+        after = metrics["dice_postprocessed"]
+        post = f", {after:.4f} postprocessed" if after is not None else ""
+        dice = f"{metrics['dice']:.4f}" if metrics["dice"] is not None else "?"
+        click.echo(f"cv dice:   {show(folder)}: {dice}{post} (foreground mean)")
     for note in info.notes:
         click.echo(f"note:      {show(note)}")

@@ -88,7 +88,7 @@ def print_install_report(report, *, quiet: bool, as_json: bool) -> None:
     if quiet:
         return
     who = f"signed by {report.signer_fingerprint}" if report.signer_fingerprint else "UNSIGNED"
-    for model in report.models:
+    for model in [*report.models, *report.pipeline]:
         verb = "replaced" if model in report.replaced else "installed"
         click.echo(f"{verb} {model}")
     click.echo(f"{len(report.checkpoints)} checkpoint(s) rebuilt; {who}")
