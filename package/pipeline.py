@@ -44,7 +44,8 @@ def collect_pipeline_files(dataset_dir: Path, models: list[str]) -> PipelineFile
             if not folder.is_dir() or folder.is_symlink():
                 continue
             if not folds_string_ok(folder.name.removeprefix(CROSSVAL_PREFIX)):
-                out.skipped.append(f"{folder}: not a crossval_results_folds_<folds> name nnU-Net writes")
+                out.skipped.append(f"{dataset}/{model}/{folder.name}: not a crossval_results_folds_<folds> name "
+                                   "nnU-Net writes")
                 continue
             _add_folder(out, folder, f"{dataset}/{model}/{folder.name}")
     ensembles = dataset_dir / ENSEMBLES
@@ -54,11 +55,12 @@ def collect_pipeline_files(dataset_dir: Path, models: list[str]) -> PipelineFile
                 continue
             members = ensemble_members(folder.name)
             if members is None:
-                out.skipped.append(f"{folder}: not an nnU-Net ensemble folder name")
+                out.skipped.append(f"{dataset}/{ENSEMBLES}/{folder.name}: not an nnU-Net ensemble folder "
+                                   "name")
                 continue
             absent = [m for m in members[0] if m not in models]
             if absent:
-                out.skipped.append(f"{folder}: member {absent[0]} is not exported")
+                out.skipped.append(f"{dataset}/{ENSEMBLES}/{folder.name}: member {absent[0]} is not exported")
                 continue
             _add_folder(out, folder, f"{dataset}/{ENSEMBLES}/{folder.name}")
     _add_inference_information(out, dataset_dir, models)
@@ -72,7 +74,7 @@ def _add_folder(out: PipelineFiles, folder: Path, prefix: str) -> None:
         source = folder / file_name
         if not source.is_file():
             if file_name == "postprocessing.json" and (folder / "postprocessing.pkl").is_file():
-                out.skipped.append(f"{folder / 'postprocessing.pkl'}: a pickle, and no postprocessing.json "
+                out.skipped.append(f"{prefix}/postprocessing.pkl: a pickle, and no postprocessing.json "
                                    "beside it to rebuild it from")
             continue
         cleaned = clean_json_file(PIPELINE_KIND_BY_FILE_NAME[file_name], source.read_bytes(), name=str(source))
@@ -98,21 +100,22 @@ def _add_inference_information(out: PipelineFiles, dataset_dir: Path, models: li
     data, unplaced = relativize_inference_information(load_json_bytes(source.read_bytes(), name=str(source)),
                                                       dataset, name=str(source))
     if unplaced:
-        out.skipped.append(f"{source}: {unplaced[0]} is not a path inside this dataset's results folder")
+        out.skipped.append(f"{dataset}/{INFERENCE_INFORMATION}: {unplaced[0]} is not a path inside this "
+                           "dataset's results folder")
         return
     try:
         cleaned = clean_inference_information_json(data, name=str(source))
     except Refused as err:
-        out.skipped.append(f"{source}: {err.reason}")
+        out.skipped.append(f"{dataset}/{INFERENCE_INFORMATION}: {err.reason}")
         return
     best = cleaned.data["best_model_or_ensemble"]  # type: ignore[index]
     shipped = {name for name, _ in out.entries}
     pp_json = best["postprocessing_file"].removesuffix(".pkl") + ".json"
     absent = [m for m in selected_models(cleaned.data) if m not in models]  # type: ignore[arg-type]
     if absent:
-        out.skipped.append(f"{source}: the recommended model {absent[0]} is not exported")
+        out.skipped.append(f"{dataset}/{INFERENCE_INFORMATION}: the recommended model {absent[0]} is not exported")
     elif pp_json not in shipped or POSTPROCESSING_FILE_RE.fullmatch(best["postprocessing_file"]) is None:
-        out.skipped.append(f"{source}: its postprocessing ({best['postprocessing_file']}) is not exported")
+        out.skipped.append(f"{dataset}/{INFERENCE_INFORMATION}: its postprocessing ({best['postprocessing_file']}) is not exported")
     elif best["some_plans_file"].split("/")[1] not in models:
         out.skipped.append(f"{source}: its plans file ({best['some_plans_file']}) is not exported")
     else:

@@ -106,7 +106,9 @@ def test_json_summary_and_fold_selection(toy_model_folder, session_key, tmp_path
     assert summary["notes"] == [  # what was found and not exported, with the flag that would take it
         f"{MODEL}/fold_0/checkpoint_best.pth not exported: not among the checkpoints asked for "
         "(add -chk checkpoint_best)",
-        f"{MODEL}/fold_1 not exported: not among the folds asked for (add -f 1)"]
+        f"{MODEL}/fold_1 not exported: not among the folds asked for (add -f 1)",
+        f"not shipped: {MODEL}/crossval_results_folds_0_1_2_3_4/postprocessing.pkl: a pickle, and no "
+        "postprocessing.json beside it to rebuild it from"]
     assert proc.stderr == ""  # no progress bar when not on a terminal; notes are in the JSON
 
 
