@@ -113,9 +113,11 @@ def _add_inference_information(out: PipelineFiles, dataset_dir: Path, models: li
     pp_json = best["postprocessing_file"].removesuffix(".pkl") + ".json"
     absent = [m for m in selected_models(cleaned.data) if m not in models]  # type: ignore[arg-type]
     if absent:
-        out.skipped.append(f"{dataset}/{INFERENCE_INFORMATION}: the recommended model {absent[0]} is not exported")
+        out.skipped.append(f"{dataset}/{INFERENCE_INFORMATION}: the recommended model {absent[0]} is not "
+                           "exported")
     elif pp_json not in shipped or POSTPROCESSING_FILE_RE.fullmatch(best["postprocessing_file"]) is None:
-        out.skipped.append(f"{dataset}/{INFERENCE_INFORMATION}: its postprocessing ({best['postprocessing_file']}) is not exported")
+        out.skipped.append(f"{dataset}/{INFERENCE_INFORMATION}: its postprocessing "
+                           f"({best['postprocessing_file']}) is not exported")
     elif best["some_plans_file"].split("/")[1] not in models:
         out.skipped.append(f"{source}: its plans file ({best['some_plans_file']}) is not exported")
     else:
