@@ -40,10 +40,13 @@ class InstallReport:
     checkpoints: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    method: str | None = None  # "key", "certificate" or "sigstore"
+    signer: str | None = None  # who signed, in words
 
     def to_json(self) -> dict:
         return {"package": self.package, "results": self.results, "provenance": self.provenance.value,
-                "signer_fingerprint": self.signer_fingerprint, "models": self.models, "replaced": self.replaced,
+                "signer_fingerprint": self.signer_fingerprint, "method": self.method, "signer": self.signer,
+                "models": self.models, "replaced": self.replaced,
                 "checkpoints": self.checkpoints, "dropped": self.dropped, "warnings": self.warnings}
 
 
@@ -141,7 +144,8 @@ def write_model_receipt(stage: Staging, model: str, report: InstallReport, packa
         if path.is_file() and path.name != RECEIPT_NAME:
             files[str(path.relative_to(model_dir))] = known.get(path) or sha256_file(path)
     write_receipt(model_dir, files=files, package=report.package, package_sha256=package_sha256,
-                  provenance=report.provenance, signer_fingerprint=report.signer_fingerprint, model=card_model)
+                  provenance=report.provenance, signer_fingerprint=report.signer_fingerprint, model=card_model,
+                  method=report.method, signer=report.signer)
 
 
 def commit(stage: Staging, models: list[str], destinations: dict[str, Path], report: InstallReport,

@@ -20,6 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from nnseal.format.trust import TrustAnchors
 from nnseal.errors import NnsealError, Refused, SignatureError, TamperedPackage, UnsafeJson, UntrustedSigner
 from nnseal.format.card import parse_card
 from nnseal.format.layout import CARD_NAME, EntryKind, PackageEntry, classify, classify_all
@@ -60,8 +61,11 @@ class Verdict:
         self.problems.append(Problem(kind, message or error.reason, subject, error))
 
 
-def judge_package(archive: SafeZip, trusted_keys: Sequence[ec.EllipticCurvePublicKey]) -> Verdict:
-    """Every reason ``archive`` (an nnseal package) is not acceptable, in the order install meets them."""
+def judge_package(archive: SafeZip, trusted_keys: Sequence[ec.EllipticCurvePublicKey],
+                  anchors: TrustAnchors | None = None) -> Verdict:
+    """Every reason ``archive`` (an nnseal package) is not acceptable, in the order install meets them.
+
+    ``anchors`` (trusted CAs and Sigstore identities) verify the certificate and Sigstore methods."""
     from nnseal.verify.signature import read_bundle_unverified, verify_bundle
 
     verdict = Verdict()
@@ -73,7 +77,7 @@ def judge_package(archive: SafeZip, trusted_keys: Sequence[ec.EllipticCurvePubli
         # One byte over the limit, so that the parser says "larger than" rather than the zip reader.
         bundle = archive.read(signature, max_size=MAX_BUNDLE_BYTES + 1)
         try:
-            verdict.manifest = verify_bundle(bundle, trusted_keys)
+            verdict.manifest = verify_bundle(bundle, trusted_keys, anchors=anchors)
             verdict.signature = SignatureStatus.VALID
         except UntrustedSigner as err:
             verdict.signature = SignatureStatus.UNTRUSTED

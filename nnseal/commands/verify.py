@@ -23,9 +23,12 @@ reported; exit 1 if there is any.""")
 @click.argument("target", type=click.Path())
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
               help="Public key (PEM) to trust; repeatable. The trust folder is used too.")
+@click.option("--trust-config", type=click.Path(dir_okay=False),
+              help="Sigstore trusted root or ClientTrustConfig JSON for keyless signatures "
+                   "(default: Sigstore's production root, embedded in sigstore-python).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @report_errors
-def command(target, trusted_keys, as_json):
+def command(target, trusted_keys, trust_config, as_json):
     report: DriftReport | VerifyReport
     if os.path.isdir(target):
         from nnseal.verify.receipt import check_installed
@@ -37,12 +40,15 @@ def command(target, trusted_keys, as_json):
         from nnseal.verify.problems import ProblemKind
         from nnseal.verify.report import verify_package
 
-        report = verify_package(target, trusted_keys, trust_folder=trust_folder_from_environment())
+        from nnseal.format.trust import TrustAnchors
+
+        report = verify_package(target, trusted_keys, trust_folder=trust_folder_from_environment(),
+                                anchors=TrustAnchors(sigstore_trust_config=trust_config))
         # The library names no remedy in a problem: say how to trust an unknown signer here.
         problems = [problem.message + (HINT_TEXT[Hint.TRUST_SIGNER]
                                        if problem.kind is ProblemKind.UNTRUSTED_SIGNER else "")
                     for problem in report.problems]
-        ok_line = (f"{target}: OK, signed by trusted key {report.signer_fingerprint}, "
+        ok_line = (f"{target}: OK, signed by trusted {report.signer or 'key ' + str(report.signer_fingerprint)}, "
                    f"{report.entries} entries match")
     if as_json:
         document = report.to_json()

@@ -1,0 +1,50 @@
+"""A SoftHSM2 token made in a temporary folder, with an EC P-256 key pair generated inside it
+(the private key is never outside the token, as on a real HSM). Needs the softhsm2 package
+(apt) and PyKCS11 (nnseal[pkcs11])."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+TOKEN = "nnseal-test"
+LABEL = "signing-key"
+PIN = "1234"
+
+
+@dataclass
+class Token:
+    conf: Path
+    uri: str
+
+
+def make_token(folder: Path, monkeypatch) -> Token:
+    import PyKCS11
+
+    tokens = folder / "tokens"
+    tokens.mkdir(parents=True)
+    conf = folder / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", "5678"],
+                   check=True, capture_output=True)
+    library = PyKCS11.PyKCS11Lib()
+    library.load(MODULE)
+    slot = next(s for s in library.getSlotList(tokenPresent=True) if library.getTokenInfo(s).label.strip() == TOKEN)
+    session = library.openSession(slot, PyKCS11.CKF_SERIAL_SESSION | PyKCS11.CKF_RW_SESSION)
+    session.login(PIN)
+    p256 = bytes.fromhex("06082a8648ce3d030107")  # the named curve prime256v1, DER
+    common = [(PyKCS11.CKA_TOKEN, PyKCS11.CK_TRUE), (PyKCS11.CKA_LABEL, LABEL), (PyKCS11.CKA_ID, (1,))]
+    session.generateKeyPair(
+        [(PyKCS11.CKA_CLASS, PyKCS11.CKO_PUBLIC_KEY), (PyKCS11.CKA_KEY_TYPE, PyKCS11.CKK_EC),
+         (PyKCS11.CKA_EC_PARAMS, p256), (PyKCS11.CKA_VERIFY, PyKCS11.CK_TRUE), *common],
+        [(PyKCS11.CKA_CLASS, PyKCS11.CKO_PRIVATE_KEY), (PyKCS11.CKA_KEY_TYPE, PyKCS11.CKK_EC),
+         (PyKCS11.CKA_SIGN, PyKCS11.CK_TRUE), (PyKCS11.CKA_SENSITIVE, PyKCS11.CK_TRUE),
+         (PyKCS11.CKA_EXTRACTABLE, PyKCS11.CK_FALSE), (PyKCS11.CKA_PRIVATE, PyKCS11.CK_TRUE), *common],
+        mecha=PyKCS11.MechanismECGENERATEKEYPAIR)
+    session.logout()
+    session.closeSession()
+    uri = f"pkcs11:token={TOKEN};object={LABEL}?module-path={MODULE}&pin-value={PIN}"
+    return Token(conf, uri)
