@@ -219,5 +219,6 @@ class Pkcs11PrivateKey(ec.EllipticCurvePrivateKey):
         return self
 
     def __repr__(self) -> str:
-        spki = self._public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        spki = self._public_key.public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
         return f"<Pkcs11PrivateKey {hashlib.sha256(spki).hexdigest()[:16]}>"

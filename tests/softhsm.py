@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
-TOKEN = "nnseal-test"
+TOKEN = "nnseal-test"  # noqa: S105 (a token's label)
 LABEL = "signing-key"
-PIN = "1234"
+PIN = "1234"  # noqa: S105 (a throwaway test token's PIN)
 
 
 @dataclass

@@ -68,8 +68,9 @@ def test_export_writes_model_signings_certificate_bundle(cert_package, pki):
     material = bundle["verificationMaterial"]
     assert list(material) == ["x509CertificateChain", "tlogEntries"] and material["tlogEntries"] == []
     chain = [c["rawBytes"] for c in material["x509CertificateChain"]["certificates"]]
-    from cryptography.hazmat.primitives import serialization
     import base64
+
+    from cryptography.hazmat.primitives import serialization
 
     assert [base64.b64decode(c) for c in chain] == [pki.leaf.cert.public_bytes(serialization.Encoding.DER),
                                                      pki.intermediate.cert.public_bytes(serialization.Encoding.DER)]

@@ -61,7 +61,8 @@ class InspectReport:
     def to_json(self) -> dict:
         return {"package": self.package, "verified": False, "card": self.card,
                 "signer_fingerprint": self.signer_fingerprint, "signer_trusted": self.signer_trusted,
-                "method": self.method, "signer": self.signer, "models": self.models, "entries": self.entries, "bytes": self.bytes, "notes": self.notes}
+                "method": self.method, "signer": self.signer, "models": self.models, "entries": self.entries,
+                "bytes": self.bytes, "notes": self.notes}
 
 
 def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.PathLike] = (), *,

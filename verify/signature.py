@@ -40,8 +40,8 @@ def read_bundle_unverified(bundle: bytes, *, source: str = SIGNATURE_NAME) -> Si
     model_name, resources, ignore_paths = parse_statement(envelope.payload, source)
     signer_fingerprint, signer = envelope.hint, ""
     if envelope.method == METHOD_CERTIFICATE:
-        from nnseal.verify.certificate import describe_certificate, load_chain
         from nnseal.format.trust import certificate_fingerprint
+        from nnseal.verify.certificate import describe_certificate, load_chain
 
         leaf = load_chain(envelope.certificates[:1], source)[0]
         signer_fingerprint, signer = certificate_fingerprint(leaf), describe_certificate(leaf)
@@ -83,7 +83,8 @@ def verify_bundle(bundle: bytes, trusted_keys: Sequence[ec.EllipticCurvePublicKe
 
 def _check_signature(envelope: Envelope, key: ec.EllipticCurvePublicKey, source: str, *, who: str) -> None:
     try:
-        key.verify(envelope.signature, pae(envelope.payload_type, envelope.payload), ec.ECDSA(hash_for_curve(key.curve)))
+        key.verify(envelope.signature, pae(envelope.payload_type, envelope.payload),
+                   ec.ECDSA(hash_for_curve(key.curve)))
     except InvalidSignature:
         raise SignatureError(f"signature does not verify with the key of {who}: the signature or the signed "
                              "statement was altered", path=source) from None

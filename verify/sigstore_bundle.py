@@ -42,7 +42,8 @@ def verify_sigstore_bundle(bundle: bytes, anchors: TrustAnchors, *, source: str)
     try:
         parsed = Bundle.from_json(bundle)
     except (SigstoreError, ValueError) as err:
-        raise SignatureError(f"is not a Sigstore bundle sigstore-python accepts: {err}", path=source) from None
+        raise SignatureError("verificationMaterial with a certificate or tlogEntries makes a Sigstore bundle, and "
+                             f"sigstore-python refuses it: {_one_line(err)}", path=source) from None
     certificate = parsed.signing_certificate
     identity, issuer = _certificate_identity(certificate)
     fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
@@ -67,8 +68,12 @@ def verify_sigstore_bundle(bundle: bytes, anchors: TrustAnchors, *, source: str)
             raise UntrustedSigner(f"signed by Sigstore identity {identity} from {issuer}, which is not among the "
                                   f"{len(anchors.sigstore)} trusted Sigstore identities", path=source,
                                   hint=Hint.TRUST_SIGNER, fingerprint=fingerprint) from None
-        raise SignatureError(f"Sigstore verification failed: {err}", path=source) from None
+        raise SignatureError(f"Sigstore verification failed: {_one_line(err)}", path=source) from None
     return SigstoreVerified(payload, identity, issuer, fingerprint)
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())[:400]
 
 
 def _trusted_root(path, trusted_root_type, client_config_type):

@@ -20,12 +20,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from nnseal.format.trust import TrustAnchors
 from nnseal.errors import NnsealError, Refused, SignatureError, TamperedPackage, UnsafeJson, UntrustedSigner
 from nnseal.format.card import parse_card
 from nnseal.format.layout import CARD_NAME, EntryKind, PackageEntry, classify, classify_all
 from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_CARD_BYTES, MAX_JSON_BYTES
 from nnseal.format.oms import SIGNATURE_NAME, SignedManifest
+from nnseal.format.trust import TrustAnchors
 from nnseal.readers.zip_archive import Entry, SafeZip
 from nnseal.verify.problems import Problem, ProblemKind
 

@@ -93,7 +93,8 @@ def list_(as_json):
     if not (keys or cas or identities):
         click.echo(f"no trusted keys in {folder}")
         return
-    width = max(len(k.name) for k in [*keys, *cas, *identities])
+    width = max(len(name) for name in [*(k.name for k in keys), *(c.name for c in cas),
+                                       *(i.name for i in identities)])
     for k in keys:
         click.echo(f"{k.name:<{width}}  {k.fingerprint}")
     for c in cas:

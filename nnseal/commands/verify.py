@@ -37,10 +37,9 @@ def command(target, trusted_keys, trust_config, as_json):
         problems = [problem.message for problem in report.problems()]
         ok_line = f"{target}: OK, every installed file matches its receipt ({report.provenance})"
     else:
+        from nnseal.format.trust import TrustAnchors
         from nnseal.verify.problems import ProblemKind
         from nnseal.verify.report import verify_package
-
-        from nnseal.format.trust import TrustAnchors
 
         report = verify_package(target, trusted_keys, trust_folder=trust_folder_from_environment(),
                                 anchors=TrustAnchors(sigstore_trust_config=trust_config))

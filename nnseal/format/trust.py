@@ -328,7 +328,7 @@ def _trust_files(folder: str | os.PathLike, suffix: str) -> list[Path]:
         raise from_os_error(err, folder) from err
     for path in paths:
         if path.is_symlink() or not path.is_file():
-            raise BadKey(f"is not a regular file; the trust folder holds only files nnseal trust writes",
+            raise BadKey("is not a regular file; the trust folder holds only files nnseal trust writes",
                          path=path, hint=Hint.ADD_TRUSTED_KEY)
     return paths
 
