@@ -9,6 +9,8 @@ binding is PyKCS11, as model_signing's own PKCS#11 signer uses; it is the option
 The URI is RFC 7512's: path attributes ``token``, ``object`` (the key's label), ``id``
 (percent-encoded CKA_ID), ``slot-id``; query attributes ``module-path`` (the PKCS#11 library)
 and ``pin-value``. A URI that names no module, or a key by neither label nor id, is refused.
+PyKCS11 fails (TypeError in C_Login) in a process that loaded another SWIG module of the same
+runtime first, such as SimpleITK: sign in a process that has not imported nnU-Net's readers.
 Torch-free.
 """
 

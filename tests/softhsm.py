@@ -1,10 +1,16 @@
 """A SoftHSM2 token made in a temporary folder, with an EC P-256 key pair generated inside it
 (the private key is never outside the token, as on a real HSM). Needs the softhsm2 package
-(apt) and PyKCS11 (nnseal[pkcs11])."""
+(apt) and PyKCS11 (nnseal[pkcs11]).
+
+PyKCS11 runs in child processes only: once another SWIG module with the same runtime
+(SimpleITK, which nnU-Net's tests load) is in a process, PyKCS11's std::vector arguments are
+refused (TypeError in C_Login). Running `python tests/softhsm.py FOLDER` makes the token."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +27,27 @@ class Token:
 
 
 def make_token(folder: Path, monkeypatch) -> Token:
-    import PyKCS11
-
     tokens = folder / "tokens"
     tokens.mkdir(parents=True)
     conf = folder / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
     monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
+    subprocess.run([sys.executable, __file__], check=True, env=dict(os.environ), timeout=120)
+    uri = f"pkcs11:token={TOKEN};object={LABEL}?module-path={MODULE}&pin-value={PIN}"
+    return Token(conf, uri)
+
+
+def token_public_pem(uri: str) -> bytes:
+    """The token key's public key (SPKI PEM), read by nnseal's own PKCS#11 code in a child process."""
+    code = ("import sys; from nnseal.format.keys import public_key_pem; "
+            "from nnseal.package.pkcs11_signing import open_pkcs11_key; "
+            "sys.stdout.buffer.write(public_key_pem(open_pkcs11_key(sys.argv[1]).public_key()))")
+    return subprocess.run([sys.executable, "-c", code, uri], check=True, capture_output=True, timeout=120).stdout
+
+
+def _generate() -> None:
+    import PyKCS11
+
     subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", "5678"],
                    check=True, capture_output=True)
     library = PyKCS11.PyKCS11Lib()
@@ -46,5 +66,7 @@ def make_token(folder: Path, monkeypatch) -> Token:
         mecha=PyKCS11.MechanismECGENERATEKEYPAIR)
     session.logout()
     session.closeSession()
-    uri = f"pkcs11:token={TOKEN};object={LABEL}?module-path={MODULE}&pin-value={PIN}"
-    return Token(conf, uri)
+
+
+if __name__ == "__main__":
+    _generate()
