@@ -16,6 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
 from nnseal import __version__
 from nnseal.errors import ModelLayoutError, from_os_error
 from nnseal.format.card import (
@@ -53,10 +56,13 @@ class ExportReport:
     notes: list[layout.Note] = field(default_factory=list)
     pipeline: list[str] = field(default_factory=list)  # find_best_configuration's files shipped (package/pipeline.py)
     skipped: list[str] = field(default_factory=list)  # "path: why" for those not shipped
+    method: str = "key"  # the OMS method: "key" or "certificate"
+    signer: str = ""  # who signed, in words
 
     def to_json(self) -> dict:
         return {
-            "output": self.output, "signer_fingerprint": self.signer_fingerprint,
+            "output": self.output, "signer_fingerprint": self.signer_fingerprint, "method": self.method,
+            "signer": self.signer,
             "source_bytes": self.source_bytes, "package_bytes": self.package_bytes,
             "removed_bytes": self.removed_bytes, "entries": self.entries, "models": self.models,
             "notes": [str(note) for note in self.notes],
@@ -68,7 +74,9 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
                         *, key: str | os.PathLike | ec.EllipticCurvePrivateKey, passphrase: bytes | None = None,
                         folds: Sequence[str | int] | None = None, checkpoints: Sequence[str] | None = None,
                         metadata: dict | None = None, include_progress: bool = False, force: bool = False,
-                        progress: bool = False, created: datetime | int | float | None = None) -> ExportReport:
+                        progress: bool = False, created: datetime | int | float | None = None,
+                        certificate: str | os.PathLike | x509.Certificate | None = None,
+                        certificate_chain: Sequence[str | os.PathLike | x509.Certificate] = ()) -> ExportReport:
     """Sanitize, package and sign one or more model folders of one dataset into ``output_file``.
 
     ``key`` is a PEM private key path (``passphrase`` unlocks an encrypted one) or a loaded
@@ -80,6 +88,11 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     epoch as in SOURCE_DATE_EPOCH) is the card's ``model.created``; by default the newest
     exported checkpoint's mtime, never the clock, so exporting the same files again gives
     the same bytes. Install compares it (after the release) to refuse rollbacks.
+
+    With ``certificate`` (PEM path or loaded) the package is signed by the OMS certificate
+    method: the bundle carries that certificate, which must be for ``key``, and the
+    certificates of ``certificate_chain`` (PEM files, intermediates first). ``key`` may also be
+    a PKCS#11 key from ``nnseal.package.pkcs11_signing.open_pkcs11_key``.
     """
     from nnseal.format.keys import fingerprint, signing_key
     from nnseal.format.oms import SIGNATURE_NAME
@@ -91,6 +104,12 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
 
     # Unlock the key first: a wrong passphrase should cost nothing.
     private_key = signing_key(key, passphrase)
+    certificates: list[x509.Certificate] = []
+    if certificate is not None:
+        from nnseal.package.signing import check_certificate_matches, load_signing_certificates
+
+        certificates = load_signing_certificates(certificate, certificate_chain)
+        check_certificate_matches(certificates[0], private_key)
     models = _collect_models(input_folder, folds, checkpoints)
     # Before the zip exists: a refused postprocessing.json costs nothing.
     pipeline = collect_pipeline_files(models[0].path.parent, [m.relative.split("/")[1] for m in models])
@@ -99,6 +118,13 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     output = Path(output_file)
     report = ExportReport(output=str(output), signer_fingerprint=fingerprint(private_key.public_key()),
                           notes=[note for m in models for note in m.notes])
+    if certificates:
+        report.method = "certificate"
+        report.signer_fingerprint = certificates[0].fingerprint(hashes.SHA256()).hex()
+        report.signer = (f"certificate {certificates[0].subject.rfc4514_string()} "
+                         f"issued by {certificates[0].issuer.rfc4514_string()}")
+    else:
+        report.signer = f"key {report.signer_fingerprint}"
     records: list[ModelRecord] = []
     card_metadata: dict = {}
 
@@ -153,7 +179,7 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
             card = build_card(dataset=dataset, metadata=merged, models=records, versions=_versions(),
                               created=created_text, trained_with=_trained_with(models))
             writer.add_bytes(CARD_NAME, card_bytes(card), compress=True)
-            bundle = sign_manifest(dataset, dict(writer.digests), private_key)
+            bundle = sign_manifest(dataset, dict(writer.digests), private_key, certificates=certificates)
             writer.add_bytes(SIGNATURE_NAME, bundle, compress=True)
             report.entries = {name: {"sha256": writer.digests[name], "bytes": writer.sizes[name]}
                               for name in writer.digests}

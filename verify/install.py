@@ -41,10 +41,13 @@ class InstallReport:
     dropped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     pipeline: list[str] = field(default_factory=list)  # ensemble folders and dataset-level files installed
+    method: str | None = None  # "key", "certificate" or "sigstore"
+    signer: str | None = None  # who signed, in words
 
     def to_json(self) -> dict:
         return {"package": self.package, "results": self.results, "provenance": self.provenance.value,
-                "signer_fingerprint": self.signer_fingerprint, "models": self.models, "replaced": self.replaced,
+                "signer_fingerprint": self.signer_fingerprint, "method": self.method, "signer": self.signer,
+                "models": self.models, "replaced": self.replaced,
                 "checkpoints": self.checkpoints, "dropped": self.dropped, "warnings": self.warnings,
                 "pipeline": self.pipeline}
 
@@ -172,7 +175,7 @@ def write_model_receipt(stage: Staging, model: str, report: InstallReport, packa
     extra = {name.rsplit("/", 1)[1]: sha256_file(stage.path(name)) for name in dataset_files}
     write_receipt(model_dir, files=files, package=report.package, package_sha256=package_sha256,
                   provenance=report.provenance, signer_fingerprint=report.signer_fingerprint, model=card_model,
-                  trained_with=trained_with, dataset_files=extra)
+                  trained_with=trained_with, dataset_files=extra, method=report.method, signer=report.signer)
 
 
 def commit(stage: Staging, models: list[str], destinations: dict[str, Path], report: InstallReport,

@@ -28,22 +28,24 @@ MAX_REBUILD_THREADS = 4
 def install_signed(archive, results: Path, report: InstallReport, *, trusted_keys, trust_folder, force: bool,
                     package_sha256: str | None, progress: bool, allow_downgrade: bool = False) -> None:
     from nnseal.format.oms import SIGNATURE_NAME
-    from nnseal.format.trust import load_trusted_keys
+    from nnseal.format.trust import load_trust_anchors, load_trusted_keys
     from nnseal.verify.verdict import judge_package
 
     signature = archive.get(SIGNATURE_NAME)
     if signature is None:
         raise SignatureError(f"no {SIGNATURE_NAME}: not a signed nnseal package", hint=Hint.UNSIGNED)
     keys = load_trusted_keys(list(trusted_keys), trust_folder)
-    if not keys:
+    anchors = load_trust_anchors(trust_folder)
+    if not keys and not anchors:
         raise SignatureError("no trusted key", hint=Hint.TRUSTED_KEY)
     # The same decision verify and scan make; install refuses on its first problem, unextracted.
-    verdict = judge_package(archive, [k.key for k in keys])
+    verdict = judge_package(archive, [k.key for k in keys], anchors)
     manifest = verdict.manifest
     if verdict.problems or manifest is None:
         first = verdict.problems[0] if verdict.problems else None
         raise first.error if first and first.error else TamperedPackage("the signed manifest could not be read")
     report.signer_fingerprint = manifest.signer_fingerprint
+    report.method, report.signer = manifest.method, manifest.signer
     entries = verdict.entries
     card_model = verdict.card["model"] if verdict.card and isinstance(verdict.card.get("model"), dict) else None
     trained_with = read_trained_with(verdict.card.get(TRAINED_WITH_FIELD)) if verdict.card else {}

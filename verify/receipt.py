@@ -34,7 +34,8 @@ class Provenance(str, Enum):
 def write_receipt(model_dir: Path, *, files: dict[str, str], package: str, package_sha256: str | None,
                   provenance: Provenance, signer_fingerprint: str | None, model: dict | None,
                   trained_with: dict[str, dict[str, str]] | None = None,
-                  dataset_files: dict[str, str] | None = None) -> None:
+                  dataset_files: dict[str, str] | None = None,
+                  method: str | None = None, signer: str | None = None) -> None:
     """``model`` is the card's ``model``; its release and creation time are also recorded on their
     own (``release``, ``created``): the next install compares them to refuse a rollback.
     ``trained_with`` (the card's, or what an unsigned zip's debug.json says) is recorded when known:
@@ -45,7 +46,8 @@ def write_receipt(model_dir: Path, *, files: dict[str, str], package: str, packa
     receipt = {
         "format": RECEIPT_FORMAT, "format_version": 1,
         "package": package, "package_sha256": package_sha256,
-        "provenance": Provenance(provenance).value, "signer_fingerprint": signer_fingerprint, "model": model,
+        "provenance": Provenance(provenance).value, "signer_fingerprint": signer_fingerprint,
+        "method": method, "signer": signer, "model": model,
         "release": _text_or_none((model or {}).get("release")),
         "created": _text_or_none((model or {}).get("created")),
         "files": dict(sorted(files.items())),
@@ -62,6 +64,8 @@ class DriftReport:
     folder: str
     provenance: str | None = None  # as the receipt says: "signed" | "unsigned" (not checked: anyone could edit it)
     signer_fingerprint: str | None = None
+    method: str | None = None
+    signer: str | None = None
     modified: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
@@ -77,7 +81,8 @@ class DriftReport:
 
     def to_json(self) -> dict:
         return {"folder": self.folder, "ok": self.ok, "provenance": self.provenance,
-                "signer_fingerprint": self.signer_fingerprint, "modified": self.modified,
+                "signer_fingerprint": self.signer_fingerprint, "method": self.method, "signer": self.signer,
+                "modified": self.modified,
                 "missing": self.missing, "extra": self.extra}
 
 
@@ -90,7 +95,8 @@ def check_installed(model_dir: str | os.PathLike) -> DriftReport:
     receipt = _read_receipt(receipt_path, model_dir)
     files = receipt["files"]
     report = DriftReport(folder=str(model_dir), provenance=_text_or_none(receipt.get("provenance")),
-                         signer_fingerprint=_text_or_none(receipt.get("signer_fingerprint")))
+                         signer_fingerprint=_text_or_none(receipt.get("signer_fingerprint")),
+                         method=_text_or_none(receipt.get("method")), signer=_text_or_none(receipt.get("signer")))
     present = {str(p.relative_to(model_dir)) for p in model_dir.rglob("*") if p.is_file() or p.is_symlink()}
     present.discard(RECEIPT_NAME)
     for rel, digest in sorted(files.items()):

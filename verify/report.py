@@ -12,6 +12,7 @@ from nnseal.errors import EnvironmentProblem, Refused, SignatureError
 from nnseal.format.layout import CARD_NAME
 from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_CARD_BYTES
 from nnseal.format.oms import SIGNATURE_NAME
+from nnseal.format.trust import TrustAnchors
 from nnseal.verify.problems import Problem, ProblemKind
 from nnseal.verify.verdict import SignatureStatus
 
@@ -27,6 +28,8 @@ class VerifyReport:
     entries: int = 0
     bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
+    method: str | None = None  # "key", "certificate" or "sigstore"
+    signer: str | None = None  # who signed, in words
 
     @property
     def ok(self) -> bool:
@@ -37,9 +40,9 @@ class VerifyReport:
 
     def to_json(self) -> dict:
         return {"package": self.package, "ok": self.ok, "signature": self.signature.value,
-                "signer_fingerprint": self.signer_fingerprint, "signer_name": self.signer_name, "method": "key",
-                "entries": self.entries, "bytes": self.bytes,
-                "problems": [p.message for p in self.problems]}
+                "signer_fingerprint": self.signer_fingerprint, "signer_name": self.signer_name,
+                "method": self.method, "signer": self.signer,
+                "entries": self.entries, "bytes": self.bytes, "problems": [p.message for p in self.problems]}
 
 
 @dataclass
@@ -51,6 +54,8 @@ class InspectReport:
     signer_fingerprint: str | None = None
     signer_trusted: bool = False
     signer_name: str | None = None  # the trusted key's name, when the key is trusted
+    method: str | None = None
+    signer: str | None = None
     models: dict[str, dict] = field(default_factory=dict)  # folder -> {folds, checkpoints, bytes}
     entries: list[dict] = field(default_factory=list)  # {name, bytes, stored_bytes}
     bytes: int = 0
@@ -62,23 +67,25 @@ class InspectReport:
     def to_json(self) -> dict:
         return {"package": self.package, "verified": False, "card": self.card,
                 "signer_fingerprint": self.signer_fingerprint, "signer_trusted": self.signer_trusted,
-                "signer_name": self.signer_name,
+                "signer_name": self.signer_name, "method": self.method, "signer": self.signer,
                 "models": self.models, "entries": self.entries, "bytes": self.bytes, "notes": self.notes,
                 "metrics": self.metrics}
 
 
 def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.PathLike] = (), *,
                    trust_folder: str | os.PathLike | None = None, workers: int | None = None,
-                   limits=None) -> VerifyReport:
+                   limits=None, anchors: TrustAnchors | None = None) -> VerifyReport:
     """Check the signature against the trusted keys, then every entry's sha256 against the manifest.
 
     The trusted keys are the key files ``trusted_keys`` and, when it is given, ``trust_folder``'s keys.
+    Certificate and Sigstore signatures are checked against ``anchors`` (trusted CAs, Sigstore
+    identities, time and Sigstore root) plus ``trust_folder``'s CAs and identities.
 
     Every problem found is reported (bad signature, unknown signer, missing, extra,
     modified entries, entries outside the layout). A structurally hostile zip raises
     ``HostileArchive`` instead: nothing in it can be read with confidence.
     """
-    from nnseal.format.trust import load_trusted_keys
+    from nnseal.format.trust import load_trust_anchors, load_trusted_keys
     from nnseal.readers.zip_archive import Limits, open_zip
     from nnseal.verify.verdict import judge_package
 
@@ -91,11 +98,16 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
         report.entries = len(names)
         report.bytes = sum(archive.entry(n).size for n in names)
         keys = load_trusted_keys(list(trusted_keys), trust_folder)
-        verdict = judge_package(archive, [k.key for k in keys])
+        anchors = anchors or TrustAnchors()
+        anchors = load_trust_anchors(trust_folder, cas=anchors.cas, sigstore=anchors.sigstore,
+                                     validation_time=anchors.validation_time,
+                                     sigstore_trust_config=anchors.sigstore_trust_config)
+        verdict = judge_package(archive, [k.key for k in keys], anchors)
         report.signature = verdict.signature
         report.problems = list(verdict.problems)
         if verdict.manifest is not None:
             report.signer_fingerprint = verdict.manifest.signer_fingerprint
+            report.method, report.signer = verdict.manifest.method, verdict.manifest.signer
             if verdict.manifest.verified:
                 report.signer_name = next((k.name for k in keys if k.fingerprint == report.signer_fingerprint),
                                           None)
@@ -145,9 +157,11 @@ def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os
             try:
                 manifest = read_bundle_unverified(archive.read(signature, max_size=MAX_BUNDLE_BYTES + 1))
                 info.signer_fingerprint = manifest.signer_fingerprint
-                names = {k.fingerprint: k.name for k in load_trusted_keys(list(trusted_keys), trust_folder)}
-                info.signer_trusted = manifest.signer_fingerprint in names
-                info.signer_name = names.get(manifest.signer_fingerprint)
+                info.method, info.signer = manifest.method, manifest.signer
+                if manifest.method == "key":
+                    names = {k.fingerprint: k.name for k in load_trusted_keys(list(trusted_keys), trust_folder)}
+                    info.signer_trusted = manifest.signer_fingerprint in names
+                    info.signer_name = names.get(manifest.signer_fingerprint)
             except SignatureError as err:
                 info.notes.append(f"signature unreadable: {err.reason}")
         else:

@@ -25,6 +25,7 @@ from nnseal.format.card import parse_card
 from nnseal.format.layout import CARD_NAME, EntryKind, PackageEntry, classify, classify_all
 from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_CARD_BYTES, MAX_JSON_BYTES
 from nnseal.format.oms import SIGNATURE_NAME, SignedManifest
+from nnseal.format.trust import TrustAnchors
 from nnseal.readers.zip_archive import Entry, SafeZip
 from nnseal.verify.problems import Problem, ProblemKind
 
@@ -63,8 +64,11 @@ class Verdict:
         self.problems.append(Problem(kind, message or error.reason, subject, error))
 
 
-def judge_package(archive: SafeZip, trusted_keys: Sequence[ec.EllipticCurvePublicKey]) -> Verdict:
-    """Every reason ``archive`` (an nnseal package) is not acceptable, in the order install meets them."""
+def judge_package(archive: SafeZip, trusted_keys: Sequence[ec.EllipticCurvePublicKey],
+                  anchors: TrustAnchors | None = None) -> Verdict:
+    """Every reason ``archive`` (an nnseal package) is not acceptable, in the order install meets them.
+
+    ``anchors`` (trusted CAs and Sigstore identities) verify the certificate and Sigstore methods."""
     from nnseal.verify.signature import read_bundle_unverified, verify_bundle
 
     verdict = Verdict()
@@ -76,7 +80,7 @@ def judge_package(archive: SafeZip, trusted_keys: Sequence[ec.EllipticCurvePubli
         # One byte over the limit, so that the parser says "larger than" rather than the zip reader.
         bundle = archive.read(signature, max_size=MAX_BUNDLE_BYTES + 1)
         try:
-            verdict.manifest = verify_bundle(bundle, trusted_keys)
+            verdict.manifest = verify_bundle(bundle, trusted_keys, anchors=anchors)
             verdict.signature = SignatureStatus.VALID
         except UntrustedSigner as err:
             verdict.signature = SignatureStatus.UNTRUSTED

@@ -67,6 +67,13 @@ come from $NNSEAL_SIGNING_KEY and its passphrase from $NNSEAL_KEY_PASSPHRASE."""
 @click.option("-o", "output", required=True, type=click.Path(dir_okay=False), help="Package zip to write.")
 @click.option("--key", type=click.Path(dir_okay=False), help="Signing key (PEM). Default: $NNSEAL_SIGNING_KEY.")
 @passphrase_options
+@click.option("--certificate", type=click.Path(dir_okay=False),
+              help="Sign by the OMS certificate method: the signing certificate (PEM) for the key.")
+@click.option("--certificate-chain", "certificate_chain", multiple=True, type=click.Path(dir_okay=False),
+              help="Intermediate certificate(s) (PEM) to ship with --certificate; repeatable.")
+@click.option("--pkcs11-uri", help="Sign with a key held in a PKCS#11 token (RFC 7512 URI, e.g. "
+              "'pkcs11:token=T;object=K?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234'); "
+              "instead of --key. Needs nnseal[pkcs11].")
 @click.option("-d", "dataset", help="Dataset id or name under $nnUNet_results (instead of -i).")
 @click.option("-c", "configurations", cls=MultiValueOption,
               help="Configuration(s), with -d: -c 2d 3d_fullres. Default: every one found.")
@@ -90,15 +97,25 @@ come from $NNSEAL_SIGNING_KEY and its passphrase from $NNSEAL_KEY_PASSPHRASE."""
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @report_errors
-def command(input_folders, output, key, passphrase, passphrase_env, dataset, configurations, trainer, plans, folds,
+def command(input_folders, output, key, passphrase, passphrase_env, certificate, certificate_chain, pkcs11_uri,
+            dataset, configurations, trainer, plans, folds,
             checkpoint_names, name, description, licence, reference, release, created, include_progress, force,
             quiet, as_json):
     from nnseal.package import model_folder as layout
     from nnseal.package.export import export_model_to_zip
 
-    key = signing_key_path(key)
+    if certificate_chain and not certificate:
+        raise click.UsageError("--certificate-chain needs --certificate")
+    if pkcs11_uri:
+        if key:
+            raise click.UsageError("give --key or --pkcs11-uri, not both")
+        from nnseal.package.pkcs11_signing import open_pkcs11_key
+
+        key = open_pkcs11_key(pkcs11_uri)
+    else:
+        key = signing_key_path(key)
     if key is None:
-        raise click.UsageError(f"no signing key: pass --key KEY.pem or set {SIGNING_KEY_ENV}")
+        raise click.UsageError(f"no signing key: pass --key KEY.pem, --pkcs11-uri URI or set {SIGNING_KEY_ENV}")
     if bool(input_folders) == bool(dataset):
         raise click.UsageError("give model folders with -i, or select them with -d (and -c, -tr, -p), not both")
     if dataset:
@@ -125,7 +142,8 @@ def command(input_folders, output, key, passphrase, passphrase_env, dataset, con
         folds=folds or None, checkpoints=checkpoint_names or None,
         metadata={"name": name, "description": description, "licence": licence, "reference": reference,
                   "release": release},
-        include_progress=include_progress, force=force, progress=show_progress(quiet or as_json), created=created)
+        include_progress=include_progress, force=force, progress=show_progress(quiet or as_json), created=created,
+        certificate=certificate, certificate_chain=certificate_chain)
     # Everything found and left out, one line each: folds and checkpoints not selected, and
     # find_best_configuration's files that cannot travel (with why).
     notes = [_note_text(note) for note in report.notes] + [f"not shipped: {one_line(s)}" for s in report.skipped]
@@ -139,6 +157,6 @@ def command(input_folders, output, key, passphrase, passphrase_env, dataset, con
         click.echo(f"wrote {report.output}: {len(report.models)} model folder(s), {n_ckpt} checkpoint(s), "
                    f"{len(report.entries)} entries, {report.package_bytes:,} bytes "
                    f"(sources {report.source_bytes:,} bytes, removed {report.removed_bytes:,})")
-        click.echo(f"signed by {report.signer_fingerprint}")
+        click.echo(f"signed by {report.signer}")
         for name in report.pipeline:
             click.echo(f"shipped:  {one_line(name)}")

@@ -34,9 +34,14 @@ def command(package, trusted_keys, as_json):
     for key in ("name", "description", "licence", "reference", "release", "created"):
         if model.get(key):
             click.echo(f"{key + ':':<10} {show(model[key])}")
-    trusted = "trusted" if info.signer_trusted else "NOT trusted"
-    signer = signer_label(info.signer_fingerprint, info.signer_name, full=True) if info.signer_fingerprint else "none"
-    click.echo(f"signer:    {signer}, OMS key method ({trusted}; signature not checked here)")
+    if info.method in (None, "key"):
+        trusted = "trusted" if info.signer_trusted else "NOT trusted"
+        signer = (signer_label(info.signer_fingerprint, info.signer_name, full=True) if info.signer_fingerprint
+                  else "none")
+        click.echo(f"signer:    {signer}, OMS key method ({trusted}; signature not checked here)")
+    else:  # the certificate's names come from the package: escaped, and said to be unchecked
+        click.echo(f"signer:    {info.method} method, {show(info.signer or '?')} (chain and signature not "
+                   "checked here)")
     for folder, model_info in sorted(info.models.items()):
         click.echo(f"model:     {show(folder)}: folds {', '.join(model_info['folds'])}; "
                    f"{len(model_info['checkpoints'])} checkpoint(s), {model_info['bytes']:,} bytes")

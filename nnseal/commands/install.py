@@ -87,7 +87,8 @@ def print_install_report(report, *, quiet: bool, as_json: bool) -> None:
         click.echo(f"nnseal: warning: {one_line(warning)}{flag}", err=True)
     if quiet:
         return
-    who = f"signed by {report.signer_fingerprint}" if report.signer_fingerprint else "UNSIGNED"
+    who = (f"signed by {report.signer or report.signer_fingerprint}" if report.signer_fingerprint
+           else "UNSIGNED")
     for model in [*report.models, *report.pipeline]:
         verb = "replaced" if model in report.replaced else "installed"
         click.echo(f"{verb} {model}")

@@ -15,12 +15,13 @@ def _check_name(ctx, param, value):
     return value
 
 
-@click.group(help="""Manage the keys trusted for install.
+@click.group(help="""Manage the keys, CAs and Sigstore identities trusted for install.
 
 Trusted keys live in $NNSEAL_TRUSTED_KEYS if set, else in
 $XDG_CONFIG_HOME/nnseal/trusted_keys (default ~/.config/nnseal/trusted_keys).
 A key is named by its fingerprint: the hex sha256 of its public key PEM, the
-same value OpenSSF Model Signing records as the signer's hint.""")
+same value OpenSSF Model Signing records as the signer's hint. CA certificates
+(certificate method) and Sigstore identities (keyless method) live beside them.""")
 def command():
     pass
 
@@ -37,24 +38,69 @@ def add(key, name):
     click.echo(f"stored in {trusted.path}")
 
 
-@command.command(name="list", help="Show the trusted keys and their fingerprints.")
+@command.command(name="add-ca", help="""Trust CA.pem (a CA certificate, root or intermediate) for packages
+signed by the OMS certificate method, but only by signing certificates that match
+an --identity: """ + "email:ADDRESS, uri:URI or dns:NAME (a subjectAltName), subject:RFC4514-NAME, "
+                 "or sha256:HEX (the signing certificate's fingerprint).")
+@click.argument("ca", type=click.Path(dir_okay=False))
+@click.option("--name", required=True, callback=_check_name, help="Name to list it under.")
+@click.option("--identity", "identities", multiple=True, required=True,
+              help="Signing certificate this CA may vouch for; repeatable (any one matches).")
+@report_errors
+def add_ca(ca, name, identities):
+    from nnseal.format.trust import add_trusted_ca
+
+    trusted = add_trusted_ca(trust_folder_from_environment(), ca, name, identities)
+    click.echo(f"trusted CA {trusted.name}: {trusted.subject} ({trusted.fingerprint})")
+    click.echo(f"for: {', '.join(trusted.identities)}")
+    click.echo(f"stored in {trusted.path}")
+
+
+@command.command(name="add-sigstore", help="""Trust Sigstore (keyless) signatures whose certificate names
+IDENTITY (an e-mail address or a CI workflow URI), as vouched for by the OIDC ISSUER
+(e.g. https://accounts.google.com or https://token.actions.githubusercontent.com).
+Verifying them needs nnseal[sigstore].""")
+@click.option("--name", required=True, callback=_check_name, help="Name to list it under.")
+@click.option("--identity", required=True, help="The certificate's subjectAltName, exactly.")
+@click.option("--issuer", required=True, help="The OIDC issuer URL, exactly.")
+@report_errors
+def add_sigstore(name, identity, issuer):
+    from nnseal.format.trust import add_sigstore_identity
+
+    trusted = add_sigstore_identity(trust_folder_from_environment(), name, identity, issuer)
+    click.echo(f"trusted Sigstore identity {trusted.name}: {trusted.identity} from {trusted.issuer}")
+    click.echo(f"stored in {trusted.path}")
+
+
+@command.command(name="list", help="Show the trusted keys, CAs and Sigstore identities.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @report_errors
 def list_(as_json):
-    from nnseal.format.trust import list_trusted_keys
+    from nnseal.format.trust import list_sigstore_identities, list_trusted_cas, list_trusted_keys
 
     folder = trust_folder_from_environment()
     keys = list_trusted_keys(folder)
+    cas = list_trusted_cas(folder)
+    identities = list_sigstore_identities(folder)
     if as_json:
         emit_json({"folder": str(folder),
-                   "keys": [{"name": k.name, "fingerprint": k.fingerprint, "path": str(k.path)} for k in keys]})
+                   "keys": [{"name": k.name, "fingerprint": k.fingerprint, "path": str(k.path)} for k in keys],
+                   "cas": [{"name": c.name, "fingerprint": c.fingerprint, "subject": c.subject,
+                            "identities": list(c.identities), "path": str(c.path)} for c in cas],
+                   "sigstore": [{"name": i.name, "identity": i.identity, "issuer": i.issuer, "path": str(i.path)}
+                                for i in identities]})
         return
-    if not keys:
+    if not (keys or cas or identities):
         click.echo(f"no trusted keys in {folder}")
         return
-    width = max(len(k.name) for k in keys)
+    width = max(len(name) for name in [*(k.name for k in keys), *(c.name for c in cas),
+                                       *(i.name for i in identities)])
     for k in keys:
         click.echo(f"{k.name:<{width}}  {k.fingerprint}")
+    for c in cas:
+        click.echo(f"{c.name:<{width}}  CA {c.subject} ({c.fingerprint[:16]}) for {', '.join(c.identities)}")
+    for i in identities:
+        click.echo(f"{i.name:<{width}}  sigstore {i.identity} from {i.issuer}")
 
 
 @command.command(name="remove", help="""Stop trusting a key, given its exact name, its fingerprint, or
@@ -65,7 +111,18 @@ fingerprint is refused, listing both: give the full name or a longer fingerprint
 @click.argument("name_or_fingerprint")
 @report_errors
 def remove(name_or_fingerprint):
-    from nnseal.format.trust import remove_trusted_key
+    from nnseal.format.trust import (
+        CA_SUFFIX,
+        SIGSTORE_SUFFIX,
+        is_valid_key_name,
+        remove_trust_entry,
+        remove_trusted_key,
+    )
 
-    removed = remove_trusted_key(trust_folder_from_environment(), name_or_fingerprint)
+    folder = trust_folder_from_environment()
+    if is_valid_key_name(name_or_fingerprint) and any(
+            (folder / f"{name_or_fingerprint}{suffix}").is_file() for suffix in (CA_SUFFIX, SIGSTORE_SUFFIX)):
+        click.echo(f"removed {remove_trust_entry(folder, name_or_fingerprint)}")
+        return
+    removed = remove_trusted_key(folder, name_or_fingerprint)
     click.echo(f"removed {removed.name}: {removed.fingerprint}")

@@ -33,9 +33,12 @@ installed MODEL_FOLDER against the receipt written at install. Exit 1 if anythin
               help="With a folder: also leave PATH (relative to it) unchecked; repeatable.")
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
               help="Public key (PEM) to trust; repeatable. The trust folder is used too.")
+@click.option("--trust-config", type=click.Path(dir_okay=False),
+              help="Sigstore trusted root or ClientTrustConfig JSON for keyless signatures "
+                   "(default: Sigstore's production root, embedded in sigstore-python).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @report_errors
-def command(target, signature, ignore_paths, trusted_keys, as_json):
+def command(target, signature, ignore_paths, trusted_keys, trust_config, as_json):
     from nnseal.format.trust import signer_label
 
     report: DriftReport | VerifyReport | FolderReport
@@ -60,16 +63,21 @@ def command(target, signature, ignore_paths, trusted_keys, as_json):
         problems = [problem.message for problem in report.problems()]
         ok_line = f"{target}: OK, every installed file matches its receipt ({report.provenance})"
     else:
+        from nnseal.format.trust import TrustAnchors
         from nnseal.verify.problems import ProblemKind
         from nnseal.verify.report import verify_package
 
-        report = verify_package(target, trusted_keys, trust_folder=trust_folder_from_environment())
+        report = verify_package(target, trusted_keys, trust_folder=trust_folder_from_environment(),
+                                anchors=TrustAnchors(sigstore_trust_config=trust_config))
         # The library names no remedy in a problem: say how to trust an unknown signer here.
         problems = [problem.message + (HINT_TEXT[Hint.TRUST_SIGNER]
                                        if problem.kind is ProblemKind.UNTRUSTED_SIGNER else "")
                     for problem in report.problems]
-        ok_line = (f"{target}: OK, signed by {signer_label(report.signer_fingerprint, report.signer_name)} "
-                   f"(OMS key method), {report.entries} entries match")
+        if report.method in (None, "key"):
+            signer = f"{signer_label(report.signer_fingerprint, report.signer_name)} (OMS key method)"
+        else:
+            signer = f"{report.signer} (OMS {report.method} method)"
+        ok_line = f"{target}: OK, signed by {signer}, {report.entries} entries match"
     if as_json:
         document = report.to_json()
         if "problems" in document and not folder_mode:

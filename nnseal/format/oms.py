@@ -11,6 +11,11 @@ verifies the other's signatures:
   with SHA-256/384/512 for P-256/384/521;
 - the bundle carries the key's hint (hex sha256 of its SPKI PEM), no tlog entries
   and one signature whose keyid is "".
+The certificate method differs only in its verification material: the signing certificate
+and the chain the signer gave, each DER in base64, under x509CertificateChain, and no tlog
+entries (model_signing's sign_certificate.py). A Sigstore (keyless) bundle carries a Fulcio
+certificate and transparency-log entries; it is parsed here for shape and handed whole to
+sigstore-python. ``Envelope.method`` says which of the three a bundle is.
 Serialization is deterministic (fixed JSON key order). Parsing trusts nothing: every field
 is checked for type and shape, and JSON with duplicate keys is refused. Torch-free.
 """
@@ -41,6 +46,11 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 SERIALIZATION_METHOD = "files"
 HASH_TYPE = "sha256"
+# Envelope.method: how the signer is identified (a PKCS#11 token signs key or certificate bundles).
+METHOD_KEY = "key"
+METHOD_CERTIFICATE = "certificate"
+METHOD_SIGSTORE = "sigstore"
+MAX_CHAIN_CERTIFICATES = 10
 # Only the signature itself is left out: every other entry of the package is signed.
 IGNORE_PATHS = (SIGNATURE_NAME,)
 # What model_signing (and spec 6.2) leaves out of a folder by default: top-level names only.
@@ -178,6 +188,21 @@ def bundle_bytes(payload: bytes, signature: bytes, hint: str) -> bytes:
     return json.dumps(bundle, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
+def certificate_bundle_bytes(payload: bytes, signature: bytes, chain_der: Iterable[bytes]) -> bytes:
+    """The certificate method's bundle: the signing certificate first, then the chain the signer gave."""
+    certificates = [{"rawBytes": base64.b64encode(der).decode("ascii")} for der in chain_der]
+    bundle = {
+        "mediaType": BUNDLE_MEDIA_TYPE,
+        "verificationMaterial": {"x509CertificateChain": {"certificates": certificates}, "tlogEntries": []},
+        "dsseEnvelope": {
+            "payload": base64.b64encode(payload).decode("ascii"),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": [{"sig": base64.b64encode(signature).decode("ascii"), "keyid": ""}],
+        },
+    }
+    return json.dumps(bundle, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
 # --- parsing (untrusted bytes) ------------------------------------------------------------
 
 
@@ -188,6 +213,10 @@ class SignedManifest:
     signer_fingerprint: str
     verified: bool
     ignore_paths: list[str] = field(default_factory=list)
+    # METHOD_KEY, METHOD_CERTIFICATE or METHOD_SIGSTORE, and who signed, in words (the
+    # certificate's subject and issuer, or the Sigstore identity and its OIDC issuer).
+    method: str = METHOD_KEY
+    signer: str = ""
 
 
 @dataclass(frozen=True)
@@ -196,6 +225,9 @@ class Envelope:
     payload_type: str
     signature: bytes
     hint: str
+    method: str = METHOD_KEY
+    # DER certificates, signing certificate first (certificate method only).
+    certificates: tuple[bytes, ...] = ()
 
 
 # --- bundle and envelope ----------------------------------------------------------------
@@ -214,10 +246,10 @@ def parse_envelope(bundle: bytes, source: str) -> Envelope:
 
     material = doc["verificationMaterial"]
     where.object(material, "verificationMaterial", allow_extra=True)
-    method = signing_method(material, source)
-    if method != "key":
-        raise SignatureError(f"uses the OMS {method!r} signing method, which nnseal does not support yet "
-                             "(it verifies the 'key' method only)", path=source)
+    signing_method(material, source)  # exactly one of publicKey, x509CertificateChain, certificate
+    method, certificates = _material_method(material, source)
+    if method != METHOD_KEY:
+        return _dsse(doc["dsseEnvelope"], where, source, "", method, certificates)
     # timestampVerificationData is not applicable to the key method: accepted and ignored (spec 4.1).
     where.object(material, "verificationMaterial", required={"publicKey"},
                  optional={"tlogEntries", "timestampVerificationData"})
@@ -227,7 +259,43 @@ def parse_envelope(bundle: bytes, source: str) -> Envelope:
                              path=source)
     hint = _public_key_hint(material["publicKey"], where)
 
-    envelope = doc["dsseEnvelope"]
+    return _dsse(doc["dsseEnvelope"], where, source, hint, METHOD_KEY, ())
+
+
+def _material_method(material: Any, source: str) -> tuple[str, tuple[bytes, ...]]:
+    """Which method signed (key, certificate or Sigstore) and, for the certificate method, its chain."""
+    if not isinstance(material, dict):
+        raise SignatureError("verificationMaterial is not a JSON object", path=source)
+    tlog = material.get("tlogEntries")
+    if "certificate" in material or (isinstance(tlog, list) and tlog):
+        # Fulcio certificate, tlog entries, timestamps: sigstore-python checks all of it.
+        return METHOD_SIGSTORE, ()
+    if "x509CertificateChain" not in material:
+        return METHOD_KEY, ()
+    where = _Where(source)
+    where.object(material, "verificationMaterial", required={"x509CertificateChain"},
+                 optional={"tlogEntries", "timestampVerificationData"})
+    if not isinstance(tlog, (list, type(None))):
+        raise SignatureError("verificationMaterial.tlogEntries is not a list", path=source)
+    chain = material["x509CertificateChain"]
+    where.object(chain, "verificationMaterial.x509CertificateChain", required={"certificates"})
+    listed = chain["certificates"]
+    if not isinstance(listed, list) or not 1 <= len(listed) <= MAX_CHAIN_CERTIFICATES:
+        raise SignatureError(f"verificationMaterial.x509CertificateChain.certificates must hold 1 to "
+                             f"{MAX_CHAIN_CERTIFICATES} certificates", path=source)
+    certificates = []
+    for index, entry in enumerate(listed):
+        label = f"verificationMaterial.x509CertificateChain.certificates[{index}]"
+        where.object(entry, label, required={"rawBytes"})
+        der = _strict_base64(entry["rawBytes"], f"{label}.rawBytes", source)
+        if not der:
+            raise SignatureError(f"{label}.rawBytes is empty", path=source)
+        certificates.append(der)
+    return METHOD_CERTIFICATE, tuple(certificates)
+
+
+def _dsse(envelope: Any, where: _Where, source: str, hint: str, method: str,
+          certificates: tuple[bytes, ...]) -> Envelope:
     where.object(envelope, "dsseEnvelope", required={"payload", "payloadType", "signatures"})
     where.exact(envelope["payloadType"], PAYLOAD_TYPE, "dsseEnvelope.payloadType")
     signatures = envelope["signatures"]
@@ -243,7 +311,7 @@ def parse_envelope(bundle: bytes, source: str) -> Envelope:
     signature = _strict_base64(entry["sig"], "dsseEnvelope.signatures[0].sig", source)
     if not signature:
         raise SignatureError("dsseEnvelope.signatures[0].sig is empty", path=source)
-    return Envelope(payload, envelope["payloadType"], signature, hint)
+    return Envelope(payload, envelope["payloadType"], signature, hint, method, certificates)
 
 
 # --- statement --------------------------------------------------------------------------
