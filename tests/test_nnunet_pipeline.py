@@ -35,6 +35,10 @@ def _sides(pipeline: nn.Pipeline, installed: Path) -> dict[str, Path]:
     return {"original": pipeline.results, "installed": installed}
 
 
+def _postprocessing_folders(results: Path) -> list[Path]:
+    return [nn.model_folder(results, c) / nn.CROSSVAL for c in nn.CONFIGURATIONS] + [nn.ensemble_folder(results)]
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> nn.Pipeline:
     return nn.build(tmp_path_factory.mktemp("pipeline"))
@@ -173,11 +177,10 @@ def test_find_best_configuration_chose_the_ensemble_and_postprocessing(pipeline)
             assert (pipeline.model_folder(configuration) / nn.CROSSVAL / name).is_file()
 
 
-def test_the_canary_pickle_fires_when_loaded(tmp_path):
+def test_the_canary_pickle_fires_when_loaded(tmp_path, canary):
     """Control experiment for the export fixture: plain pickle.load of its payload creates the canary."""
     import pickle
 
-    canary = tmp_path / "CANARY"
     path = tmp_path / "postprocessing.pkl"
     path.write_bytes(pickle.dumps(Reduce(os.system, touch(canary)), protocol=2))
     run_unpickler_on(path)
@@ -199,8 +202,7 @@ def test_export_never_reads_nnunets_pickles(package, pickle_canary):
 def test_installed_tree_has_the_pipelines_files_and_no_other_pickle(pipeline, installed):
     dataset = installed / nn.DATASET
     expected = [dataset / "inference_information.json", dataset / "inference_instructions.txt"]
-    for folder in [nn.model_folder(installed, c) / nn.CROSSVAL for c in nn.CONFIGURATIONS] + \
-            [nn.ensemble_folder(installed)]:
+    for folder in _postprocessing_folders(installed):
         expected += [folder / name for name in POSTPROCESSING_FILES]
     missing = [str(p.relative_to(installed)) for p in expected if not p.is_file()]
     assert not missing, f"missing in the installed folder: {missing}"
@@ -217,6 +219,23 @@ def test_installed_tree_has_the_pipelines_files_and_no_other_pickle(pipeline, in
     # nor does anything installed name the original machine's folders
     leaks = [str(p) for p in installed.rglob("*") if p.is_file() and str(pipeline.root).encode() in p.read_bytes()]
     assert not leaks, leaks
+
+
+def test_rebuilt_postprocessing_pickles_hold_what_nnunet_wrote(pipeline, installed):
+    """nnU-Net's load_pickle reads from each rebuilt file the (functions, kwargs) it reads from the
+    original: whatever nnU-Net chose, empty lists where removing components gained nothing."""
+    import json
+    import subprocess
+    import sys
+
+    folders = zip(_postprocessing_folders(pipeline.results), _postprocessing_folders(installed), strict=True)
+    pairs = [(str(a / "postprocessing.pkl"), _postprocessing_pkl("installed", b)) for a, b in folders]
+    code = ("import json, sys\n"
+            "from batchgenerators.utilities.file_and_folder_operations import load_pickle\n"
+            "for a, b in json.loads(sys.argv[1]):\n"
+            "    assert load_pickle(a) == load_pickle(b), (a, b)\n")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(pairs)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
 
 
 # --- nnU-Net from the installed folder ---------------------------------------------------------
