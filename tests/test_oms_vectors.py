@@ -4,7 +4,7 @@ model-transparency's scripts/tests/v*-{elliptic-key,certificate,sigstore}/ are s
 one signed file) that model_signing must verify; model-signing-spec's test-vectors/v1.0/ are
 bundles, valid or invalid as their folder says, over the same two files. Key-method vectors are
 verified by nnseal (library and CLI) and cross-checked with model_signing 1.1.1's own verifier;
-certificate and sigstore vectors get nnseal's one-line "unsupported method" refusal.
+certificate and sigstore vectors, without a trusted CA or Sigstore identity, a one-line refusal.
 """
 
 from __future__ import annotations
@@ -86,17 +86,18 @@ def test_key_vector_with_a_changed_file_is_refused(vector, tmp_path, no_trust_fo
 
 
 @pytest.mark.parametrize("vector", other_dirs)
-def test_certificate_and_sigstore_vectors_are_refused_as_unsupported(vector, no_trust_folder):
-    method = "sigstore" if vector.endswith("sigstore") else "certificate"
+def test_certificate_and_sigstore_vectors_are_refused_without_a_trusted_ca_or_identity(vector, no_trust_folder):
+    """A trusted key is no anchor for a certificate or a Sigstore identity: refused in one line."""
+    anchor = "no Sigstore identity is trusted" if vector.endswith("sigstore") else "no CA is trusted"
     result = run_cli("verify", TRANSPARENCY / vector, "--signature", TRANSPARENCY / vector / "model.sig",
                      "--trusted-key", PUBLIC_KEY, "--ignore-path", "ignore-me")
-    assert_one_line_refusal(result, f"OMS {method!r} signing method", "not support")
+    assert_one_line_refusal(result, anchor)
 
 
 @pytest.mark.interop
 @pytest.mark.parametrize("bundle", spec_bundles)
 def test_spec_vector(bundle, tmp_path, no_trust_folder):
-    """valid/: key verifies (over the v1.1.0 files they sign), certificate and sigstore are unsupported;
+    """valid/: key verifies (over the v1.1.0 files they sign), certificate and sigstore need an anchor;
     invalid/ and invalid-payload/: refused by nnseal and by model_signing alike."""
     model = tmp_path / "model"
     model.mkdir()
@@ -110,7 +111,7 @@ def test_spec_vector(bundle, tmp_path, no_trust_folder):
         assert verify_folder(model, path, [PUBLIC_KEY]).ok
         assert model_signing_verifies(model, path)
     elif verdict == "valid":
-        assert_one_line_refusal(result, f"OMS {kind!r} signing method", "not support")
+        assert_one_line_refusal(result, "no Sigstore identity is trusted" if kind == "sigstore" else "no CA is trusted")
     else:
         assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1, result.stderr
         with pytest.raises(SignatureError):
