@@ -7,6 +7,7 @@ when its help is asked for), so `nnseal verify --help` never pays for torch.
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
@@ -44,6 +45,36 @@ SHORT_HELP = {
 }
 
 
+# Where the global -q/-v lands: Context.meta is shared by a context and all its children.
+VERBOSITY_KEY = "nnseal.verbosity"
+
+
+class OneLineError(click.ClickException):
+    """A click error as nnseal prints every error: ``nnseal: error: ...`` on one line, and for a usage
+    error the line that says where help is (no usage block, no blank line)."""
+
+    def __init__(self, message: str, exit_code: int, help_hint: str | None = None):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.help_hint = help_hint
+
+    def show(self, file=None) -> None:
+        from nnseal.commands._common import one_line
+
+        click.echo(f"nnseal: error: {one_line(self.message)}", err=True)
+        if self.help_hint:
+            click.echo(self.help_hint, err=True)
+
+
+def one_line_click_error(err: click.ClickException) -> OneLineError:
+    if isinstance(err, OneLineError):
+        return err
+    hint = None
+    if isinstance(err, click.UsageError) and err.ctx is not None:
+        hint = f"Try '{err.ctx.command_path} -h' for help."
+    return OneLineError(err.format_message(), err.exit_code, hint)
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
@@ -54,19 +85,74 @@ class LazyGroup(click.Group):
             return None
         return importlib.import_module(f"nnseal.commands.{module_name}").command
 
+    def main(self, args=None, prog_name=None, *rest, **extra):
+        # The program is nnseal however it was started (console script, python -m nnseal, -c).
+        return super().main(args, prog_name or "nnseal", *rest, **extra)
+
     def format_commands(self, ctx, formatter):
         # Listing the commands must not import them (start-up time is a feature).
         rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    # click prints a usage error as a usage block, a blank line and "Error: ..."; nnseal prints
+    # every error as one line. Both ways in are covered: the group's own arguments
+    # (make_context) and a command's, parsed or raised while the group invokes it.
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as err:
+            raise one_line_click_error(err) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as err:
+            raise one_line_click_error(err) from None
+        except click.exceptions.Abort:  # a prompt interrupted outside read_passphrase
+            click.echo("nnseal: interrupted", err=True)
+            sys.exit(130)
+
+
+def _versions() -> str:
+    """nnseal's version, and torch's and nnunetv2's when installed: read from their metadata, never imported."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    others = []
+    for name in ("torch", "nnunetv2"):
+        try:
+            others.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            continue
+    return f"nnseal {__version__}" + (f" ({', '.join(others)})" if others else "")
+
+
+def _print_version(ctx, param, value):
+    if value and not ctx.resilient_parsing:
+        click.echo(_versions())
+        ctx.exit()
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="nnseal")
-def main():
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Print nnseal's version (and torch's and nnunetv2's) and exit.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, no summaries; refusals and errors still one line.")
+@click.option("-v", "--verbose", is_flag=True, help="More detail (e.g. one line per entry written or rebuilt).")
+@click.pass_context
+def main(ctx, quiet, verbose):
     """Safety-first export, signing and verified install of nnU-Net models.
 
     Exit codes: 0 success, 1 refused (unsafe, unverified, tampered, would
-    overwrite), 2 usage error, 3 environment or I/O error; 130, 143, 129
-    interrupted by SIGINT, SIGTERM, SIGHUP (everything begun is undone).
+    overwrite, not the kind of file the command takes), 2 usage error, 3
+    environment or I/O error (missing file); 130, 143, 129 interrupted by
+    SIGINT, SIGTERM, SIGHUP (everything begun is undone).
+
+    Shell completion: eval "$(_NNSEAL_COMPLETE=bash_source nnseal)" (zsh_source, fish_source).
     """
+    if quiet and verbose:
+        raise click.UsageError("give -q or -v, not both")
+    ctx.meta[VERBOSITY_KEY] = -1 if quiet else (1 if verbose else 0)
+
+
+if __name__ == "__main__":  # python -m nnseal.cli
+    main(prog_name="nnseal")

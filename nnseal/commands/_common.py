@@ -11,7 +11,15 @@ from pathlib import Path
 
 import click
 
-from nnseal.errors import EXIT_ENVIRONMENT, EXIT_REFUSED, EnvironmentProblem, Hint, NnsealError, Refused
+from nnseal.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_REFUSED,
+    EnvironmentProblem,
+    Hint,
+    InvalidArgument,
+    NnsealError,
+    Refused,
+)
 
 RESULTS_ENV = "nnUNet_results"
 EXTERNAL_TRAINER_ENV = "nnUNet_extTrainer"
@@ -102,9 +110,26 @@ def emit_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
+def verbosity() -> int:
+    """The global -q (-1) / -v (1) given before the command; 0 for neither."""
+    from nnseal.cli import VERBOSITY_KEY
+
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(VERBOSITY_KEY, 0) if ctx is not None else 0
+
+
+def is_quiet(quiet: bool = False) -> bool:
+    """The command's own --quiet, or the global -q."""
+    return quiet or verbosity() < 0
+
+
+def is_verbose() -> bool:
+    return verbosity() > 0
+
+
 def show_progress(quiet: bool) -> bool:
-    """Progress bars only for a person at a terminal: never in CI, with --quiet or piped."""
-    if quiet or os.environ.get("CI"):
+    """Progress bars only for a person at a terminal: never in CI, with --quiet or -q, or piped."""
+    if is_quiet(quiet) or os.environ.get("CI"):
         return False
     return sys.stderr.isatty()
 
@@ -119,14 +144,55 @@ def passphrase_options(fn):
 
 def read_passphrase(prompt: bool, env_var: str | None, *, confirm: bool) -> bytes | None:
     """The passphrase from VAR or a prompt; None when neither was asked for."""
+    if prompt and env_var:
+        raise click.UsageError("give --passphrase or --passphrase-env, not both")
     if env_var:
         value = os.environ.get(env_var)
         if value is None:
             raise click.UsageError(f"--passphrase-env {env_var}: that environment variable is not set")
         return value.encode("utf-8")
     if prompt:
-        return click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm).encode("utf-8")
+        return _prompt_passphrase(confirm)
     return None
+
+
+def _prompt_passphrase(confirm: bool) -> bytes:
+    try:
+        return click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm).encode("utf-8")
+    except click.exceptions.Abort as err:
+        # click turns Ctrl-C and end of input alike into Abort ("Aborted!", exit 1); what it
+        # caught is still its context. Ctrl-C is an interrupt (130, one line, via report_errors).
+        if isinstance(err.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise InvalidArgument("no passphrase read: the input ended at the prompt") from None
+
+
+def key_passphrase(key, prompt: bool, env_var: str | None) -> bytes | None:
+    """The passphrase for the private key ``key`` (a PEM path; anything else, e.g. a PKCS#11 key,
+    takes none): --passphrase-env VAR, the --passphrase prompt, else $NNSEAL_KEY_PASSPHRASE.
+
+    An encrypted key with none of them is asked for at a terminal and refused elsewhere (a
+    script would hang on a prompt); a passphrase given for a key that is not encrypted is
+    refused, as the mistake it is (the wrong key file, most likely), not silently ignored.
+    """
+    secret = read_passphrase(prompt, env_var, confirm=False)
+    source = f"--passphrase-env {env_var}" if env_var else "--passphrase"
+    if secret is None and (secret := passphrase_from_environment()) is not None:
+        source = f"${PASSPHRASE_ENV}"
+    if not isinstance(key, (str, os.PathLike)):
+        return secret
+    from nnseal.format.keys import private_key_is_encrypted
+
+    encrypted = private_key_is_encrypted(key)
+    if encrypted and secret is None:
+        if sys.stdin.isatty():
+            return _prompt_passphrase(confirm=False)
+        raise InvalidArgument(f"the key is encrypted and no passphrase was given: pass --passphrase-env VAR "
+                              f"(or set ${PASSPHRASE_ENV}), or --passphrase at a terminal", path=key)
+    if not encrypted and secret is not None:
+        raise InvalidArgument(f"the key is not encrypted, but a passphrase was given ({source}): "
+                              "drop it, or give the encrypted key", path=key)
+    return secret
 
 
 def check_sha256(ctx, param, value):

@@ -10,9 +10,10 @@ from nnseal.commands._common import (
     SIGNING_KEY_ENV,
     emit_json,
     one_line,
-    passphrase_from_environment,
+    is_quiet,
+    is_verbose,
+    key_passphrase,
     passphrase_options,
-    read_passphrase,
     report_errors,
     results_folder,
     show_progress,
@@ -61,7 +62,8 @@ plans). Like nnU-Net, -f, -c and -chk take several values after one flag
 (-f 0 1 2); repeating the flag or commas work too. By default every fold folder found
 and both checkpoint_final and checkpoint_best are exported; what is found and not
 exported (checkpoint_latest, another fold) is listed, one note per line. The key may
-come from $NNSEAL_SIGNING_KEY and its passphrase from $NNSEAL_KEY_PASSPHRASE.""")
+come from $NNSEAL_SIGNING_KEY and its passphrase from $NNSEAL_KEY_PASSPHRASE (an
+encrypted key without one is asked for at a terminal).""")
 @click.option("-i", "input_folders", multiple=True, type=click.Path(file_okay=False),
               help="Model folder (DatasetXXX_Name/Trainer__Plans__configuration); repeatable.")
 @click.option("-o", "output", required=True, type=click.Path(dir_okay=False), help="Package zip to write.")
@@ -104,6 +106,7 @@ def command(input_folders, output, key, passphrase, passphrase_env, certificate,
     from nnseal.package import model_folder as layout
     from nnseal.package.export import export_model_to_zip
 
+    quiet = is_quiet(quiet)
     if certificate_chain and not certificate:
         raise click.UsageError("--certificate-chain needs --certificate")
     if pkcs11_uri:
@@ -135,10 +138,9 @@ def command(input_folders, output, key, passphrase, passphrase_env, certificate,
         raise click.BadParameter(err.reason) from None
     if created is None and os.environ.get(SOURCE_DATE_EPOCH_ENV):  # the reproducible-builds convention
         created = _check_created(None, None, os.environ[SOURCE_DATE_EPOCH_ENV], source=f"${SOURCE_DATE_EPOCH_ENV}")
-    secret = read_passphrase(passphrase, passphrase_env, confirm=False)
+    secret = key_passphrase(key, passphrase, passphrase_env)
     report = export_model_to_zip(
-        [os.fspath(f) for f in input_folders], output, key=key,
-        passphrase=secret if secret is not None else passphrase_from_environment(),
+        [os.fspath(f) for f in input_folders], output, key=key, passphrase=secret,
         folds=folds or None, checkpoints=checkpoint_names or None,
         metadata={"name": name, "description": description, "licence": licence, "reference": reference,
                   "release": release},
@@ -160,3 +162,6 @@ def command(input_folders, output, key, passphrase, passphrase_env, certificate,
         click.echo(f"signed by {report.signer}")
         for name in report.pipeline:
             click.echo(f"shipped:  {one_line(name)}")
+        if is_verbose():
+            for entry, info in sorted(report.entries.items()):
+                click.echo(f"entry:    {one_line(entry)} ({info['bytes']:,} bytes, sha256 {info['sha256']})")

@@ -7,9 +7,9 @@ import click
 from nnseal.commands._common import (
     SIGNING_KEY_ENV,
     emit_json,
-    passphrase_from_environment,
+    is_quiet,
+    key_passphrase,
     passphrase_options,
-    read_passphrase,
     report_errors,
     signing_key_path,
 )
@@ -17,7 +17,8 @@ from nnseal.commands._common import (
 
 @click.command(help="""Sign FOLDER (any model folder, e.g. a Hugging Face repository, or one model
 file) with the OpenSSF Model Signing key method, as `model_signing sign key` does: the files stay
-as they are and a detached signature is written (default FOLDER/model.sig). Every regular file is
+as they are and a detached signature is written (default FOLDER/model.sig). An encrypted key's
+passphrase comes from --passphrase-env, $NNSEAL_KEY_PASSPHRASE, or a prompt at a terminal. Every regular file is
 signed except .git, .gitattributes, .github and .gitignore at the top, the signature itself and
 --ignore-path; a symbolic link or special file is refused. `nnseal verify FOLDER` and
 `model_signing verify key` both check the result. An existing signature is never replaced
@@ -39,12 +40,13 @@ def command(folder, key, passphrase, passphrase_env, signature, ignore_paths, fo
     key = signing_key_path(key)
     if key is None:
         raise click.UsageError(f"no signing key: pass --key KEY.pem or set {SIGNING_KEY_ENV}")
-    secret = read_passphrase(passphrase, passphrase_env, confirm=False)
     result = sign_folder(folder, key, signature=signature, ignore_paths=ignore_paths, force=force,
-                         passphrase=secret if secret is not None else passphrase_from_environment())
+                         passphrase=key_passphrase(key, passphrase, passphrase_env))
     if as_json:
         emit_json({"folder": folder, "signature": str(result.signature), "method": "key",
                    "signer_fingerprint": result.signer_fingerprint, "files": result.files, "bytes": result.bytes})
+        return
+    if is_quiet():
         return
     click.echo(f"wrote {result.signature}: {result.files} file(s), {result.bytes:,} bytes, signed by "
                f"{signer_label(result.signer_fingerprint)} (OMS key method)")

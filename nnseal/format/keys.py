@@ -18,7 +18,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 
-from nnseal.errors import BadKey, EnvironmentProblem, Hint, WouldOverwrite, from_os_error
+from nnseal.errors import BadKey, EnvironmentProblem, Hint, InvalidArgument, WouldOverwrite, from_os_error
 from nnseal.format.limits import MAX_KEY_FILE_BYTES
 from nnseal.fsutil import atomic_output
 
@@ -55,8 +55,15 @@ def fingerprint(public_key: ec.EllipticCurvePublicKey) -> str:
 
 
 def generate_key_pair(prefix: str | os.PathLike, passphrase: bytes | None = None) -> KeyFiles:
-    """Write PREFIX.pem (PKCS#8, mode 0600, encrypted if a passphrase is given) and PREFIX.pub."""
+    """Write PREFIX.pem (PKCS#8, mode 0600, encrypted if a passphrase is given) and PREFIX.pub.
+
+    A PREFIX ending in .pem or .pub names the pair as well (``lab.pem`` writes lab.pem and
+    lab.pub, not lab.pem.pem); missing parent folders are created, readable by the owner only.
+    """
     base = os.fspath(prefix)
+    for suffix in (PRIVATE_SUFFIX, PUBLIC_SUFFIX):
+        if base.endswith(suffix) and len(base) > len(suffix) and not base.endswith(os.sep + suffix):
+            base = base[:-len(suffix)]
     private_path = Path(base + PRIVATE_SUFFIX)
     public_path = Path(base + PUBLIC_SUFFIX)
     for path in (private_path, public_path):
@@ -65,6 +72,7 @@ def generate_key_pair(prefix: str | os.PathLike, passphrase: bytes | None = None
     if passphrase is not None and not passphrase:
         raise BadKey("empty passphrase; give a non-empty one or none at all", path=private_path)
 
+    _make_parents(private_path.parent)
     key = ec.generate_private_key(ec.SECP256R1())
     encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
                   else serialization.NoEncryption())
@@ -82,10 +90,25 @@ def generate_key_pair(prefix: str | os.PathLike, passphrase: bytes | None = None
     return KeyFiles(private_path, public_path, fingerprint(key.public_key()))
 
 
+def private_key_is_encrypted(path: str | os.PathLike) -> bool:
+    """Whether the PEM private key file at ``path`` is encrypted (PKCS#8 or openssl's legacy
+    ``Proc-Type: 4,ENCRYPTED``): whether loading it needs a passphrase."""
+    return _is_encrypted(_read_key_file(path))
+
+
+def _is_encrypted(data: bytes) -> bool:
+    return b"ENCRYPTED" in data
+
+
 def load_private_key(path: str | os.PathLike, passphrase: bytes | None = None) -> ec.EllipticCurvePrivateKey:
-    """Load a PEM private key (PKCS#8 or openssl's SEC1 "EC PRIVATE KEY") and check it can sign OMS."""
+    """Load a PEM private key (PKCS#8 or openssl's SEC1 "EC PRIVATE KEY") and check it can sign OMS.
+
+    A passphrase for a key that is not encrypted is refused: it means the wrong key file.
+    """
     data = _read_key_file(path)
-    encrypted = b"ENCRYPTED" in data
+    encrypted = _is_encrypted(data)
+    if passphrase is not None and not encrypted and b"PRIVATE KEY" in data:
+        raise InvalidArgument("is not encrypted, but a passphrase was given for it", path=path)
     try:
         key = serialization.load_pem_private_key(data, passphrase if encrypted else None)
     except TypeError:
@@ -139,6 +162,22 @@ def signing_key(key: str | os.PathLike | ec.EllipticCurvePrivateKey | None,
     if key is None or os.fspath(key) == "":
         raise BadKey("no signing key", hint=Hint.SIGNING_KEY)
     return load_private_key(key, passphrase)
+
+
+def _make_parents(folder: Path) -> None:
+    """Create ``folder`` and its missing parents with mode 0700 (a folder made for keys is private)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+            path.chmod(0o700)  # mkdir's mode passes through the umask
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise from_os_error(err, path) from err
 
 
 def _read_key_file(path: str | os.PathLike) -> bytes:
