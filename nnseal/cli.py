@@ -53,9 +53,8 @@ class OneLineError(click.ClickException):
     """A click error as nnseal prints every error: ``nnseal: error: ...`` on one line, and for a usage
     error the line that says where help is (no usage block, no blank line)."""
 
-    def __init__(self, message: str, exit_code: int, help_hint: str | None = None):
+    def __init__(self, message: str, help_hint: str | None = None):
         super().__init__(message)
-        self.exit_code = exit_code
         self.help_hint = help_hint
 
     def show(self, file=None) -> None:
@@ -66,13 +65,17 @@ class OneLineError(click.ClickException):
             click.echo(self.help_hint, err=True)
 
 
+class OneLineUsageError(OneLineError):
+    exit_code = 2
+
+
 def one_line_click_error(err: click.ClickException) -> OneLineError:
     if isinstance(err, OneLineError):
         return err
-    hint = None
-    if isinstance(err, click.UsageError) and err.ctx is not None:
-        hint = f"Try '{err.ctx.command_path} -h' for help."
-    return OneLineError(err.format_message(), err.exit_code, hint)
+    if isinstance(err, click.UsageError):
+        hint = f"Try '{err.ctx.command_path} -h' for help." if err.ctx is not None else None
+        return OneLineUsageError(err.format_message(), hint)
+    return OneLineError(err.format_message())
 
 
 class LazyGroup(click.Group):

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nnseal.errors import EnvironmentProblem, ModelLayoutError, from_os_error
+from nnseal.errors import EnvironmentProblem, InvalidArgument, ModelLayoutError, from_os_error
 from nnseal.format.layout import (
     CHECKPOINT_NAMES,
     DATASET_RE,
@@ -109,7 +109,8 @@ def select_checkpoints(model: ModelFolder, folds: list[str] | None, checkpoint_n
         wanted_folds = _unique(normalise_fold(f) for f in folds or [])
         for fold in wanted_folds:
             if fold not in present:
-                raise ModelLayoutError(f"fold_{fold} was asked for but is missing", path=model.path)
+                # What the command line names and is not there is a missing file (exit 3), as for -i.
+                raise EnvironmentProblem(f"fold_{fold} was asked for but is missing", path=model.path)
     else:
         wanted_folds = [f for f in present if is_fold(f)]
         if not wanted_folds:
@@ -134,7 +135,7 @@ def select_checkpoints(model: ModelFolder, folds: list[str] | None, checkpoint_n
             if source.is_file():
                 in_fold.append(Checkpoint(fold, name, source))
             elif explicit:
-                raise ModelLayoutError(f"fold_{fold}/{name}.pth was asked for but is missing", path=model.path)
+                raise EnvironmentProblem(f"fold_{fold}/{name}.pth was asked for but is missing", path=model.path)
         others = _pth_files(model.path / f"fold_{fold}")
         for other in others:
             if other.removesuffix(".pth") in names:
@@ -211,12 +212,14 @@ def resolve_dataset(results: Path, dataset: str) -> str:
     if dataset.isdigit():
         prefix = f"Dataset{int(dataset):03d}_"
         matches = sorted(p.name for p in results.iterdir() if p.is_dir() and p.name.startswith(prefix))
-        if len(matches) != 1:
-            raise ModelLayoutError(f"{len(matches)} dataset folders match id {dataset}: {', '.join(matches) or 'none'}",
-                                   path=results)
+        if not matches:
+            raise EnvironmentProblem(f"no dataset folder {prefix}*", path=results)
+        if len(matches) > 1:
+            raise InvalidArgument(f"{len(matches)} dataset folders match id {dataset}: {', '.join(matches)}; "
+                                  "give the dataset's full name", path=results)
         return matches[0]
     if not (results / dataset).is_dir():
-        raise ModelLayoutError(f"no dataset folder {dataset}", path=results)
+        raise EnvironmentProblem(f"no dataset folder {dataset}", path=results)
     return dataset
 
 
@@ -234,7 +237,7 @@ def model_folders_from_selection(results: Path, dataset: str, configurations: li
 def _model_name(trainer: str, plans: str, configuration: str) -> str:
     folder = f"{trainer}__{plans}__{configuration}"
     if split_model_name(folder) != (trainer, plans, configuration):
-        raise ModelLayoutError(f"trainer {trainer!r}, plans {plans!r} and configuration {configuration!r} do not "
+        raise InvalidArgument(f"trainer {trainer!r}, plans {plans!r} and configuration {configuration!r} do not "
                                "make a model folder name nnU-Net splits back into them")
     return folder
 
@@ -254,7 +257,8 @@ def find_configurations(results: Path, dataset: str, trainer: str, plans: str) -
     order = {c: i for i, c in enumerate(NNUNET_CONFIGURATIONS)}
     found.sort(key=lambda c: (order.get(c, len(order)), c))
     if not found:
-        raise ModelLayoutError(f"no model folder {trainer}__{plans}__<configuration> in {name}", path=results / name)
+        raise EnvironmentProblem(f"no model folder {trainer}__{plans}__<configuration> in {name}",
+                                 path=results / name)
     return found
 
 

@@ -15,6 +15,7 @@ can vouch for (see ``looks_like_model_name`` and ``in_model_folder``).
 
 from __future__ import annotations
 
+import os
 import re
 
 from nnseal.format.layout import CARD_NAME, DATASET_RE
@@ -163,3 +164,32 @@ def in_model_folder(path: str) -> bool:
     """Whether ``path`` (``/`` or ``!`` separated) lies in an nnU-Net fold folder (``fold_0/``, ``fold_all/``)."""
     parts = re.split(r"[/\\!]", path)
     return any(_FOLD_DIR.match(part) for part in parts[:-1])
+
+
+def file_kind(path: str | os.PathLike) -> str | None:
+    """What the file or folder at ``path`` is, by content: a ``sniff`` kind, a zip's ``zip_kind``, or
+    "folder"; None when that cannot be told (missing, unreadable, or a zip the reader refuses),
+    so that the command reading it says why in its own words.
+
+    For the CLI's answer to the wrong kind of file (a checkpoint given to `install`): one
+    reading, the scan's, of what each loader would see.
+    """
+    from nnseal.errors import HostileArchive
+    from nnseal.readers.zip_archive import open_zip
+
+    if os.path.isdir(path):
+        return "folder"
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            head = handle.read(HEAD_BYTES)
+    except OSError:
+        return None
+    kind = sniff(head, size)
+    if kind != "zip":
+        return kind
+    try:
+        with open_zip(path) as archive:
+            return zip_kind(archive.names())
+    except (HostileArchive, OSError):
+        return None

@@ -84,7 +84,7 @@ _TABLE = [
     Rule("unknown-signer", Level.UNSIGNED,
          "An nnseal package signed by a key that is neither among the trusted keys given to the scan "
          "nor in the trust folder."),
-    Rule("nnunet-export-zip", Level.NOTE,
+    Rule("nnunet-export-zip", Level.UNSIGNED,
          "nnU-Net's own export zip (unsigned, pickle checkpoints); its members are scanned. "
          "Share models with `nnseal export` instead."),
     # what loaders would read

@@ -159,3 +159,55 @@ def signed_package(path: Path, entries: list[tuple[str, bytes]], key_path: Path)
         writer.add_bytes(SIGNATURE_NAME, sign_manifest(toy_model.DATASET, dict(writer.digests),
                                                        load_private_key(key_path)), compress=True)
     return path
+
+
+def run_on_terminal(*args, answer: bytes | None = None, signal_at_prompt: int | None = None,
+                    env: dict[str, str | None] | None = None, prompt: bytes = b"Passphrase",
+                    timeout: float = 120) -> CliResult:
+    """Run the console script with a pseudo-terminal as its controlling terminal and its stdin,
+    stdout and stderr (what a person at a terminal has); at ``prompt``, type ``answer`` or send
+    ``signal_at_prompt`` (signal.SIGINT is what Ctrl-C sends). stdout is everything the terminal
+    received; stderr is empty (the terminal merges them)."""
+    import fcntl
+    import pty
+    import select
+    import termios
+    import time
+
+    main_fd, child_fd = pty.openpty()
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, b"\x18\x00\x78\x00\x00\x00\x00\x00")  # 24 x 120
+
+    def become_terminal_owner():  # a new session whose controlling terminal is the pty (getpass opens /dev/tty)
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([str(NNSEAL_EXE), *map(str, args)], stdin=child_fd, stdout=child_fd, stderr=child_fd,
+                            env=process_env(env), preexec_fn=become_terminal_owner)
+    os.close(child_fd)
+    seen = b""
+    acted = False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main_fd], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(main_fd, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            seen += data
+        if not acted and prompt in seen:
+            acted = True
+            time.sleep(0.2)  # the prompt is written before the terminal's echo is turned off
+            if answer is not None:
+                os.write(main_fd, answer)
+            if signal_at_prompt is not None:
+                proc.send_signal(signal_at_prompt)
+        if proc.poll() is not None and not ready:
+            break
+    os.close(main_fd)
+    if proc.poll() is None:
+        proc.kill()
+    code = proc.wait(timeout=30)
+    return CliResult(code, seen.decode("utf-8", "replace"), "")

@@ -121,14 +121,16 @@ def test_nnunet_zip_with_hostile_checkpoint_names_the_member(toy_model_folder, t
     assert f"UNSAFE {archive}:{bad_member}: dangerous-global:" in text
 
 
-def test_clean_nnunet_zip_is_only_a_note(toy_model_folder, tmp_path):
+def test_clean_nnunet_zip_passes_the_default_gate_and_fails_fail_on_unsigned(toy_model_folder, tmp_path):
     prefix = f"Dataset042_Toy/{toy_model_folder.name}"
     archive = inputs.make_nnunet_zip(tmp_path, {
         f"{prefix}/fold_0/checkpoint_final.pth": (toy_model_folder / "fold_0" / "checkpoint_final.pth").read_bytes(),
     })
     proc, report = scan_json(archive)
     assert proc.exit_code == 0
-    assert [(f["rule"], f["level"]) for f in report["findings"]] == [("nnunet-export-zip", "note")]
+    assert [(f["rule"], f["level"]) for f in report["findings"]] == [("nnunet-export-zip", "unsigned")]
+    # README: unsigned packages (and nnU-Net's zips, which carry no signature) fail --fail-on unsigned.
+    assert run_cli("scan", archive, "--fail-on", "unsigned").exit_code == 1
     assert run_cli("scan", archive, "--fail-on", "any").exit_code == 1
 
 

@@ -29,7 +29,7 @@ from nnseal.verify.staging import Staging, check_dataset_destinations, check_des
 def install_legacy(archive, results: Path, report: InstallReport, *, force: bool, package_sha256: str | None,
                     progress: bool) -> None:
     """A zip from nnUNetv2_export_model_to_zip: keep only what inference needs, rebuilt clean."""
-    from nnseal.format.layout import CHECKPOINT_PATTERN, DATASET_RE, FOLD_PATTERN, MODEL_RE
+    from nnseal.format.layout import legacy_model_entries
     from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.sanitize.checkpoint import load_sanitized
     from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
@@ -38,17 +38,11 @@ def install_legacy(archive, results: Path, report: InstallReport, *, force: bool
     if archive.get(SIGNATURE_NAME) is not None:
         raise Refused("this is a signed nnseal package", hint=Hint.SIGNED)
     report.warnings.append(UNSIGNED_WARNING)
-    keep_re = re.compile(r"^([^/]+)/([^/]+)/(plans\.json|dataset\.json|dataset_fingerprint\.json|"
-                         rf"fold_{FOLD_PATTERN}/{CHECKPOINT_PATTERN}\.pth)\Z")
-    kept: dict[str, list[str]] = {}
-    for name in archive.names():
-        match = keep_re.match(name)
-        if match and DATASET_RE.match(match[1]) and MODEL_RE.match(match[2]):
-            kept.setdefault(f"{match[1]}/{match[2]}", []).append(name)
-        else:
-            report.dropped.append(name)
-            if name.lower().endswith((".pkl", ".pickle")):
-                report.warnings.append(f"dropped pickle '{name}' without loading it")
+    kept, dropped = legacy_model_entries(archive.names())
+    for name in dropped:
+        report.dropped.append(name)
+        if name.lower().endswith((".pkl", ".pickle")):
+            report.warnings.append(f"dropped pickle '{name}' without loading it")
     if not kept:
         raise ModelLayoutError("no nnU-Net model folder (DatasetXXX_Name/Trainer__Plans__configuration) in this zip")
     datasets = {m.split("/")[0] for m in kept}

@@ -188,6 +188,42 @@ def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os
     return info
 
 
+def inspect_nnunet_zip(zip_file: str | os.PathLike) -> InspectReport:
+    """What a zip made by nnU-Net's exporter (nnUNetv2_export_model_to_zip) holds: its model folders,
+    their folds and checkpoints (by name: none is opened), and what an install would leave out.
+    Such a zip carries no signature and no card."""
+    from nnseal.format.layout import legacy_model_entries
+    from nnseal.readers.zip_archive import open_zip
+
+    path = Path(zip_file)
+    if not path.is_file():
+        raise EnvironmentProblem("no such file", path=path)
+    info = InspectReport(package=str(path))
+    with open_zip(path) as archive:
+        names = archive.names()
+        kept, dropped = legacy_model_entries(names)
+        for name in names:
+            entry = archive.entry(name)
+            info.entries.append({"name": name, "bytes": entry.size, "stored_bytes": entry.compressed_size})
+            info.bytes += entry.size
+        for model, members in sorted(kept.items()):
+            record = info.models.setdefault(model, {"folds": [], "checkpoints": [], "bytes": 0})
+            for name in members:
+                record["bytes"] += archive.entry(name).size
+                if name.endswith(".pth"):
+                    fold_dir, checkpoint = name.split("/")[2:4]
+                    record["checkpoints"].append(f"{fold_dir}/{checkpoint.removesuffix('.pth')}")
+                    fold = fold_dir.removeprefix("fold_")
+                    if fold not in record["folds"]:
+                        record["folds"].append(fold)
+            record["checkpoints"].sort()
+            record["folds"].sort(key=lambda f: (f == "all", int(f) if f.isdigit() else 0))
+    info.notes.append("not signed: an nnU-Net export zip carries no signature and no card")
+    if dropped:
+        info.notes.append(f"{len(dropped)} other entries (logs, validation, pickles) are left out by an install")
+    return info
+
+
 def _read_metrics(info: InspectReport, archive, entry, kind) -> None:
     """The cross-validation foreground mean Dice an entry states, before and after postprocessing."""
     from nnseal.format.layout import EntryKind

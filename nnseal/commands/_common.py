@@ -162,8 +162,8 @@ def _prompt_passphrase(confirm: bool) -> bytes:
     except click.exceptions.Abort as err:
         # click turns Ctrl-C and end of input alike into Abort ("Aborted!", exit 1); what it
         # caught is still its context. Ctrl-C is an interrupt (130, one line, via report_errors).
-        if isinstance(err.__context__, KeyboardInterrupt):
-            raise KeyboardInterrupt from None
+        if isinstance(err.__context__, KeyboardInterrupt):  # SIGTERM and SIGHUP arrive as one too (their code kept)
+            raise err.__context__ from None
         raise InvalidArgument("no passphrase read: the input ended at the prompt") from None
 
 

@@ -20,8 +20,10 @@ check warns.""")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @report_errors
 def command(model_folder, as_json):
+    from nnseal.commands.filekind import refuse_unless
     from nnseal.verify.doctor import diagnose
 
+    refuse_unless(model_folder, {"folder"}, "a model folder")
     report = diagnose(model_folder, external_trainer_folders_from_environment())
     if as_json:
         emit_json(report.to_json())

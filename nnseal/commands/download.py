@@ -14,6 +14,7 @@ from nnseal.commands._common import (
     check_sha256,
     emit_json,
     external_trainer_folders_from_environment,
+    is_quiet,
     one_line,
     report_errors,
     results_folder,
@@ -99,6 +100,7 @@ def download_and_report(source, *, results, trusted_keys, sha256, keep, unsigned
     from nnseal.transport.mirrors import load_mirror_index
     from nnseal.verify.download import download_then_install
 
+    quiet = is_quiet(quiet)
     index = load_mirror_index(mirror_index, policy, offline=offline) if mirror_index else None
     outcome = download_then_install(
         source, results_folder(results), trusted_keys=trusted_keys, trust_folder=trust_folder_from_environment(),

@@ -9,10 +9,10 @@ import click
 from nnseal.commands._common import (
     SIGNING_KEY_ENV,
     emit_json,
-    one_line,
     is_quiet,
     is_verbose,
     key_passphrase,
+    one_line,
     passphrase_options,
     report_errors,
     results_folder,
@@ -64,8 +64,8 @@ and both checkpoint_final and checkpoint_best are exported; what is found and no
 exported (checkpoint_latest, another fold) is listed, one note per line. The key may
 come from $NNSEAL_SIGNING_KEY and its passphrase from $NNSEAL_KEY_PASSPHRASE (an
 encrypted key without one is asked for at a terminal).""")
-@click.option("-i", "input_folders", multiple=True, type=click.Path(file_okay=False),
-              help="Model folder (DatasetXXX_Name/Trainer__Plans__configuration); repeatable.")
+@click.option("-i", "input_folders", cls=MultiValueOption, type=click.Path(),
+              help="Model folder(s) (DatasetXXX_Name/Trainer__Plans__configuration): -i A B, or repeated.")
 @click.option("-o", "output", required=True, type=click.Path(dir_okay=False), help="Package zip to write.")
 @click.option("--key", type=click.Path(dir_okay=False), help="Signing key (PEM). Default: $NNSEAL_SIGNING_KEY.")
 @passphrase_options
@@ -121,6 +121,10 @@ def command(input_folders, output, key, passphrase, passphrase_env, certificate,
         raise click.UsageError(f"no signing key: pass --key KEY.pem, --pkcs11-uri URI or set {SIGNING_KEY_ENV}")
     if bool(input_folders) == bool(dataset):
         raise click.UsageError("give model folders with -i, or select them with -d (and -c, -tr, -p), not both")
+    from nnseal.commands.filekind import refuse_unless
+
+    for folder in input_folders:
+        refuse_unless(folder, {"folder"}, "a model folder")
     if dataset:
         results = results_folder(None)
         if not configurations:  # as nnU-Net's exporter: every configuration there is

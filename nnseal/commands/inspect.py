@@ -9,16 +9,25 @@ from nnseal.commands._common import emit_json, one_line, report_errors, trust_fo
 
 @click.command(help="""Show PACKAGE's card, signer fingerprint (and whether that key is
 trusted), configurations, folds and sizes. Nothing is verified or extracted: use
-`nnseal verify` to check the signature and hashes.""")
-@click.argument("package", type=click.Path(dir_okay=False))
+`nnseal verify` to check the signature and hashes. A zip made by nnU-Net's exporter
+is shown too (model folders, folds, checkpoints; it is unsigned).""")
+@click.argument("package", type=click.Path())
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
               help="Public key (PEM) to count as trusted; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @report_errors
 def command(package, trusted_keys, as_json):
+    from nnseal.commands.filekind import refuse_unless
     from nnseal.format.trust import signer_label
-    from nnseal.verify.report import inspect_package
+    from nnseal.verify.report import inspect_nnunet_zip, inspect_package
 
+    if refuse_unless(package, {"nnseal-package", "nnunet-zip"}, "a package") == "nnunet-zip":
+        info = inspect_nnunet_zip(package)
+        if as_json:
+            emit_json(info.to_json())
+        else:
+            _print_nnunet_zip(info)
+        return
     info = inspect_package(package, trusted_keys, trust_folder=trust_folder_from_environment())
     if as_json:
         emit_json(info.to_json())
@@ -52,3 +61,20 @@ def command(package, trusted_keys, as_json):
         click.echo(f"cv dice:   {show(folder)}: {dice}{post} (foreground mean)")
     for note in info.notes:
         click.echo(f"note:      {show(note)}")
+
+
+def _print_nnunet_zip(info) -> None:
+    """A zip from nnUNetv2_export_model_to_zip: its model folders, folds and checkpoints, and that it is unsigned."""
+    show = one_line
+    click.echo(f"package:   {show(info.package)}  ({info.bytes:,} bytes in {len(info.entries)} entries)")
+    click.echo("format:    nnU-Net export zip (nnUNetv2_export_model_to_zip): UNSIGNED, pickle checkpoints")
+    for folder, model in sorted(info.models.items()):
+        configuration = folder.rsplit("__", 1)[-1]
+        checkpoints = sorted({name.split("/", 1)[1] for name in model["checkpoints"]})
+        click.echo(f"model:     {show(folder)}: configuration {show(configuration)}, "
+                   f"folds {', '.join(model['folds']) or 'none'}; {len(model['checkpoints'])} checkpoint(s) "
+                   f"({show(', '.join(checkpoints)) or 'none'}), {model['bytes']:,} bytes")
+    for note in info.notes:
+        click.echo(f"note:      {show(note)}")
+    click.echo("install:   nnseal install --unsigned (ideally with --sha256): checkpoints are sanitized and rebuilt, "
+               "pickles dropped")

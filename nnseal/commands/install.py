@@ -10,6 +10,8 @@ from nnseal.commands._common import (
     check_sha256,
     emit_json,
     external_trainer_folders_from_environment,
+    is_quiet,
+    is_verbose,
     one_line,
     report_errors,
     results_folder,
@@ -39,7 +41,7 @@ installed under a second name. Ctrl-C, SIGTERM and SIGHUP undo the install
 PACKAGE may also be a URL or a published source (hf://, doi:, zenodo://, gh://):
 that is `nnseal download PACKAGE` with its default limits (see its help for the
 sources, --mirror, the cache and --offline).""")
-@click.argument("package", type=click.Path(dir_okay=False))
+@click.argument("package", type=click.Path())
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
               help="Public key (PEM) to trust for this install; repeatable.")
 @click.option("--results", "-o", "results", type=click.Path(file_okay=False),
@@ -57,6 +59,7 @@ def command(package, trusted_keys, results, force, allow_downgrade, unsigned, sh
             mirror_index, offline, cache, no_cache):
     from nnseal.transport.sources import is_source
 
+    quiet = is_quiet(quiet)
     if is_source(package) and not Path(package).exists():
         from nnseal.commands.download import download_and_report
         from nnseal.transport.fetch import DownloadPolicy
@@ -66,8 +69,13 @@ def command(package, trusted_keys, results, force, allow_downgrade, unsigned, sh
                             mirrors=mirrors, mirror_index=mirror_index, offline=offline, cache=cache,
                             no_cache=no_cache, quiet=quiet, as_json=as_json)
         return
+    from nnseal.commands.filekind import refuse_unless
+    from nnseal.errors import Hint, Refused
     from nnseal.verify.install import install_model_from_zip
 
+    kind = refuse_unless(package, {"nnseal-package", "nnunet-zip"}, "a package")
+    if kind == "nnunet-zip" and not unsigned:
+        raise Refused("is an nnU-Net export zip, not a signed package", path=package, hint=Hint.UNSIGNED)
     report = install_model_from_zip(package, results_folder(results), trusted_keys=trusted_keys,
                                     trust_folder=trust_folder_from_environment(), force=force, unsigned=unsigned,
                                     sha256=sha256, progress=show_progress(quiet or as_json),
@@ -92,4 +100,7 @@ def print_install_report(report, *, quiet: bool, as_json: bool) -> None:
     for model in [*report.models, *report.pipeline]:
         verb = "replaced" if model in report.replaced else "installed"
         click.echo(f"{verb} {model}")
+    if is_verbose():
+        for name in report.checkpoints:
+            click.echo(f"rebuilt {one_line(name)}")
     click.echo(f"{len(report.checkpoints)} checkpoint(s) rebuilt; {who}")

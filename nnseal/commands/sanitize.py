@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from nnseal.commands._common import emit_json, report_errors
+from nnseal.commands._common import emit_json, is_quiet, report_errors
 
 
 def _size(n: int) -> str:
@@ -39,16 +39,19 @@ The checkpoint is inspected without loading it, then loaded with
 torch.load(weights_only=True) and a minimal numpy allowlist; anything else is refused
 (exit 1). Optimizer state, logs and plans are dropped; the weights (each shared
 tensor stored once) and the metadata inference needs are kept.""")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .safetensors file to write.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @report_errors
 def command(checkpoint, output, force, as_json):
+    from nnseal.commands.filekind import CHECKPOINT_KINDS, refuse_unless
     from nnseal.sanitize.checkpoint import sanitize_checkpoint
 
+    # A pickle or a polyglot is what torch.load might read: sanitize's own checks say why it is refused.
+    refuse_unless(checkpoint, CHECKPOINT_KINDS | {"pickle", "polyglot"}, "a checkpoint")
     report = sanitize_checkpoint(checkpoint, output, force=force)
     if as_json:
         emit_json(report.to_json())
-    else:
+    elif not is_quiet():
         click.echo(_summary(report))

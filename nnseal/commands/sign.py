@@ -23,7 +23,7 @@ signed except .git, .gitattributes, .github and .gitignore at the top, the signa
 --ignore-path; a symbolic link or special file is refused. `nnseal verify FOLDER` and
 `model_signing verify key` both check the result. An existing signature is never replaced
 without --force.""")
-@click.argument("folder", type=click.Path(exists=True))
+@click.argument("folder", type=click.Path())
 @click.option("--key", type=click.Path(dir_okay=False), help=f"Signing key (PEM). Default: ${SIGNING_KEY_ENV}.")
 @passphrase_options
 @click.option("-o", "--signature", "signature", type=click.Path(dir_okay=False),

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from nnseal.commands._common import HINT_TEXT, emit_json, one_line, report_errors, trust_folder_from_environment
+from nnseal.commands._common import (
+    HINT_TEXT,
+    emit_json,
+    is_quiet,
+    one_line,
+    report_errors,
+    trust_folder_from_environment,
+)
 from nnseal.errors import EXIT_REFUSED, Hint
 
 if TYPE_CHECKING:
@@ -63,7 +70,10 @@ def command(target, signature, ignore_paths, trusted_keys, trust_config, as_json
         problems = [problem.message for problem in report.problems()]
         ok_line = f"{target}: OK, every installed file matches its receipt ({report.provenance})"
     else:
+        from nnseal.commands.filekind import refuse_unless
         from nnseal.format.trust import TrustAnchors
+
+        refuse_unless(target, {"nnseal-package"}, "an nnseal package")
         from nnseal.verify.problems import ProblemKind
         from nnseal.verify.report import verify_package
 
@@ -84,7 +94,8 @@ def command(target, signature, ignore_paths, trusted_keys, trust_config, as_json
             document["problems"] = problems  # as a person reads them, remedies included
         emit_json(document)
     elif report.ok:
-        click.echo(ok_line)
+        if not is_quiet():
+            click.echo(ok_line)
     else:
         for problem in problems:
             click.echo(f"nnseal: refused: {target}: {one_line(problem)}", err=True)

@@ -220,3 +220,20 @@ def classify_all(names: list[str]) -> list[PackageEntry]:
         raise TamperedPackage("package holds no model folder")
     _check_pipeline_entries(entries, models)
     return entries
+
+
+def legacy_model_entries(names: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """The entries of an nnU-Net export zip that an install keeps, by model folder
+    (``DatasetXXX_Name/Trainer__Plans__configuration``: plans, dataset and fingerprint JSON, the
+    fold checkpoints), and the names of all others, in the zip's order."""
+    keep_re = re.compile(r"^([^/]+)/([^/]+)/(plans\.json|dataset\.json|dataset_fingerprint\.json|"
+                         rf"fold_{FOLD_PATTERN}/{CHECKPOINT_PATTERN}\.pth)\Z")
+    kept: dict[str, list[str]] = {}
+    dropped: list[str] = []
+    for name in names:
+        match = keep_re.match(name)
+        if match and DATASET_RE.match(match[1]) and MODEL_RE.match(match[2]):
+            kept.setdefault(f"{match[1]}/{match[2]}", []).append(name)
+        else:
+            dropped.append(name)
+    return kept, dropped
