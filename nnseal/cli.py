@@ -47,6 +47,7 @@ SHORT_HELP = {
 
 # Where the global -q/-v lands: Context.meta is shared by a context and all its children.
 VERBOSITY_KEY = "nnseal.verbosity"
+INVOKED_KEY = "nnseal.invoked"
 
 
 class OneLineError(click.ClickException):
@@ -69,12 +70,13 @@ class OneLineUsageError(OneLineError):
     exit_code = 2
 
 
-def one_line_click_error(err: click.ClickException) -> OneLineError:
+def one_line_click_error(err: click.ClickException, command_path: str | None = None) -> OneLineError:
+    """``command_path`` names the command for an error that carries no context (some parser errors)."""
     if isinstance(err, OneLineError):
         return err
     if isinstance(err, click.UsageError):
-        hint = f"Try '{err.ctx.command_path} -h' for help." if err.ctx is not None else None
-        return OneLineUsageError(err.format_message(), hint)
+        path = err.ctx.command_path if err.ctx is not None else command_path
+        return OneLineUsageError(err.format_message(), f"Try '{path} -h' for help." if path else None)
     return OneLineError(err.format_message())
 
 
@@ -105,16 +107,27 @@ class LazyGroup(click.Group):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.ClickException as err:
-            raise one_line_click_error(err) from None
+            raise one_line_click_error(err, info_name) from None
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta[INVOKED_KEY] = name  # for an error raised while parsing its arguments
+        return name, command, rest
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except click.ClickException as err:
-            raise one_line_click_error(err) from None
+            raise one_line_click_error(err, _invoked_path(ctx)) from None
         except click.exceptions.Abort:  # a prompt interrupted outside read_passphrase
             click.echo("nnseal: interrupted", err=True)
             sys.exit(130)
+
+
+def _invoked_path(ctx: click.Context) -> str:
+    """The command path up to the command being invoked (``nnseal export``)."""
+    name = ctx.meta.get(INVOKED_KEY)
+    return f"{ctx.command_path} {name}" if name else ctx.command_path
 
 
 def _versions() -> str:
