@@ -186,6 +186,8 @@ def file_kind(path: str | os.PathLike) -> str | None:
     except OSError:
         return None
     kind = sniff(head, size)
+    if kind == "other" and _has_zip_end_record(path, size):
+        return None  # a zip by its end (zipfile reads from there): the zip reader says what is wrong
     if kind != "zip":
         return kind
     try:
@@ -193,3 +195,13 @@ def file_kind(path: str | os.PathLike) -> str | None:
             return zip_kind(archive.names())
     except (HostileArchive, OSError):
         return None
+
+
+def _has_zip_end_record(path: str | os.PathLike, size: int) -> bool:
+    """Whether the file's last 64 KiB (and the end record's 22 bytes) hold an end-of-central-directory signature."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, size - (64 << 10) - 22))
+            return EMPTY_ZIP_MAGIC in handle.read()
+    except OSError:
+        return False

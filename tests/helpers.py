@@ -105,6 +105,15 @@ def assert_one_line_refusal(result: CliResult, *needles: str) -> None:
         assert needle in lines[0], (needle, lines[0])
 
 
+def assert_one_line_error(result: CliResult, code: int, *needles: str) -> None:
+    """Exit ``code`` (2 or 3), exactly one ``nnseal: error:`` line on stderr, no traceback, mentioning each needle."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("nnseal: error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
 def tree_listing(root: Path) -> dict[str, tuple[int, str]]:
     """Relative path -> (size, sha256) of every file under root, symlinks included as links."""
     out = {}

@@ -7,7 +7,7 @@ import shutil
 import zipfile
 
 import pytest
-from helpers import assert_one_line_refusal, run_cli
+from helpers import assert_one_line_error, assert_one_line_refusal, run_cli
 
 from nnseal import toy_model
 
@@ -150,7 +150,8 @@ def test_missing_fold_or_checkpoint_refused(toy_results_session, session_key, tm
     (model / "fold_0" / "checkpoint_best.pth").unlink()
     out = tmp_path / "x.zip"
     proc = run_cli("export", "-i", model, "-o", out, "--key", session_key.private_path, *args)
-    assert_one_line_refusal(proc, *([needle] if needle else ["checkpoint_best.pth"]))
+    # What the command line names and is not there is a missing file (README's exit codes: 3).
+    assert_one_line_error(proc, 3, *([needle] if needle else ["checkpoint_best.pth"]))
     assert not out.exists()
     assert not list(tmp_path.glob(".nnseal-tmp-*"))
 

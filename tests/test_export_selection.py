@@ -11,7 +11,7 @@ import zipfile
 import click
 import pytest
 from click.testing import CliRunner
-from helpers import assert_one_line_refusal, nnunet_export_zip, run_cli, tree_listing
+from helpers import assert_one_line_error, assert_one_line_refusal, nnunet_export_zip, run_cli, tree_listing
 
 from nnseal import toy_model
 
@@ -161,7 +161,7 @@ def test_configuration_spellings_and_d_without_c(args, ten_fold_results, session
 def test_d_without_c_and_nothing_trained(ten_fold_results, session_key, tmp_path):
     proc = _export("-d", "42", "-tr", "nnUNetTrainerNoSuch", results=ten_fold_results, key=session_key,
                    out=tmp_path / "x.zip")
-    assert_one_line_refusal(proc, "no model folder nnUNetTrainerNoSuch__nnUNetPlans__<configuration>")
+    assert_one_line_error(proc, 3, "no model folder nnUNetTrainerNoSuch__nnUNetPlans__<configuration>")
 
 
 def test_a_value_of_another_option_is_never_taken_for_a_flag(ten_fold_results, session_key, tmp_path):
@@ -269,7 +269,7 @@ def test_a_fold_asked_for_must_hold_what_was_asked_for(untidy_model, session_key
     assert_one_line_refusal(proc, "fold_3 has no checkpoint")
     proc = run_cli("export", "-i", untidy_model, "-o", tmp_path / "x.zip", "--key", session_key.private_path,
                    "-f", "7")
-    assert_one_line_refusal(proc, "fold_7 was asked for but is missing")
+    assert_one_line_error(proc, 3, "fold_7 was asked for but is missing")
     proc = run_cli("export", "-i", untidy_model, "-o", tmp_path / "x.zip", "--key", session_key.private_path,
                    "-f", "2", "3", "-chk", "latest")
     assert proc.exit_code == 0, proc.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from helpers import assert_one_line_refusal, run_cli, run_cli_process
+from helpers import assert_one_line_error, assert_one_line_refusal, run_cli, run_cli_process
 
 from nnseal.errors import EXIT_ENVIRONMENT, EXIT_REFUSED, BadKey, EnvironmentProblem, Hint, WouldOverwrite
 from nnseal.format import keys
@@ -259,5 +259,6 @@ def test_wrong_passphrase_through_the_cli_is_a_one_line_refusal(tmp_path, toy_mo
     assert not out.exists()
     proc = run_cli("export", "-i", toy_model_folder, "-o", out, "--key", files.private_path,
                    env={"NNSEAL_KEY_PASSPHRASE": ""})
-    assert_one_line_refusal(proc, "enc.pem", "is encrypted")
+    # No passphrase and no terminal to ask at: a missing argument (exit 2), naming how to give one.
+    assert_one_line_error(proc, 2, "enc.pem", "is encrypted", "--passphrase-env")
     assert not out.exists()

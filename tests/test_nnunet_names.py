@@ -9,7 +9,7 @@ import warnings
 import zipfile
 
 import pytest
-from helpers import assert_one_line_refusal, nnunet_export_zip, run_cli, tree_listing
+from helpers import assert_one_line_error, assert_one_line_refusal, nnunet_export_zip, run_cli, tree_listing
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -243,5 +243,6 @@ def test_export_selection_refuses_parts_that_do_not_make_a_model_folder(flags, t
                                                                         tmp_path):
     proc = run_cli("export", "-d", "42", *flags, "-o", tmp_path / "x.zip", "--key", session_key.private_path,
                    env={"nnUNet_results": str(toy_results_session)})
-    assert_one_line_refusal(proc, "nnU-Net splits back")
+    # A name that cannot exist is a bad argument (exit 2), as a fold that cannot exist is.
+    assert_one_line_error(proc, 2, "nnU-Net splits back")
     assert not (tmp_path / "x.zip").exists()

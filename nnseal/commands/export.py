@@ -64,7 +64,7 @@ and both checkpoint_final and checkpoint_best are exported; what is found and no
 exported (checkpoint_latest, another fold) is listed, one note per line. The key may
 come from $NNSEAL_SIGNING_KEY and its passphrase from $NNSEAL_KEY_PASSPHRASE (an
 encrypted key without one is asked for at a terminal).""")
-@click.option("-i", "input_folders", cls=MultiValueOption, type=click.Path(),
+@click.option("-i", "input_folders", cls=MultiValueOption, split=False, type=click.Path(),
               help="Model folder(s) (DatasetXXX_Name/Trainer__Plans__configuration): -i A B, or repeated.")
 @click.option("-o", "output", required=True, type=click.Path(dir_okay=False), help="Package zip to write.")
 @click.option("--key", type=click.Path(dir_okay=False), help="Signing key (PEM). Default: $NNSEAL_SIGNING_KEY.")

@@ -30,7 +30,7 @@ _KINDS: dict[str, tuple[str, str | None]] = {
     "zip": ("a zip archive, neither an nnseal package nor an nnU-Net export", "`nnseal scan`"),
 }
 # Kinds that are no model format at all: said as what the file is not.
-_NOT_A_FORMAT = {"empty": "it is empty", "other": "its content is no format nnseal knows"}
+_NOT_A_FORMAT = {"empty": "it is an empty file", "other": "its content is no format nnseal knows"}
 
 CHECKPOINT_KINDS = frozenset({"torch-zip", "torch-legacy", "torch-legacy-tar"})
 

@@ -20,14 +20,20 @@ import click
 
 
 class MultiValueOption(click.Option):
-    """A ``multiple`` option whose values may also follow one flag, or be comma-separated."""
+    """A ``multiple`` option whose values may also follow one flag, or be comma-separated.
 
-    def __init__(self, *args, **kwargs):
+    ``split=False`` (paths: a folder name may hold a comma or a space) takes each value whole.
+    """
+
+    def __init__(self, *args, split: bool = True, **kwargs):
         kwargs["multiple"] = True
+        self.split = split
         super().__init__(*args, **kwargs)
 
     def type_cast_value(self, ctx: click.Context, value):
         values = super().type_cast_value(ctx, value)
+        if not self.split:
+            return tuple(values or ())
         return tuple(part for item in values or () for part in str(item).replace(",", " ").split())
 
 
