@@ -185,7 +185,7 @@ def key_passphrase(key, prompt: bool, env_var: str | None) -> bytes | None:
 
     encrypted = private_key_is_encrypted(key)
     if encrypted and secret is None:
-        if sys.stdin.isatty():
+        if sys.stdin is not None and sys.stdin.isatty():
             return _prompt_passphrase(confirm=False)
         raise InvalidArgument(f"the key is encrypted and no passphrase was given: pass --passphrase-env VAR "
                               f"(or set ${PASSPHRASE_ENV}), or --passphrase at a terminal", path=key)
