@@ -101,6 +101,9 @@ def test_quiet_and_verbose(toy_model_folder, session_key, tmp_path):
 
     # Refusals are still one line under -q.
     assert_one_line_refusal(run_cli("-q", "verify", out), "unknown signer")
+    scanned = run_cli("-q", "scan", out)  # findings only: the package's unknown signer, no summary line
+    assert scanned.exit_code == 0 and scanned.stdout.splitlines() == run_cli("scan", out).stdout.splitlines()[:-1]
+    assert "unknown-signer" in scanned.stdout
     silent = run_cli("-q", "keygen", "-o", tmp_path / "k")
     assert silent.exit_code == 0 and silent.stdout == "" and (tmp_path / "k.pem").is_file()
 

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from nnseal.commands._common import report_errors, trust_folder_from_environment
+from nnseal.commands._common import is_quiet, report_errors, trust_folder_from_environment
 from nnseal.errors import EXIT_REFUSED
 
 
@@ -44,6 +44,8 @@ def command(paths, trusted_keys, output_format, output, fail_on, jobs):
         from nnseal.scan.sarif import to_sarif
 
         text = json.dumps(to_sarif(report), indent=2) + "\n"
+    elif is_quiet():  # the findings, without the summary line
+        text = "".join(f"{finding.text_line()}\n" for finding in report.findings)
     else:
         text = report.to_text()
     if output:
@@ -51,7 +53,8 @@ def command(paths, trusted_keys, output_format, output, fail_on, jobs):
 
         with atomic_output(output, force=True) as handle:
             handle.write(text.encode("utf-8"))
-        click.echo(report.summary_line())
+        if not is_quiet():
+            click.echo(report.summary_line())
     else:
         click.echo(text, nl=False)
     if report.failed(fail_on):
