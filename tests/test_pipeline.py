@@ -300,3 +300,34 @@ def test_unsigned_install_refuses_hostile_postprocessing_json(nnunet_pipeline_zi
     assert_one_line_refusal(result, "os.system")
     assert tree_listing(tmp_path) == before
     assert not canary.exists()
+
+
+def test_scan_passes_an_installed_results_folder(pipeline_package, session_key, tmp_path):
+    """The rebuilt postprocessing.pkl files are a note, not a failure: the CI gate passes the install."""
+    package, _ = pipeline_package
+    results = tmp_path / "results"
+    assert _install(package, results, session_key).exit_code == 0
+    pickles = sorted(results.rglob("postprocessing.pkl"))
+    assert len(pickles) >= 2
+    result = run_cli("scan", results, "--format", "json", "--fail-on", "unsafe")
+    assert result.exit_code == 0, result.stdout
+    findings = json.loads(result.stdout)["findings"]
+    noted = {f["path"] for f in findings if f["rule"] == "nnunet-postprocessing"}
+    assert noted == {str(p) for p in pickles}
+    assert {f["rule"] for f in findings} <= {"nnunet-postprocessing"}
+
+
+@pytest.mark.parametrize("attack", ["postprocessing_pickle_calls_os_system",
+                                    "postprocessing_pickle_calls_allowed_function"])
+def test_scan_flags_a_postprocessing_pickle_that_calls(attack, tmp_path, canary):
+    import hostile_pipeline
+
+    folder = tmp_path / "Dataset042_Toy" / "nnUNetTrainer__nnUNetPlans__2d" / "crossval_results_folds_0_1"
+    folder.mkdir(parents=True)
+    (folder / "postprocessing.pkl").write_bytes(getattr(hostile_pipeline, attack)(str(canary)))
+    before = tree_listing(tmp_path)
+    result = run_cli("scan", tmp_path, "--format", "json", "--fail-on", "unsafe")
+    assert result.exit_code == 1, result.stdout
+    rules = {f["rule"] for f in json.loads(result.stdout)["findings"]}
+    assert "nnunet-postprocessing" not in rules and rules & {"dangerous-global", "model-format"}
+    assert tree_listing(tmp_path) == before and not canary.exists()
