@@ -1,15 +1,16 @@
-"""Export: trained nnU-Net model folders -> one signed nnseal package (a zip).
+"""Export: trained nnU-Net model folders -> one signed nnseal package (a zip, or a folder).
 
 Each checkpoint is sanitized and streamed into the zip as safetensors, hashed as it is
 written; JSON files are cleaned; the card and the OMS signature close the archive. The
-zip appears under its final name only when complete and signed.
+zip appears under its final name only when complete and signed. The folder form
+(``as_folder``) runs the same pipeline into files instead of entries (``folderwriter.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,8 +31,10 @@ from nnseal.format.card import (
     format_created,
 )
 from nnseal.format.layout import CARD_NAME
-from nnseal.fsutil import atomic_output
+from nnseal.fsutil import atomic_folder, atomic_output
 from nnseal.package import model_folder as layout
+from nnseal.package.folderwriter import FolderWriter
+from nnseal.package.zipwriter import DeterministicZipWriter
 from nnseal.progress import CountingWriter, byte_bar
 
 if TYPE_CHECKING:
@@ -76,8 +79,14 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
                         metadata: dict | None = None, include_progress: bool = False, force: bool = False,
                         progress: bool = False, created: datetime | int | float | None = None,
                         certificate: str | os.PathLike | x509.Certificate | None = None,
-                        certificate_chain: Sequence[str | os.PathLike | x509.Certificate] = ()) -> ExportReport:
+                        certificate_chain: Sequence[str | os.PathLike | x509.Certificate] = (),
+                        as_folder: bool = False) -> ExportReport:
     """Sanitize, package and sign one or more model folders of one dataset into ``output_file``.
+
+    ``as_folder``: write the package as a folder (``output_file`` is its path) instead of a zip:
+    the same entries as files of the same names and bytes, ``model.sig`` among them, the form
+    OpenSSF Model Signing verifies as it is and a model hub stores file by file. The folder
+    appears complete or not at all; an existing one that is not empty is replaced only with ``force``.
 
     ``key`` is a PEM private key path (``passphrase`` unlocks an encrypted one) or a loaded
     ECDSA private key. ``folds`` defaults to every fold folder present, ``checkpoints`` to
@@ -98,7 +107,6 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.package.pipeline import collect_pipeline_files
     from nnseal.package.signing import sign_manifest
-    from nnseal.package.zipwriter import DeterministicZipWriter
     from nnseal.sanitize.checkpoint import load_sanitized, write_sanitized
     from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
 
@@ -129,63 +137,79 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     card_metadata: dict = {}
 
     loads = _prefetched(load_sanitized, [c.source for m in models for c in m.checkpoints])
-    with atomic_output(output, force=force) as handle, contextlib.closing(loads):
-        with DeterministicZipWriter(handle) as writer:
-            for model in models:
-                record = ModelRecord(folder=model.relative, trainer=model.trainer, plans=model.plans,
-                                     configuration=model.configuration, folds=model.folds)
-                for json_name, kind in KIND_BY_FILE_NAME.items():
-                    source = model.path / json_name
-                    if not source.is_file():
-                        continue  # plans.json and dataset.json were checked by parse_model_folder
-                    cleaned = clean_json_file(kind, source.read_bytes(), name=str(source))
-                    writer.add_bytes(f"{model.relative}/{json_name}", cleaned.to_bytes(), compress=True)
-                    record.json_findings[json_name] = [vars(f) for f in cleaned.findings]
-                    if kind == "dataset" and not card_metadata:
-                        card_metadata = {k: cleaned.data.get(k) for k in METADATA_FIELDS
-                                         if isinstance(cleaned.data, dict) and isinstance(cleaned.data.get(k), str)}
-                for checkpoint in model.checkpoints:
-                    entry = layout.checkpoint_entry(model, checkpoint)
-                    sanitized = next(loads)
-                    _check_matches_folder(sanitized.meta, model, checkpoint)
-                    source_bytes = sanitized.report.source_bytes
-                    label = f"{model.configuration} {checkpoint.fold_dir}/{checkpoint.name}"
-                    with byte_bar(progress, None, label) as bar:
-                        with writer.entry(entry, compress=False) as sink:
-                            write_sanitized(sanitized, CountingWriter(sink, bar))
-                    size = writer.sizes[entry]
-                    record.checkpoints.append(CheckpointRecord(
-                        entry=entry, fold=checkpoint.fold, checkpoint=checkpoint.name,
-                        source_sha256=sanitized.report.source_sha256, source_bytes=source_bytes, bytes=size,
-                        tensors=len(sanitized.tensors), names=len(sanitized.names),
-                        removed=list(sanitized.report.dropped_keys), kept=dict(sanitized.meta)))
-                    report.source_bytes += source_bytes
-                    report.removed_bytes += max(source_bytes - size, 0)
-                    del sanitized  # at most one checkpoint in memory
-                    if include_progress:
-                        png = model.path / checkpoint.fold_dir / "progress.png"
-                        png_entry = f"{model.relative}/{checkpoint.fold_dir}/progress.png"
-                        if png.is_file() and png_entry not in writer.digests:
-                            writer.add_bytes(png_entry, png.read_bytes(), compress=False)
-                records.append(record)
+    with _package_writer(output, force=force, as_folder=as_folder) as writer, contextlib.closing(loads):
+        for model in models:
+            record = ModelRecord(folder=model.relative, trainer=model.trainer, plans=model.plans,
+                                 configuration=model.configuration, folds=model.folds)
+            for json_name, kind in KIND_BY_FILE_NAME.items():
+                source = model.path / json_name
+                if not source.is_file():
+                    continue  # plans.json and dataset.json were checked by parse_model_folder
+                cleaned = clean_json_file(kind, source.read_bytes(), name=str(source))
+                writer.add_bytes(f"{model.relative}/{json_name}", cleaned.to_bytes(), compress=True)
+                record.json_findings[json_name] = [vars(f) for f in cleaned.findings]
+                if kind == "dataset" and not card_metadata:
+                    card_metadata = {k: cleaned.data.get(k) for k in METADATA_FIELDS
+                                     if isinstance(cleaned.data, dict) and isinstance(cleaned.data.get(k), str)}
+            for checkpoint in model.checkpoints:
+                entry = layout.checkpoint_entry(model, checkpoint)
+                sanitized = next(loads)
+                _check_matches_folder(sanitized.meta, model, checkpoint)
+                source_bytes = sanitized.report.source_bytes
+                label = f"{model.configuration} {checkpoint.fold_dir}/{checkpoint.name}"
+                with byte_bar(progress, None, label) as bar:
+                    with writer.entry(entry, compress=False) as sink:
+                        write_sanitized(sanitized, CountingWriter(sink, bar))
+                size = writer.sizes[entry]
+                record.checkpoints.append(CheckpointRecord(
+                    entry=entry, fold=checkpoint.fold, checkpoint=checkpoint.name,
+                    source_sha256=sanitized.report.source_sha256, source_bytes=source_bytes, bytes=size,
+                    tensors=len(sanitized.tensors), names=len(sanitized.names),
+                    removed=list(sanitized.report.dropped_keys), kept=dict(sanitized.meta)))
+                report.source_bytes += source_bytes
+                report.removed_bytes += max(source_bytes - size, 0)
+                del sanitized  # at most one checkpoint in memory
+                if include_progress:
+                    png = model.path / checkpoint.fold_dir / "progress.png"
+                    png_entry = f"{model.relative}/{checkpoint.fold_dir}/progress.png"
+                    if png.is_file() and png_entry not in writer.digests:
+                        writer.add_bytes(png_entry, png.read_bytes(), compress=False)
+            records.append(record)
 
-            for name, data in pipeline.entries:
-                writer.add_bytes(name, data, compress=True)
-            report.pipeline = [name for name, _ in pipeline.entries]
-            report.skipped = list(pipeline.skipped)
+        for name, data in pipeline.entries:
+            writer.add_bytes(name, data, compress=True)
+        report.pipeline = [name for name, _ in pipeline.entries]
+        report.skipped = list(pipeline.skipped)
 
-            merged = dict(card_metadata)
-            merged.update({k: v for k, v in (metadata or {}).items() if v is not None})
-            card = build_card(dataset=dataset, metadata=merged, models=records, versions=_versions(),
-                              created=created_text, trained_with=_trained_with(models))
-            writer.add_bytes(CARD_NAME, card_bytes(card), compress=True)
-            bundle = sign_manifest(dataset, dict(writer.digests), private_key, certificates=certificates)
-            writer.add_bytes(SIGNATURE_NAME, bundle, compress=True)
-            report.entries = {name: {"sha256": writer.digests[name], "bytes": writer.sizes[name]}
-                              for name in writer.digests}
-    report.package_bytes = output.stat().st_size
+        merged = dict(card_metadata)
+        merged.update({k: v for k, v in (metadata or {}).items() if v is not None})
+        card = build_card(dataset=dataset, metadata=merged, models=records, versions=_versions(),
+                          created=created_text, trained_with=_trained_with(models))
+        writer.add_bytes(CARD_NAME, card_bytes(card), compress=True)
+        bundle = sign_manifest(dataset, dict(writer.digests), private_key, certificates=certificates)
+        writer.add_bytes(SIGNATURE_NAME, bundle, compress=True)
+        report.entries = {name: {"sha256": writer.digests[name], "bytes": writer.sizes[name]}
+                          for name in writer.digests}
+    report.package_bytes = sum(writer.sizes.values()) if as_folder else output.stat().st_size
     report.models = [r.to_json() for r in records]
     return report
+
+
+def export_model_to_folder(input_folder: str | os.PathLike | Sequence[str | os.PathLike],
+                           output_folder: str | os.PathLike, **options) -> ExportReport:
+    """``export_model_to_zip(..., as_folder=True)``: the package as a folder of files plus ``model.sig``."""
+    return export_model_to_zip(input_folder, output_folder, as_folder=True, **options)
+
+
+@contextlib.contextmanager
+def _package_writer(output: Path, *, force: bool, as_folder: bool) -> Iterator[DeterministicZipWriter | FolderWriter]:
+    """Where the entries go: a deterministic zip, or files in a folder; published whole when the block ends."""
+    if as_folder:
+        with atomic_folder(output, force=force) as folder:
+            yield FolderWriter(folder)
+        return
+    with atomic_output(output, force=force) as handle, DeterministicZipWriter(handle) as writer:
+        yield writer
 
 
 def _prefetched(function: Callable[[T], R], items: list[T]) -> Generator[R, None, None]:
