@@ -77,7 +77,7 @@ def atomic_folder(path: str | os.PathLike, *, force: bool = False) -> Iterator[P
     parent = path.parent if str(path.parent) else Path(".")
     try:
         tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix="-" + path.name, dir=parent))
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o755)  # noqa: S103 - a package folder is readable by all, as a zip written here is
     except OSError as err:
         raise from_os_error(err, parent) from err
     old: Path | None = None

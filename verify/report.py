@@ -113,7 +113,7 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
                 report.signer_name = next((k.name for k in keys if k.fingerprint == report.signer_fingerprint),
                                           None)
             resources = verdict.manifest.resources
-            present = [archive.entry(n) for n in names if n in resources]
+            present = [n for n in names if n in resources]
             digests = archive.sha256_all(present, workers=workers)
             for name in sorted(digests):
                 if digests[name] != resources[name]:

@@ -189,7 +189,8 @@ def _judge_card(verdict: Verdict, archive: PackageReader, resources: dict[str, s
         verdict.add(ProblemKind.FORMAT, err, CARD_NAME)
 
 
-def _judge_json(verdict: Verdict, archive: PackageReader, entry: PackageEntry, resources: dict[str, str] | None) -> None:
+def _judge_json(verdict: Verdict, archive: PackageReader, entry: PackageEntry,
+                resources: dict[str, str] | None) -> None:
     data = _signed_bytes(verdict, archive, archive.entry(entry.name), resources, MAX_JSON_BYTES)
     if data is None:
         return

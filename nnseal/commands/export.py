@@ -102,8 +102,8 @@ come from $NNSEAL_SIGNING_KEY and its passphrase from $NNSEAL_KEY_PASSPHRASE."""
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @report_errors
-def command(input_folders, output, output_folder, key, passphrase, passphrase_env, certificate, certificate_chain, pkcs11_uri,
-            dataset, configurations, trainer, plans, folds,
+def command(input_folders, output, output_folder, key, passphrase, passphrase_env, certificate, certificate_chain,
+            pkcs11_uri, dataset, configurations, trainer, plans, folds,
             checkpoint_names, name, description, licence, reference, release, created, include_progress, force,
             quiet, as_json):
     from nnseal.package import model_folder as layout

@@ -181,8 +181,9 @@ class FolderArchive:
             return dict(zip([e.name for e in chosen], pool.map(self.sha256, chosen), strict=True))
 
 
-def open_folder(path: str | os.PathLike, limits: Limits = Limits()) -> FolderArchive:
+def open_folder(path: str | os.PathLike, limits: Limits | None = None) -> FolderArchive:
     """List a folder package and check every name and size; HostileArchive on anything a zip would be refused for."""
+    limits = limits or Limits()
     root = Path(path)
     if not root.is_dir():
         raise EnvironmentProblem("no such package folder", path=root)
