@@ -346,3 +346,19 @@ def test_hub_folder_package_has_no_zip_pin(hub, exported, session_key, tmp_path)
     result = hf_install("hf://lab/toy", tmp_path / "results", session_key, "--sha256", "0" * 64)
     assert result.exit_code == 2 and "folder package" in result.stderr, result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_hub_folder_package_already_installed_is_refused_before_its_weights_are_fetched(hub, exported, session_key,
+                                                                                        tmp_path):
+    _, folder = exported
+    repo = hub.publish("lab/toy", hub_files(folder))
+    results = tmp_path / "results"
+    assert hf_install("hf://lab/toy", results, session_key).exit_code == 0
+    fetched = len(hub.api.requests_to(f"/lab/toy/resolve/{repo.commit}/{CHECKPOINT}"))
+    before = tree_listing(results)
+    result = hf_install("hf://lab/toy", results, session_key)
+    assert_one_line_refusal(result, f"holds model folder {MODEL}")
+    assert len(hub.api.requests_to(f"/lab/toy/resolve/{repo.commit}/{CHECKPOINT}")) == fetched
+    assert tree_listing(results) == before
+    result = hf_install("hf://lab/toy", results, session_key, "--force")
+    assert result.exit_code == 0, result.stderr
