@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -137,59 +137,60 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     card_metadata: dict = {}
 
     loads = _prefetched(load_sanitized, [c.source for m in models for c in m.checkpoints])
-    with _package_writer(output, force=force, as_folder=as_folder) as writer, contextlib.closing(loads):
-        for model in models:
-            record = ModelRecord(folder=model.relative, trainer=model.trainer, plans=model.plans,
-                                 configuration=model.configuration, folds=model.folds)
-            for json_name, kind in KIND_BY_FILE_NAME.items():
-                source = model.path / json_name
-                if not source.is_file():
-                    continue  # plans.json and dataset.json were checked by parse_model_folder
-                cleaned = clean_json_file(kind, source.read_bytes(), name=str(source))
-                writer.add_bytes(f"{model.relative}/{json_name}", cleaned.to_bytes(), compress=True)
-                record.json_findings[json_name] = [vars(f) for f in cleaned.findings]
-                if kind == "dataset" and not card_metadata:
-                    card_metadata = {k: cleaned.data.get(k) for k in METADATA_FIELDS
-                                     if isinstance(cleaned.data, dict) and isinstance(cleaned.data.get(k), str)}
-            for checkpoint in model.checkpoints:
-                entry = layout.checkpoint_entry(model, checkpoint)
-                sanitized = next(loads)
-                _check_matches_folder(sanitized.meta, model, checkpoint)
-                source_bytes = sanitized.report.source_bytes
-                label = f"{model.configuration} {checkpoint.fold_dir}/{checkpoint.name}"
-                with byte_bar(progress, None, label) as bar:
-                    with writer.entry(entry, compress=False) as sink:
-                        write_sanitized(sanitized, CountingWriter(sink, bar))
-                size = writer.sizes[entry]
-                record.checkpoints.append(CheckpointRecord(
-                    entry=entry, fold=checkpoint.fold, checkpoint=checkpoint.name,
-                    source_sha256=sanitized.report.source_sha256, source_bytes=source_bytes, bytes=size,
-                    tensors=len(sanitized.tensors), names=len(sanitized.names),
-                    removed=list(sanitized.report.dropped_keys), kept=dict(sanitized.meta)))
-                report.source_bytes += source_bytes
-                report.removed_bytes += max(source_bytes - size, 0)
-                del sanitized  # at most one checkpoint in memory
-                if include_progress:
-                    png = model.path / checkpoint.fold_dir / "progress.png"
-                    png_entry = f"{model.relative}/{checkpoint.fold_dir}/progress.png"
-                    if png.is_file() and png_entry not in writer.digests:
-                        writer.add_bytes(png_entry, png.read_bytes(), compress=False)
-            records.append(record)
+    with _package_output(output, force=force, as_folder=as_folder) as target, contextlib.closing(loads):
+        with _package_writer(target, as_folder=as_folder) as writer:
+            for model in models:
+                record = ModelRecord(folder=model.relative, trainer=model.trainer, plans=model.plans,
+                                     configuration=model.configuration, folds=model.folds)
+                for json_name, kind in KIND_BY_FILE_NAME.items():
+                    source = model.path / json_name
+                    if not source.is_file():
+                        continue  # plans.json and dataset.json were checked by parse_model_folder
+                    cleaned = clean_json_file(kind, source.read_bytes(), name=str(source))
+                    writer.add_bytes(f"{model.relative}/{json_name}", cleaned.to_bytes(), compress=True)
+                    record.json_findings[json_name] = [vars(f) for f in cleaned.findings]
+                    if kind == "dataset" and not card_metadata:
+                        card_metadata = {k: cleaned.data.get(k) for k in METADATA_FIELDS
+                                         if isinstance(cleaned.data, dict) and isinstance(cleaned.data.get(k), str)}
+                for checkpoint in model.checkpoints:
+                    entry = layout.checkpoint_entry(model, checkpoint)
+                    sanitized = next(loads)
+                    _check_matches_folder(sanitized.meta, model, checkpoint)
+                    source_bytes = sanitized.report.source_bytes
+                    label = f"{model.configuration} {checkpoint.fold_dir}/{checkpoint.name}"
+                    with byte_bar(progress, None, label) as bar:
+                        with writer.entry(entry, compress=False) as sink:
+                            write_sanitized(sanitized, CountingWriter(sink, bar))
+                    size = writer.sizes[entry]
+                    record.checkpoints.append(CheckpointRecord(
+                        entry=entry, fold=checkpoint.fold, checkpoint=checkpoint.name,
+                        source_sha256=sanitized.report.source_sha256, source_bytes=source_bytes, bytes=size,
+                        tensors=len(sanitized.tensors), names=len(sanitized.names),
+                        removed=list(sanitized.report.dropped_keys), kept=dict(sanitized.meta)))
+                    report.source_bytes += source_bytes
+                    report.removed_bytes += max(source_bytes - size, 0)
+                    del sanitized  # at most one checkpoint in memory
+                    if include_progress:
+                        png = model.path / checkpoint.fold_dir / "progress.png"
+                        png_entry = f"{model.relative}/{checkpoint.fold_dir}/progress.png"
+                        if png.is_file() and png_entry not in writer.digests:
+                            writer.add_bytes(png_entry, png.read_bytes(), compress=False)
+                records.append(record)
 
-        for name, data in pipeline.entries:
-            writer.add_bytes(name, data, compress=True)
-        report.pipeline = [name for name, _ in pipeline.entries]
-        report.skipped = list(pipeline.skipped)
+            for name, data in pipeline.entries:
+                writer.add_bytes(name, data, compress=True)
+            report.pipeline = [name for name, _ in pipeline.entries]
+            report.skipped = list(pipeline.skipped)
 
-        merged = dict(card_metadata)
-        merged.update({k: v for k, v in (metadata or {}).items() if v is not None})
-        card = build_card(dataset=dataset, metadata=merged, models=records, versions=_versions(),
-                          created=created_text, trained_with=_trained_with(models))
-        writer.add_bytes(CARD_NAME, card_bytes(card), compress=True)
-        bundle = sign_manifest(dataset, dict(writer.digests), private_key, certificates=certificates)
-        writer.add_bytes(SIGNATURE_NAME, bundle, compress=True)
-        report.entries = {name: {"sha256": writer.digests[name], "bytes": writer.sizes[name]}
-                          for name in writer.digests}
+            merged = dict(card_metadata)
+            merged.update({k: v for k, v in (metadata or {}).items() if v is not None})
+            card = build_card(dataset=dataset, metadata=merged, models=records, versions=_versions(),
+                              created=created_text, trained_with=_trained_with(models))
+            writer.add_bytes(CARD_NAME, card_bytes(card), compress=True)
+            bundle = sign_manifest(dataset, dict(writer.digests), private_key, certificates=certificates)
+            writer.add_bytes(SIGNATURE_NAME, bundle, compress=True)
+            report.entries = {name: {"sha256": writer.digests[name], "bytes": writer.sizes[name]}
+                              for name in writer.digests}
     report.package_bytes = sum(writer.sizes.values()) if as_folder else output.stat().st_size
     report.models = [r.to_json() for r in records]
     return report
@@ -202,14 +203,15 @@ def export_model_to_folder(input_folder: str | os.PathLike | Sequence[str | os.P
 
 
 @contextlib.contextmanager
-def _package_writer(output: Path, *, force: bool, as_folder: bool) -> Iterator[DeterministicZipWriter | FolderWriter]:
-    """Where the entries go: a deterministic zip, or files in a folder; published whole when the block ends."""
-    if as_folder:
-        with atomic_folder(output, force=force) as folder:
-            yield FolderWriter(folder)
-        return
-    with atomic_output(output, force=force) as handle, DeterministicZipWriter(handle) as writer:
-        yield writer
+def _package_output(output: Path, *, force: bool, as_folder: bool) -> Iterator[Any]:
+    """Where the package goes: a file handle (zip) or an empty folder, published whole when the block ends."""
+    with atomic_folder(output, force=force) if as_folder else atomic_output(output, force=force) as target:
+        yield target
+
+
+def _package_writer(target: Any, *, as_folder: bool) -> DeterministicZipWriter | FolderWriter:
+    """The same entries, in the same order, into a deterministic zip or into files."""
+    return FolderWriter(target) if as_folder else DeterministicZipWriter(target)
 
 
 def _prefetched(function: Callable[[T], R], items: list[T]) -> Generator[R, None, None]:
