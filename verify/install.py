@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nnseal.errors import EnvironmentProblem, NnsealError, Refused, TamperedPackage
+from nnseal.errors import EnvironmentProblem, InvalidArgument, NnsealError, Refused, TamperedPackage
 from nnseal.fsutil import open_new, sha256_file
 from nnseal.interrupt import interrupts_as_keyboard_interrupt
 from nnseal.locks import sweep_stale
@@ -90,6 +90,29 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
     return report
 
 
+def install_model_from_folder(folder: str | os.PathLike, install_location: str | os.PathLike, *,
+                              trusted_keys: Sequence[str | os.PathLike] = (),
+                              trust_folder: str | os.PathLike | None = None, force: bool = False,
+                              progress: bool = False, limits=None, source_name: str | None = None,
+                              allow_downgrade: bool = False,
+                              external_trainer_folders: Sequence[str | os.PathLike] = ()) -> InstallReport:
+    """Verify a folder package (``nnseal export --folder``, a Hub snapshot) and install it, with the
+    rules and the transaction of ``install_model_from_zip``: its files are the package's entries
+    (``nnseal.readers.folder_archive``), a file outside the signed manifest is refused, and every
+    byte installed is hashed against the manifest as it is read, so a file changed after the
+    verdict is refused, never installed. A folder package is always signed: there is no unsigned
+    form, and its pin is its signature (or, on a host, the commit)."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise EnvironmentProblem("no such package folder", path=path)
+    with interrupts_as_keyboard_interrupt():
+        report = _install(path, install_location, trusted_keys=trusted_keys, trust_folder=trust_folder,
+                          force=force, unsigned=False, sha256=None, progress=progress, limits=limits,
+                          source_name=source_name, allow_downgrade=allow_downgrade, zip_sha256=None)
+    note_compatibility(report, external_trainer_folders)
+    return report
+
+
 def note_compatibility(report: InstallReport, external_trainer_folders: Sequence[str | os.PathLike]) -> None:
     """One warning line per thing this environment lacks to run an installed model (never a failure:
     the install is done, and the model may be meant for another machine)."""
@@ -109,10 +132,17 @@ def note_compatibility(report: InstallReport, external_trainer_folders: Sequence
 
 def _install(zip_file, install_location, *, trusted_keys, trust_folder, force, unsigned, sha256, progress, limits,
              source_name, allow_downgrade, zip_sha256) -> InstallReport:
-    from nnseal.readers.zip_archive import Limits, open_zip
+    from nnseal.readers.folder_archive import open_package
 
     zip_path = Path(zip_file)
-    if not zip_path.is_file():
+    if zip_path.is_dir():
+        if unsigned:
+            raise InvalidArgument("a folder package is always signed: an unsigned install is for nnU-Net's own zips",
+                                  path=zip_path)
+        if sha256 is not None:
+            raise InvalidArgument("a sha256 pin is a zip's digest; a folder package is pinned by its signature",
+                                  path=zip_path)
+    elif not zip_path.is_file():
         raise EnvironmentProblem("no such package file", path=zip_path)
     results = Path(install_location).resolve()
     if results.is_dir():
@@ -127,7 +157,7 @@ def _install(zip_file, install_location, *, trusted_keys, trust_folder, force, u
             raise TamperedPackage(f"sha256 is {package_sha256}, expected {expected}", path=zip_path)
     report = InstallReport(package=source_name or str(zip_path), results=str(results),
                            provenance=Provenance.UNSIGNED if unsigned else Provenance.SIGNED)
-    with open_zip(zip_path, limits or Limits()) as archive:
+    with open_package(zip_path, limits) as archive:
         try:
             if unsigned:
                 from nnseal.verify.install_legacy import install_legacy

@@ -77,6 +77,9 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
                    limits=None, anchors: TrustAnchors | None = None) -> VerifyReport:
     """Check the signature against the trusted keys, then every entry's sha256 against the manifest.
 
+    ``zip_file`` may also be a folder package (``nnseal export --folder``): its files are the
+    entries, checked by the same rules (``nnseal.readers.folder_archive``).
+
     The trusted keys are the key files ``trusted_keys`` and, when it is given, ``trust_folder``'s keys.
     Certificate and Sigstore signatures are checked against ``anchors`` (trusted CAs, Sigstore
     identities, time and Sigstore root) plus ``trust_folder``'s CAs and identities.
@@ -86,14 +89,12 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
     ``HostileArchive`` instead: nothing in it can be read with confidence.
     """
     from nnseal.format.trust import load_trust_anchors, load_trusted_keys
-    from nnseal.readers.zip_archive import Limits, open_zip
+    from nnseal.readers.folder_archive import open_package
     from nnseal.verify.verdict import judge_package
 
     path = Path(zip_file)
-    if not path.is_file():
-        raise EnvironmentProblem("no such package file", path=path)
     report = VerifyReport(package=str(path))
-    with open_zip(path, limits or Limits()) as archive:
+    with open_package(path, limits) as archive:
         names = [n for n in archive.names() if n != SIGNATURE_NAME]
         report.entries = len(names)
         report.bytes = sum(archive.entry(n).size for n in names)
@@ -112,7 +113,7 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
                 report.signer_name = next((k.name for k in keys if k.fingerprint == report.signer_fingerprint),
                                           None)
             resources = verdict.manifest.resources
-            present = [archive.entry(n) for n in names if n in resources]
+            present = [n for n in names if n in resources]
             digests = archive.sha256_all(present, workers=workers)
             for name in sorted(digests):
                 if digests[name] != resources[name]:

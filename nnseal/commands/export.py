@@ -53,7 +53,8 @@ def _note_text(note) -> str:
     return f"{one_line(str(note))}{hint}"
 
 
-@click.command(cls=MultiValueCommand, help="""Sanitize, package and sign trained nnU-Net models into one zip.
+@click.command(cls=MultiValueCommand, help="""Sanitize, package and sign trained nnU-Net models into one zip
+(-o), or into a folder of the same files plus model.sig (--folder).
 
 Give model folders with -i, or select like nnU-Net does with -d/-c/-tr/-p under
 $nnUNet_results (-d without -c: every configuration trained with that trainer and
@@ -64,7 +65,11 @@ exported (checkpoint_latest, another fold) is listed, one note per line. The key
 come from $NNSEAL_SIGNING_KEY and its passphrase from $NNSEAL_KEY_PASSPHRASE.""")
 @click.option("-i", "input_folders", multiple=True, type=click.Path(file_okay=False),
               help="Model folder (DatasetXXX_Name/Trainer__Plans__configuration); repeatable.")
-@click.option("-o", "output", required=True, type=click.Path(dir_okay=False), help="Package zip to write.")
+@click.option("-o", "output", type=click.Path(dir_okay=False), help="Package zip to write.")
+@click.option("--folder", "output_folder", type=click.Path(file_okay=False),
+              help="Write the package as this folder instead of a zip: the same files plus model.sig "
+                   "(what `model_signing verify` checks as it is and a model hub such as the Hugging Face "
+                   "Hub stores file by file). Instead of -o.")
 @click.option("--key", type=click.Path(dir_okay=False), help="Signing key (PEM). Default: $NNSEAL_SIGNING_KEY.")
 @passphrase_options
 @click.option("--certificate", type=click.Path(dir_okay=False),
@@ -93,12 +98,12 @@ come from $NNSEAL_SIGNING_KEY and its passphrase from $NNSEAL_KEY_PASSPHRASE."""
               help="Creation time recorded in the card: seconds since the epoch or YYYY-MM-DDTHH:MM:SSZ. "
                    "Default: $SOURCE_DATE_EPOCH, else the newest exported checkpoint's mtime.")
 @click.option("--include-progress", is_flag=True, help="Also ship fold_N/progress.png.")
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--force", is_flag=True, help="Replace the zip (or a folder that is not empty) if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @report_errors
-def command(input_folders, output, key, passphrase, passphrase_env, certificate, certificate_chain, pkcs11_uri,
-            dataset, configurations, trainer, plans, folds,
+def command(input_folders, output, output_folder, key, passphrase, passphrase_env, certificate, certificate_chain,
+            pkcs11_uri, dataset, configurations, trainer, plans, folds,
             checkpoint_names, name, description, licence, reference, release, created, include_progress, force,
             quiet, as_json):
     from nnseal.package import model_folder as layout
@@ -106,6 +111,8 @@ def command(input_folders, output, key, passphrase, passphrase_env, certificate,
 
     if certificate_chain and not certificate:
         raise click.UsageError("--certificate-chain needs --certificate")
+    if bool(output) == bool(output_folder):
+        raise click.UsageError("give the package to write with -o PACKAGE.zip or --folder FOLDER, one of them")
     if pkcs11_uri:
         if key:
             raise click.UsageError("give --key or --pkcs11-uri, not both")
@@ -137,7 +144,7 @@ def command(input_folders, output, key, passphrase, passphrase_env, certificate,
         created = _check_created(None, None, os.environ[SOURCE_DATE_EPOCH_ENV], source=f"${SOURCE_DATE_EPOCH_ENV}")
     secret = read_passphrase(passphrase, passphrase_env, confirm=False)
     report = export_model_to_zip(
-        [os.fspath(f) for f in input_folders], output, key=key,
+        [os.fspath(f) for f in input_folders], output or output_folder, key=key, as_folder=bool(output_folder),
         passphrase=secret if secret is not None else passphrase_from_environment(),
         folds=folds or None, checkpoints=checkpoint_names or None,
         metadata={"name": name, "description": description, "licence": licence, "reference": reference,

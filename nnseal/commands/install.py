@@ -36,10 +36,12 @@ installed under a second name. Ctrl-C, SIGTERM and SIGHUP undo the install
 --unsigned installs a zip made by nnUNetv2_export_model_to_zip
 (checkpoints sanitized and rebuilt, pickles dropped), without provenance.
 
-PACKAGE may also be a URL or a published source (hf://, doi:, zenodo://, gh://):
+PACKAGE may be a folder written by `nnseal export --folder` (the same checks; a file
+the signature does not list is refused). It may also be a URL or a published source
+(hf://, doi:, zenodo://, gh://; a Hugging Face repository may hold a zip or a folder package):
 that is `nnseal download PACKAGE` with its default limits (see its help for the
 sources, --mirror, the cache and --offline).""")
-@click.argument("package", type=click.Path(dir_okay=False))
+@click.argument("package", type=click.Path())
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
               help="Public key (PEM) to trust for this install; repeatable.")
 @click.option("--results", "-o", "results", type=click.Path(file_okay=False),
@@ -66,8 +68,18 @@ def command(package, trusted_keys, results, force, allow_downgrade, unsigned, sh
                             mirrors=mirrors, mirror_index=mirror_index, offline=offline, cache=cache,
                             no_cache=no_cache, quiet=quiet, as_json=as_json)
         return
-    from nnseal.verify.install import install_model_from_zip
+    from nnseal.verify.install import install_model_from_folder, install_model_from_zip
 
+    if Path(package).is_dir():  # a folder package (nnseal export --folder): the same checks, no zip
+        if unsigned or sha256:
+            raise click.UsageError("--unsigned and --sha256 are for zips; a folder package is always signed")
+        report = install_model_from_folder(package, results_folder(results), trusted_keys=trusted_keys,
+                                           trust_folder=trust_folder_from_environment(), force=force,
+                                           progress=show_progress(quiet or as_json),
+                                           allow_downgrade=allow_downgrade,
+                                           external_trainer_folders=external_trainer_folders_from_environment())
+        print_install_report(report, quiet=quiet, as_json=as_json)
+        return
     report = install_model_from_zip(package, results_folder(results), trusted_keys=trusted_keys,
                                     trust_folder=trust_folder_from_environment(), force=force, unsigned=unsigned,
                                     sha256=sha256, progress=show_progress(quiet or as_json),

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 SHOWN_PROBLEMS = 5
 
 
-@click.command(help="""Check PACKAGE.zip (signature against the trusted keys, then every
-entry's sha256 against the signed manifest; nothing is extracted); or an OMS-signed FOLDER
+@click.command(help="""Check PACKAGE.zip, or a PACKAGE folder written by `nnseal export --folder`
+(signature against the trusted keys, then every entry's sha256 against the signed manifest,
+the same rules for both; nothing is extracted); or an OMS-signed FOLDER
 (or model file) with --signature, or a folder holding model.sig and no nnseal receipt, as
 `model_signing verify key` does (extra, missing or changed files are refused); or re-hash an
 installed MODEL_FOLDER against the receipt written at install. Exit 1 if anything is wrong.""")
@@ -56,7 +57,7 @@ def command(target, signature, ignore_paths, trusted_keys, trust_config, as_json
                         + (f"; and {more} more (--json lists all)" if more > 0 else "")]
         ok_line = (f"{target}: OK, signed by {signer_label(report.signer_fingerprint, report.signer_name)} "
                    f"(OMS key method), {report.files} files match")
-    elif os.path.isdir(target):
+    elif os.path.isdir(target) and not _is_folder_package(target):
         from nnseal.verify.receipt import check_installed
 
         report = check_installed(target)
@@ -93,12 +94,24 @@ def command(target, signature, ignore_paths, trusted_keys, trust_config, as_json
 
 
 def _is_oms_target(target: str, signature: str | None) -> bool:
-    """A detached OMS signature is asked for, or a folder carries one and no nnseal receipt."""
+    """A detached OMS signature is asked for, or a folder carries one, no nnseal receipt and no
+    nnseal card (a folder package, checked as a zip is)."""
     if signature is not None:
         return True
+    from nnseal.format.layout import CARD_NAME
     from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.verify.receipt import RECEIPT_NAME
 
     return (os.path.isdir(target) and os.path.isfile(os.path.join(target, SIGNATURE_NAME))
-            and not os.path.exists(os.path.join(target, RECEIPT_NAME)))
+            and not os.path.exists(os.path.join(target, RECEIPT_NAME))
+            and not os.path.exists(os.path.join(target, CARD_NAME)))
+
+
+def _is_folder_package(target: str) -> bool:
+    """A folder written by ``nnseal export --folder`` (or its copy): model.sig and the card at its top."""
+    from nnseal.format.layout import CARD_NAME
+    from nnseal.format.oms import SIGNATURE_NAME
+
+    return os.path.isdir(target) and all(os.path.isfile(os.path.join(target, name))
+                                         for name in (SIGNATURE_NAME, CARD_NAME))
 
