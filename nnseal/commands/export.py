@@ -154,9 +154,11 @@ def command(input_folders, output, key, passphrase, passphrase_env, certificate,
         click.echo(f"nnseal: note: {text}", err=True)
     if not quiet:
         n_ckpt = sum(len(m["checkpoints"]) for m in report.models)
+        from nnseal.units import format_bytes
+
         click.echo(f"wrote {report.output}: {len(report.models)} model folder(s), {n_ckpt} checkpoint(s), "
-                   f"{len(report.entries)} entries, {report.package_bytes:,} bytes "
-                   f"(sources {report.source_bytes:,} bytes, removed {report.removed_bytes:,})")
+                   f"{len(report.entries)} entries, {format_bytes(report.package_bytes)} "
+                   f"(sources {format_bytes(report.source_bytes)}, saved {format_bytes(report.removed_bytes)})")
         click.echo(f"signed by {report.signer}")
         for name in report.pipeline:
             click.echo(f"shipped:  {one_line(name)}")
