@@ -40,8 +40,10 @@ def command(paths, trusted_keys, output_format, output, fail_on, jobs, as_json):
 
     from nnseal.scan.scanner import scan_paths
 
-    if as_json and output_format != "json" and not output:
-        raise click.UsageError(f"--json prints JSON on stdout: give --format {output_format} with --output FILE")
+    if as_json and not output:
+        if output_format == "sarif":
+            raise click.UsageError("--json prints JSON on stdout: give --format sarif with --output FILE")
+        output_format = "json"
     report = scan_paths(paths, trusted_keys, trust_folder=trust_folder_from_environment(),
                         workers=jobs or min(8, os.cpu_count() or 1))
     failed = report.failed(fail_on)
