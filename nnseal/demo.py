@@ -34,7 +34,8 @@ def run_demo(workdir: Path | None = None, echo: Callable[[str], None] = print) -
 
             report = sanitize_checkpoint(pth, base / "checkpoint_final.safetensors", force=True)
             step.result(f"{report.tensors} tensors for {report.names} names; dropped "
-                        f"{', '.join(report.dropped_keys)}; {format_bytes(report.source_bytes)} -> {format_bytes(report.output_bytes)}")
+                        f"{', '.join(report.dropped_keys)}; "
+                        f"{format_bytes(report.source_bytes)} -> {format_bytes(report.output_bytes)}")
 
         with step("keygen: ECDSA P-256 key pair"):
             from nnseal.format.keys import generate_key_pair

@@ -45,7 +45,7 @@ def _iec_bar_class():
             total = fields.get("total")
             return {**fields, "done_iec": format_bytes(fields["n"]),
                     "total_iec": format_bytes(total) if total is not None else "?",
-                    "rate_iec": format_bytes(rate) if rate else "?"}
+                    "rate_iec": format_bytes(rate) if rate else "? B"}
 
     return IecBar
 

@@ -5,7 +5,6 @@ exit_code is the process's; and one package has one size in every command."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import zipfile

@@ -34,8 +34,8 @@ without --force.""")
 @report_errors
 def command(folder, key, passphrase, passphrase_env, signature, ignore_paths, force, as_json):
     from nnseal.format.trust import signer_label
-    from nnseal.units import format_bytes
     from nnseal.package.sign_folder import sign_folder
+    from nnseal.units import format_bytes
 
     key = signing_key_path(key)
     if key is None:
