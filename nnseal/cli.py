@@ -54,6 +54,22 @@ class LazyGroup(click.Group):
             return None
         return importlib.import_module(f"nnseal.commands.{module_name}").command
 
+    def parse_args(self, ctx, args):
+        from nnseal.commands.json_contract import remember_argv
+
+        remember_argv(ctx, args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as err:
+            # A usage error found before the command body ran: still one JSON document under --json.
+            from nnseal.commands.json_contract import report_usage_error
+
+            report_usage_error(ctx, err)
+            raise
+
     def format_commands(self, ctx, formatter):
         # Listing the commands must not import them (start-up time is a feature).
         rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]

@@ -171,3 +171,10 @@ class HashingWriter:
     def hexdigest(self) -> str:
         return self.sha256.hexdigest()
 
+
+
+def package_size(path: Path) -> int:
+    """A package's size in bytes: the zip file's, or the sum of a folder package's files."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return path.stat().st_size

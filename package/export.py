@@ -48,12 +48,12 @@ R = TypeVar("R")
 @dataclass
 class ExportReport:
     output: str
-    entries: dict[str, dict] = field(default_factory=dict)  # name -> {sha256, bytes}
+    entries: list[dict] = field(default_factory=list)  # {name, bytes, sha256}, in the zip's order
     models: list[dict] = field(default_factory=list)
     signer_fingerprint: str = ""
     source_bytes: int = 0
     package_bytes: int = 0
-    removed_bytes: int = 0
+    removed_bytes: int = 0  # sources minus sanitized checkpoints: what sanitizing saved
     # What the model folders hold and the package does not (another fold or checkpoint, a fold
     # without a checkpoint, a name nnU-Net does not write), one note each: nothing is dropped silently.
     notes: list[layout.Note] = field(default_factory=list)
@@ -63,14 +63,31 @@ class ExportReport:
     signer: str = ""  # who signed, in words
 
     def to_json(self) -> dict:
+        """In the vocabulary every command's JSON shares (docs/JSON.md): ``entries`` a list, folds as
+        text, a checkpoint's dropped keys as ``dropped_keys`` (the card itself says ``removed``)."""
         return {
-            "output": self.output, "signer_fingerprint": self.signer_fingerprint, "method": self.method,
-            "signer": self.signer,
+            "package": self.output, "signer_fingerprint": self.signer_fingerprint, "signer_name": None,
+            "method": self.method, "signer": self.signer,
             "source_bytes": self.source_bytes, "package_bytes": self.package_bytes,
-            "removed_bytes": self.removed_bytes, "entries": self.entries, "models": self.models,
+            "entries_bytes": sum(e["bytes"] for e in self.entries),
+            "bytes_saved": self.removed_bytes, "entries": self.entries,
+            "models": [_model_json(m) for m in self.models],
             "notes": [str(note) for note in self.notes],
             "pipeline": self.pipeline, "skipped": self.skipped,
         }
+
+
+def _model_json(record: dict) -> dict:
+    def checkpoint(c: dict) -> dict:
+        out = {k: v for k, v in c.items() if k != "removed"}
+        out["dropped_keys"] = c.get("removed", [])
+        kept = dict(c.get("kept") or {})
+        if kept.get("fold") is not None:
+            kept["fold"] = str(kept["fold"])
+        out["kept"] = kept
+        return out
+
+    return {**record, "checkpoints": [checkpoint(c) for c in record.get("checkpoints", [])]}
 
 
 def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.PathLike], output_file: str | os.PathLike,
@@ -189,8 +206,8 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
             writer.add_bytes(CARD_NAME, card_bytes(card), compress=True)
             bundle = sign_manifest(dataset, dict(writer.digests), private_key, certificates=certificates)
             writer.add_bytes(SIGNATURE_NAME, bundle, compress=True)
-            report.entries = {name: {"sha256": writer.digests[name], "bytes": writer.sizes[name]}
-                              for name in writer.digests}
+            report.entries = [{"name": name, "bytes": writer.sizes[name], "sha256": digest}
+                              for name, digest in writer.digests.items()]
     report.package_bytes = sum(writer.sizes.values()) if as_folder else output.stat().st_size
     report.models = [r.to_json() for r in records]
     return report

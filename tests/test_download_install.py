@@ -107,7 +107,7 @@ def test_cli_download_with_sha256_pin_and_keep(server, package_bytes, session_ke
     assert proc.exit_code == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["models"] == installed(results) and report["provenance"] == "signed"
-    assert report["download"]["sha256"] == digest and report["download"]["bytes"] == len(package_bytes)
+    assert report["package_sha256"] == digest and report["package_bytes"] == len(package_bytes)
     assert keep.read_bytes() == package_bytes
     assert_installed(results)
 

@@ -144,7 +144,7 @@ def test_install_refuses_existing_recommendation_without_force(pipeline_package,
 def test_inspect_shows_cross_validation_dice(pipeline_package):
     package, _ = pipeline_package
     result = run_cli("inspect", package, "--json")
-    metrics = json.loads(result.stdout)["metrics"]
+    metrics = {m.pop("folder"): m for m in json.loads(result.stdout)["metrics"]}
     with zipfile.ZipFile(package) as z:
         pp = json.loads(z.read(f"Dataset042_Toy/ensembles/{ENSEMBLE}/postprocessing.json"))
     assert metrics[f"ensembles/{ENSEMBLE}"] == {"dice": pp["input_folder"]["foreground_mean"]["Dice"],

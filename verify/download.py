@@ -74,7 +74,7 @@ class FailedSource:
     error: NnsealError
 
     def to_json(self) -> dict:
-        return {"source": redact(self.source), "error": str(self.error), "exit_code": self.error.exit_code}
+        return {"source": redact(self.source), "error": self.error.to_json(), "exit_code": self.error.exit_code}
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,11 @@ class DownloadAndInstall:
         """The install report, whose "package" names where the zip came from (``kept`` or the URL,
         not the temporary file it passed through), plus what was downloaded."""
         where = self.remote.source if self.remote is not None else self.download.url
+        download = self.download.to_json(kept)
         return {**self.install.to_json(), "package": str(kept) if kept else redact(where),
-                "download": {**self.download.to_json(kept), "source": self.remote.to_json() if self.remote else None,
+                # The same size and digest, under the same names, as export, inspect, verify and install give.
+                "package_bytes": download.pop("bytes"), "package_sha256": download.pop("sha256"),
+                "download": {**download, "source": self.remote.to_json() if self.remote else None,
                              "from_cache": self.from_cache, "cached": self.cached,
                              "failed_sources": [f.to_json() for f in self.failed],
                              "warnings": list(self.warnings)}}

@@ -33,7 +33,7 @@ class FolderReport:
     signer_fingerprint: str = ""
     signer_name: str | None = None  # the trusted key's name, when the trust folder or a key file names it
     files: int = 0
-    bytes: int = 0
+    files_bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -41,9 +41,12 @@ class FolderReport:
         return not self.problems
 
     def to_json(self) -> dict:
+        from nnseal.format.trust import signer_label
+
         return {"folder": self.folder, "signature_file": self.signature, "ok": self.ok, "method": "key",
                 "signer_fingerprint": self.signer_fingerprint, "signer_name": self.signer_name,
-                "files": self.files, "bytes": self.bytes, "problems": [p.message for p in self.problems]}
+                "signer": signer_label(self.signer_fingerprint, self.signer_name) if self.signer_fingerprint else None,
+                "files": self.files, "files_bytes": self.files_bytes, "problems": [p.message for p in self.problems]}
 
 
 def default_signature_path(target: str | os.PathLike) -> Path:
@@ -88,7 +91,7 @@ def verify_folder(target: str | os.PathLike, signature: str | os.PathLike | None
         # A single-file model: model_signing 0.3.1-1.1.x name its resource ".", the spec its file name.
         files = {SINGLE_FILE_NAME if SINGLE_FILE_NAME in expected else root.name: root}
     present = {name: path for name, path in files.items() if name in expected}
-    digests, report.bytes = hash_files(present, workers)
+    digests, report.files_bytes = hash_files(present, workers)
     report.files = len(files)
     for name in sorted(set(files) - set(expected)):
         report.problems.append(Problem(ProblemKind.EXTRA_FILE, f"extra file {name}: not covered by the signature",

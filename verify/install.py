@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnseal.errors import EnvironmentProblem, InvalidArgument, NnsealError, Refused, TamperedPackage
-from nnseal.fsutil import open_new, sha256_file
+from nnseal.format.digest import normalise_sha256
+from nnseal.fsutil import open_new, package_size, sha256_file
 from nnseal.interrupt import interrupts_as_keyboard_interrupt
 from nnseal.locks import sweep_stale
 from nnseal.progress import CountingWriter
@@ -38,17 +39,20 @@ class InstallReport:
     models: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # zip entries not installed (--unsigned: pickles)
     warnings: list[str] = field(default_factory=list)
     pipeline: list[str] = field(default_factory=list)  # ensemble folders and dataset-level files installed
     method: str | None = None  # "key", "certificate" or "sigstore"
     signer: str | None = None  # who signed, in words
+    package_bytes: int = 0  # the zip file's size on disk
+    package_sha256: str | None = None  # when it was hashed (a --sha256 pin, a download)
 
     def to_json(self) -> dict:
         return {"package": self.package, "results": self.results, "provenance": self.provenance.value,
-                "signer_fingerprint": self.signer_fingerprint, "method": self.method, "signer": self.signer,
+                "signer_fingerprint": self.signer_fingerprint, "signer_name": None, "method": self.method,
+                "signer": self.signer, "package_bytes": self.package_bytes, "package_sha256": self.package_sha256,
                 "models": self.models, "replaced": self.replaced,
-                "checkpoints": self.checkpoints, "dropped": self.dropped, "warnings": self.warnings,
+                "checkpoints": self.checkpoints, "dropped_entries": self.dropped, "warnings": self.warnings,
                 "pipeline": self.pipeline}
 
 
@@ -149,14 +153,14 @@ def _install(zip_file, install_location, *, trusted_keys, trust_folder, force, u
         sweep_stale(results)
     package_sha256 = None
     if sha256 is not None:
-        from nnseal.format.digest import normalise_sha256
-
         expected = normalise_sha256(sha256)  # InvalidArgument for a malformed pin: never "no pin"
         package_sha256 = normalise_sha256(zip_sha256) if zip_sha256 is not None else sha256_file(zip_path)
         if package_sha256 != expected:
             raise TamperedPackage(f"sha256 is {package_sha256}, expected {expected}", path=zip_path)
     report = InstallReport(package=source_name or str(zip_path), results=str(results),
-                           provenance=Provenance.UNSIGNED if unsigned else Provenance.SIGNED)
+                           provenance=Provenance.UNSIGNED if unsigned else Provenance.SIGNED,
+                           package_bytes=package_size(zip_path),
+                           package_sha256=package_sha256 or (normalise_sha256(zip_sha256) if zip_sha256 else None))
     with open_package(zip_path, limits) as archive:
         try:
             if unsigned:

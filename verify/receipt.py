@@ -81,9 +81,9 @@ class DriftReport:
 
     def to_json(self) -> dict:
         return {"folder": self.folder, "ok": self.ok, "provenance": self.provenance,
-                "signer_fingerprint": self.signer_fingerprint, "method": self.method, "signer": self.signer,
-                "modified": self.modified,
-                "missing": self.missing, "extra": self.extra}
+                "signer_fingerprint": self.signer_fingerprint, "signer_name": None, "method": self.method,
+                "signer": self.signer, "modified": self.modified, "missing": self.missing, "extra": self.extra,
+                "problems": [p.message for p in self.problems()]}
 
 
 def check_installed(model_dir: str | os.PathLike) -> DriftReport:

@@ -161,9 +161,11 @@ def command(input_folders, output, output_folder, key, passphrase, passphrase_en
         click.echo(f"nnseal: note: {text}", err=True)
     if not quiet:
         n_ckpt = sum(len(m["checkpoints"]) for m in report.models)
+        from nnseal.units import format_bytes
+
         click.echo(f"wrote {report.output}: {len(report.models)} model folder(s), {n_ckpt} checkpoint(s), "
-                   f"{len(report.entries)} entries, {report.package_bytes:,} bytes "
-                   f"(sources {report.source_bytes:,} bytes, removed {report.removed_bytes:,})")
+                   f"{len(report.entries)} entries, {format_bytes(report.package_bytes)} "
+                   f"(sources {format_bytes(report.source_bytes)}, saved {format_bytes(report.removed_bytes)})")
         click.echo(f"signed by {report.signer}")
         for name in report.pipeline:
             click.echo(f"shipped:  {one_line(name)}")

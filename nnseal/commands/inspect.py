@@ -17,6 +17,7 @@ trusted), configurations, folds and sizes. Nothing is verified or extracted: use
 @report_errors
 def command(package, trusted_keys, as_json):
     from nnseal.format.trust import signer_label
+    from nnseal.units import format_bytes
     from nnseal.verify.report import inspect_package
 
     info = inspect_package(package, trusted_keys, trust_folder=trust_folder_from_environment())
@@ -28,7 +29,8 @@ def command(package, trusted_keys, as_json):
     made_by = ", ".join(f"{k} {v}" for k, v in (card.get("created_by") or {}).items())
     # Everything below but the signer's fingerprint comes from the package itself: one line each, escaped.
     show = one_line
-    click.echo(f"package:   {show(info.package)}  ({info.bytes:,} bytes in {len(info.entries)} entries)")
+    click.echo(f"package:   {show(info.package)}  ({format_bytes(info.package_bytes)}; {len(info.entries)} entries, "
+               f"{format_bytes(info.entries_bytes)} uncompressed)")
     click.echo(f"format:    {show(card.get('format', '?'))} v{show(card.get('format_version', '?'))}, "
                f"made by {show(made_by or '?')}")
     for key in ("name", "description", "licence", "reference", "release", "created"):
@@ -44,7 +46,7 @@ def command(package, trusted_keys, as_json):
                    "checked here)")
     for folder, model_info in sorted(info.models.items()):
         click.echo(f"model:     {show(folder)}: folds {', '.join(model_info['folds'])}; "
-                   f"{len(model_info['checkpoints'])} checkpoint(s), {model_info['bytes']:,} bytes")
+                   f"{len(model_info['checkpoints'])} checkpoint(s), {format_bytes(model_info['entries_bytes'])}")
     for folder, metrics in sorted(info.metrics.items()):
         after = metrics["dice_postprocessed"]
         post = f", {after:.4f} postprocessed" if after is not None else ""

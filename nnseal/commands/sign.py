@@ -35,6 +35,7 @@ without --force.""")
 def command(folder, key, passphrase, passphrase_env, signature, ignore_paths, force, as_json):
     from nnseal.format.trust import signer_label
     from nnseal.package.sign_folder import sign_folder
+    from nnseal.units import format_bytes
 
     key = signing_key_path(key)
     if key is None:
@@ -43,8 +44,10 @@ def command(folder, key, passphrase, passphrase_env, signature, ignore_paths, fo
     result = sign_folder(folder, key, signature=signature, ignore_paths=ignore_paths, force=force,
                          passphrase=secret if secret is not None else passphrase_from_environment())
     if as_json:
-        emit_json({"folder": folder, "signature": str(result.signature), "method": "key",
-                   "signer_fingerprint": result.signer_fingerprint, "files": result.files, "bytes": result.bytes})
+        emit_json({"folder": folder, "signature_file": str(result.signature), "method": "key",
+                   "signer_fingerprint": result.signer_fingerprint, "signer_name": None,
+                   "signer": signer_label(result.signer_fingerprint), "files": result.files,
+                   "files_bytes": result.bytes})
         return
-    click.echo(f"wrote {result.signature}: {result.files} file(s), {result.bytes:,} bytes, signed by "
+    click.echo(f"wrote {result.signature}: {result.files} file(s), {format_bytes(result.bytes)}, signed by "
                f"{signer_label(result.signer_fingerprint)} (OMS key method)")

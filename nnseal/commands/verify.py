@@ -9,8 +9,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from nnseal.commands._common import HINT_TEXT, emit_json, one_line, report_errors, trust_folder_from_environment
-from nnseal.errors import EXIT_REFUSED, Hint
+from nnseal.commands._common import (
+    HINT_TEXT,
+    emit_json,
+    failure,
+    one_line,
+    report_errors,
+    trust_folder_from_environment,
+)
+from nnseal.errors import EXIT_OK, EXIT_REFUSED, Hint
 
 if TYPE_CHECKING:
     from nnseal.verify.folder import FolderReport
@@ -44,12 +51,15 @@ def command(target, signature, ignore_paths, trusted_keys, trust_config, as_json
 
     report: DriftReport | VerifyReport | FolderReport
     folder_mode = _is_oms_target(target, signature)
+    kinds: list[str]  # each problem's kind, for the JSON error
     if folder_mode:
+        mode = "signed_folder"
         from nnseal.verify.folder import verify_folder
 
         report = verify_folder(target, signature, trusted_keys, trust_folder=trust_folder_from_environment(),
                                ignore_paths=ignore_paths)
         problems = [problem.message for problem in report.problems]
+        kinds = [problem.kind.value for problem in report.problems]
         if len(problems) > 1:  # one refusal line for the folder, as for every other refusal
             shown = "; ".join(problems[:SHOWN_PROBLEMS])
             more = len(problems) - SHOWN_PROBLEMS
@@ -60,30 +70,40 @@ def command(target, signature, ignore_paths, trusted_keys, trust_config, as_json
     elif os.path.isdir(target) and not _is_folder_package(target):
         from nnseal.verify.receipt import check_installed
 
+        mode = "installed_folder"
         report = check_installed(target)
         problems = [problem.message for problem in report.problems()]
+        kinds = [problem.kind.value for problem in report.problems()]
         ok_line = f"{target}: OK, every installed file matches its receipt ({report.provenance})"
     else:
         from nnseal.format.trust import TrustAnchors
         from nnseal.verify.problems import ProblemKind
         from nnseal.verify.report import verify_package
 
+        mode = "package"
         report = verify_package(target, trusted_keys, trust_folder=trust_folder_from_environment(),
                                 anchors=TrustAnchors(sigstore_trust_config=trust_config))
         # The library names no remedy in a problem: say how to trust an unknown signer here.
         problems = [problem.message + (HINT_TEXT[Hint.TRUST_SIGNER]
                                        if problem.kind is ProblemKind.UNTRUSTED_SIGNER else "")
                     for problem in report.problems]
+        kinds = [problem.kind.value for problem in report.problems]
         if report.method in (None, "key"):
             signer = f"{signer_label(report.signer_fingerprint, report.signer_name)} (OMS key method)"
         else:
             signer = f"{report.signer} (OMS {report.method} method)"
-        ok_line = f"{target}: OK, signed by {signer}, {report.entries} entries match"
+        ok_line = f"{target}: OK, signed by {signer}, {report.signed_entries} entries match"
     if as_json:
-        document = report.to_json()
-        if "problems" in document and not folder_mode:
+        document = {**report.to_json(), "mode": mode}
+        if mode == "package":
             document["problems"] = problems  # as a person reads them, remedies included
-        emit_json(document)
+        error = None
+        if not report.ok:
+            kind = kinds[0] if len(set(kinds)) == 1 else "verification_failed"
+            if not kinds:  # a package whose signature is not valid, without a problem saying why
+                kind = "bad_signature"
+            error = failure(kind, "; ".join(problems) or "the signature does not verify", target)
+        emit_json(document, exit_code=EXIT_OK if report.ok else EXIT_REFUSED, error=error)
     elif report.ok:
         click.echo(ok_line)
     else:

@@ -87,7 +87,8 @@ class Remote:
     snapshot: Snapshot | None = None
 
     def to_json(self) -> dict:
-        return {"source": self.source, "resolved": self.resolved or self.url, "size": self.size,
+        return {"source": self.source, "resolved": self.resolved or self.url,
+                "declared_bytes": self.size,
                 "host_digest": self.digest.text() if self.digest else None,
                 "host_digest_by": self.digest.publisher if self.digest else None}
 
