@@ -82,10 +82,12 @@ def run_demo(workdir: Path | None = None, echo: Callable[[str], None] = print) -
             if clean.failed("any"):
                 raise NnsealError(f"demo: scan flagged the clean package: {clean.to_text()}")
             step.result(clean.summary_line())
-            # nnU-Net's own postprocessing.pkl is a pickle nnU-Net loads with pickle.load: the one
-            # finding a clean results folder has.
+            # nnU-Net's own postprocessing.pkl is a pickle nnU-Net loads with pickle.load; holding
+            # nothing but nnU-Net's own functions and plain data, it is the one note a clean results
+            # folder gets.
             original = scan_paths([model.parent.parent], [keys.public_path])
-            if {(Path(f.path).name, f.rule) for f in original.findings} != {("postprocessing.pkl", "model-format")}:
+            if {(Path(f.path).name, f.rule) for f in original.findings} != {("postprocessing.pkl",
+                                                                             "nnunet-postprocessing")}:
                 raise NnsealError(f"demo: unexpected scan of the results folder: {original.to_text()}")
             step.result(f"results folder: only nnU-Net's postprocessing.pkl fails the gate ({original.summary_line()})")
             gate = scan_paths([tampered], [keys.public_path])

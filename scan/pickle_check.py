@@ -78,6 +78,7 @@ def postprocessing_pickle_findings(where: Location, data: bytes) -> list[Finding
         return None
     if not set(scan.globals) <= allowed or scan.opcodes & _CALLING_OPCODES or scan.anomalies:
         return None
+    named = ", ".join(sorted(set(scan.globals))) or "no function"
     return [finding(where, "nnunet-postprocessing",
-                    f"nnU-Net postprocessing steps: references {', '.join(sorted(set(scan.globals)))} and "
-                    "plain data only (nothing is called when it is loaded)")]
+                    f"nnU-Net postprocessing steps: names {named}, otherwise plain data (nothing is called "
+                    "when it is loaded)")]
