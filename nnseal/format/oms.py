@@ -329,7 +329,7 @@ def refuse_pre_1_0(payload: bytes, source: str) -> None:
     except SignatureError:
         return  # parse_statement says what is wrong with it, once the signature is checked
     if isinstance(doc, dict) and doc.get("predicateType") == PREDICATE_TYPE_V0_2:
-        raise SignatureError(f"signed in model_signing 0.2's format (predicate {PREDICATE_TYPE_V0_2}), which "
+        raise SignatureError(f"signed in model_signing 0.2's format (predicateType {PREDICATE_TYPE_V0_2}), which "
                              "predates OpenSSF Model Signing v1.0: nnseal verifies v1.0 signatures (model_signing "
                              "0.3.1 and later)", path=source)
 
