@@ -1,10 +1,11 @@
 """Verify any OMS-signed model folder (or single model file) in place, as `model_signing verify` does.
 
 The bundle is checked first (``nnseal.verify.signature``: the key method against the trusted
-keys, the certificate and Sigstore methods against the trusted CAs and Sigstore identities); then the folder is enumerated as the signer did (``nnseal.format.model_files``: the
-default ignore paths, the signature file itself, the statement's ``ignore_paths`` and the
-caller's), every file hashed once, and the two sets compared: an extra, missing or changed file
-is a problem. A symbolic link or special file anywhere not ignored is refused outright.
+keys, the certificate and Sigstore methods against the trusted CAs and Sigstore identities);
+then the folder is enumerated as the signer did (``nnseal.format.model_files``: the default
+ignore paths, the signature file itself, the statement's ``ignore_paths`` and the caller's),
+every file hashed once, and the two sets compared: an extra, missing or changed file is a
+problem. A symbolic link or special file anywhere not ignored is refused outright.
 Nothing is written. Torch-free.
 """
 

@@ -85,7 +85,7 @@ def _embedded_production_root(trusted_root_type):
     from importlib import resources
     from urllib.parse import quote
 
-    resource = resources.files("sigstore._store").joinpath(quote(_PRODUCTION_TUF_URL, safe=""), "trusted_root.json")
+    resource = resources.files("sigstore._store") / quote(_PRODUCTION_TUF_URL, safe="") / "trusted_root.json"
     if not resource.is_file():
         raise OSError(f"this sigstore-python embeds no production trusted root ({resource})")
     with resources.as_file(resource) as path:

@@ -24,7 +24,9 @@ SHOWN_PROBLEMS = 5
 @click.command(help="""Check PACKAGE.zip (signature against the trusted keys, then every
 entry's sha256 against the signed manifest; nothing is extracted); or an OMS-signed FOLDER
 (or model file) with --signature, or a folder holding model.sig and no nnseal receipt, as
-`model_signing verify key` does (extra, missing or changed files are refused); or re-hash an
+`model_signing verify` does (extra, missing or changed files are refused); key, certificate and
+Sigstore signatures alike, against the trusted keys, CAs (`nnseal trust add-ca`) and Sigstore
+identities (`nnseal trust add-sigstore`); or re-hash an
 installed MODEL_FOLDER against the receipt written at install. Exit 1 if anything is wrong.""")
 @click.argument("target", type=click.Path())
 @click.option("--signature", type=click.Path(dir_okay=False),
@@ -42,9 +44,8 @@ def command(target, signature, ignore_paths, trusted_keys, trust_config, as_json
     report: DriftReport | VerifyReport | FolderReport
     folder_mode = _is_oms_target(target, signature)
     if folder_mode:
-        from nnseal.verify.folder import verify_folder
-
         from nnseal.format.trust import TrustAnchors
+        from nnseal.verify.folder import verify_folder
 
         report = verify_folder(target, signature, trusted_keys, trust_folder=trust_folder_from_environment(),
                                ignore_paths=ignore_paths, anchors=TrustAnchors(sigstore_trust_config=trust_config))
