@@ -33,6 +33,8 @@ class Hint(Enum):
     SIGNED = "install it as a signed package"
     TRUSTED_KEY = "give a trusted public key, or add it to the trust folder"
     TRUST_SIGNER = "if you trust this signer, add its public key to the trusted keys"
+    TRUST_CA = "if you trust this signer, trust its CA certificate for the signing certificate's identity"
+    TRUST_SIGSTORE = "if you trust this signer, trust its Sigstore identity and OIDC issuer"
     OTHER_KEY_NAME = "choose another name, or remove the trusted key of that name first"
     ADD_TRUSTED_KEY = "the trust folder holds only files written by add_trusted_key"
     LIST_TRUSTED_KEYS = "list the trusted keys"

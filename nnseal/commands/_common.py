@@ -29,6 +29,10 @@ HINT_TEXT = {
     Hint.SIGNED: ": install it without --unsigned",
     Hint.TRUSTED_KEY: ": pass --trusted-key KEY.pub or run `nnseal trust add KEY.pub`",
     Hint.TRUST_SIGNER: "; if you trust this signer, run `nnseal trust add KEY.pub` or pass --trusted-key KEY.pub",
+    Hint.TRUST_CA: ("; if you trust this signer, run `nnseal trust add-ca CA.pem --name NAME --identity "
+                    "email:ADDRESS` (or uri:, dns:, subject:, sha256: the signing certificate's)"),
+    Hint.TRUST_SIGSTORE: ("; if you trust this signer, run `nnseal trust add-sigstore --name NAME --identity "
+                          "IDENTITY --issuer ISSUER` with the identity and issuer named above"),
     Hint.OTHER_KEY_NAME: "; choose another --name or `nnseal trust remove` it first",
     Hint.ADD_TRUSTED_KEY: " written by `nnseal trust add`",
     Hint.LIST_TRUSTED_KEYS: " (see `nnseal trust list`)",

@@ -32,7 +32,9 @@ SHOWN_PROBLEMS = 5
 (signature against the trusted keys, then every entry's sha256 against the signed manifest,
 the same rules for both; nothing is extracted); or an OMS-signed FOLDER
 (or model file) with --signature, or a folder holding model.sig and no nnseal receipt, as
-`model_signing verify key` does (extra, missing or changed files are refused); or re-hash an
+`model_signing verify` does (extra, missing or changed files are refused); key, certificate and
+Sigstore signatures alike, against the trusted keys, CAs (`nnseal trust add-ca`) and Sigstore
+identities (`nnseal trust add-sigstore`); or re-hash an
 installed MODEL_FOLDER against the receipt written at install. Exit 1 if anything is wrong.""")
 @click.argument("target", type=click.Path())
 @click.option("--signature", type=click.Path(dir_okay=False),
@@ -47,17 +49,16 @@ installed MODEL_FOLDER against the receipt written at install. Exit 1 if anythin
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @report_errors
 def command(target, signature, ignore_paths, trusted_keys, trust_config, as_json):
-    from nnseal.format.trust import signer_label
-
     report: DriftReport | VerifyReport | FolderReport
     folder_mode = _is_oms_target(target, signature)
     kinds: list[str]  # each problem's kind, for the JSON error
     if folder_mode:
         mode = "signed_folder"
+        from nnseal.format.trust import TrustAnchors
         from nnseal.verify.folder import verify_folder
 
         report = verify_folder(target, signature, trusted_keys, trust_folder=trust_folder_from_environment(),
-                               ignore_paths=ignore_paths)
+                               ignore_paths=ignore_paths, anchors=TrustAnchors(sigstore_trust_config=trust_config))
         problems = [problem.message for problem in report.problems]
         kinds = [problem.kind.value for problem in report.problems]
         if len(problems) > 1:  # one refusal line for the folder, as for every other refusal
@@ -65,8 +66,7 @@ def command(target, signature, ignore_paths, trusted_keys, trust_config, as_json
             more = len(problems) - SHOWN_PROBLEMS
             problems = [f"{len(problems)} files differ from the signature: {shown}"
                         + (f"; and {more} more (--json lists all)" if more > 0 else "")]
-        ok_line = (f"{target}: OK, signed by {signer_label(report.signer_fingerprint, report.signer_name)} "
-                   f"(OMS key method), {report.files} files match")
+        ok_line = f"{target}: OK, signed by {_signer(report)}, {report.files} files match"
     elif os.path.isdir(target) and not _is_folder_package(target):
         from nnseal.verify.receipt import check_installed
 
@@ -84,15 +84,11 @@ def command(target, signature, ignore_paths, trusted_keys, trust_config, as_json
         report = verify_package(target, trusted_keys, trust_folder=trust_folder_from_environment(),
                                 anchors=TrustAnchors(sigstore_trust_config=trust_config))
         # The library names no remedy in a problem: say how to trust an unknown signer here.
-        problems = [problem.message + (HINT_TEXT[Hint.TRUST_SIGNER]
+        problems = [problem.message + (HINT_TEXT[_trust_hint(problem.error)]
                                        if problem.kind is ProblemKind.UNTRUSTED_SIGNER else "")
                     for problem in report.problems]
         kinds = [problem.kind.value for problem in report.problems]
-        if report.method in (None, "key"):
-            signer = f"{signer_label(report.signer_fingerprint, report.signer_name)} (OMS key method)"
-        else:
-            signer = f"{report.signer} (OMS {report.method} method)"
-        ok_line = f"{target}: OK, signed by {signer}, {report.signed_entries} entries match"
+        ok_line = f"{target}: OK, signed by {_signer(report)}, {report.signed_entries} entries match"
     if as_json:
         document = {**report.to_json(), "mode": mode}
         if mode == "package":
@@ -111,6 +107,19 @@ def command(target, signature, ignore_paths, trusted_keys, trust_config, as_json
             click.echo(f"nnseal: refused: {target}: {one_line(problem)}", err=True)
     if not report.ok:
         sys.exit(EXIT_REFUSED)
+
+
+def _signer(report: FolderReport | VerifyReport) -> str:
+    from nnseal.format.trust import signer_label
+
+    if report.method in (None, "key"):
+        return f"{signer_label(report.signer_fingerprint, report.signer_name)} (OMS key method)"
+    return f"{report.signer} (OMS {report.method} method)"
+
+
+def _trust_hint(error) -> Hint:
+    """The remedy the untrusted-signer error names (per method), else trusting a key."""
+    return error.hint if error is not None and error.hint is not None else Hint.TRUST_SIGNER
 
 
 def _is_oms_target(target: str, signature: str | None) -> bool:
