@@ -79,12 +79,12 @@ def uninstall_model(folder: str | os.PathLike, *, force: bool = False) -> Uninst
     the report lists what it overrode. A missing folder is an EnvironmentProblem; a refusal
     leaves the results folder as it was."""
     results, folder = locate(folder)
+    sweep_stale(results)  # what a crashed install or uninstall left, even when this one is refused
     if folder.is_symlink():
         raise ModelLayoutError("is a symbolic link; refusing to remove through it", path=folder)
     if not folder.is_dir():
         raise EnvironmentProblem("no such model folder", path=folder)
     report = UninstallReport(folder=str(folder), results=str(results))
-    sweep_stale(results)
     with Lock(results) as lock:
         trash: list[Path] = []
         try:
