@@ -222,7 +222,7 @@ def test_install_report_and_drift_problems(toy_package_session, session_key, tmp
     assert report.provenance is Provenance.SIGNED
     data = report.to_json()
     assert list(data) == ["package", "results", "provenance", "signer_fingerprint", "method", "signer", "models",
-                          "replaced", "checkpoints", "dropped", "warnings", "pipeline"]
+                          "replaced", "checkpoints", "dropped", "warnings", "pipeline", "already_installed"]
     assert type(data["provenance"]) is str and data["provenance"] == "signed"
 
     folder = Path(report.models[0])
