@@ -26,6 +26,8 @@ COMMANDS = {
     "download": "download",
     "scan": "scan",
     "doctor": "doctor",
+    "list": "list",
+    "uninstall": "uninstall",
 }
 
 SHORT_HELP = {
@@ -41,6 +43,8 @@ SHORT_HELP = {
     "download": "Download a package by URL and install it the verified way.",
     "scan": "CI gate: classify and check checkpoints, pickles and packages.",
     "doctor": "Check that this environment can run an installed or trained model folder.",
+    "list": "List the models in nnUNet_results: signer, provenance, drift.",
+    "uninstall": "Remove an installed model folder atomically.",
 }
 
 

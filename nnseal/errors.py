@@ -28,6 +28,7 @@ class Hint(Enum):
     driven, so the CLI words each one as its own flag or command (``nnseal.commands._common``)."""
 
     FORCE = "replace what exists"
+    FORCE_REMOVE = "remove it anyway"
     OTHER_PATH = "choose another path; key files are never replaced"
     UNSIGNED = "install it as a legacy nnU-Net zip, without a signature, ideally pinned by its sha256"
     SIGNED = "install it as a signed package"

@@ -262,9 +262,14 @@ def test_without_range_support_an_unnamed_file_is_checked_late_by_the_install(se
     download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
     latest = server.route("/latest.zip", Route(body=package_bytes, ranges=False))
     before = tree_listing(results)
+    # The same signed content over an unchanged install: the install, late, finds nothing to do.
+    again = download_and_install_from_url(latest, results, trusted_keys=[session_key.public_path], policy=FAST)
+    assert again.already_installed == installed(results) and tree_listing(results) == before
+    (results / MODEL / "notes.txt").write_text("added after install\n")
+    before = tree_listing(results)
     with pytest.raises(WouldOverwrite, match="model folder .* exists"):
         download_and_install_from_url(latest, results, trusted_keys=[session_key.public_path], policy=FAST)
-    assert len(server.requests_to("/latest.zip")) == 2  # the tail (answered whole, unread), then the download
+    assert len(server.requests_to("/latest.zip")) == 4  # twice: the tail (answered whole, unread), the download
     assert tree_listing(results) == before
 
 

@@ -22,7 +22,8 @@ SCHEMAS = REPO / "docs" / "schemas"
 MODEL = f"{toy_model.DATASET}/{toy_model.model_folder_name('2d')}"
 # Every command and subcommand that prints JSON, as typed after `nnseal`.
 COMMANDS = ("sanitize", "keygen", "sign", "export", "verify", "inspect", "install", "download", "scan", "doctor",
-            "demo", "trust add", "trust add-ca", "trust add-sigstore", "trust list", "trust remove")
+            "demo", "list", "uninstall", "trust add", "trust add-ca", "trust add-sigstore", "trust list",
+            "trust remove")
 
 
 def _registry() -> Registry:
@@ -174,14 +175,25 @@ def test_install_and_verify_the_installed_folder(work, tmp_path, session_key):
                                     "--json"), "install")
     assert document["models"] == [str(results.resolve() / MODEL)]
     assert document["package_bytes"] == work["package"].stat().st_size and "dropped" not in document
-    failed(run_cli("install", work["package"], "--results", results, *trusted(session_key), "--json"),
-           "install", 1, "would_overwrite")
+    again = one_document(run_cli("install", work["package"], "--results", results, *trusted(session_key), "--json"),
+                         "install")
+    assert again["already_installed"] == [str(results.resolve() / MODEL)]
     installed = results / MODEL
     document = one_document(run_cli("verify", installed, "--json"), "verify")
     assert document["mode"] == "installed_folder" and document["problems"] == []
+    listed = one_document(run_cli("list", "--results", results, "--json"), "list")
+    assert [m["status"] for m in listed["models"]] == ["ok"]
+    assert one_document(run_cli("verify", "--all", "--results", results, "--json"), "verify")["mode"] == "all"
     (installed / "plans.json").write_text("{}")
     document = failed(run_cli("verify", installed, "--json"), "verify", 1, "modified_file")
     assert document["modified"] == ["plans.json"]
+    failed(run_cli("verify", "--all", "--results", results, "--json"), "verify", 1, "drifted")
+    failed(run_cli("install", work["package"], "--results", results, *trusted(session_key), "--json"),
+           "install", 1, "would_overwrite")
+    failed(run_cli("uninstall", installed, "--json"), "uninstall", 1, "refused")
+    removed = one_document(run_cli("uninstall", installed, "--force", "--json"), "uninstall")
+    assert removed["removed"] == [str(installed.resolve())] and not installed.exists()
+    failed(run_cli("uninstall", installed, "--json"), "uninstall", 3, "environment_problem")
 
 
 def test_sign_and_verify_a_signed_folder(tmp_path, session_key, toy_results_session):

@@ -331,3 +331,37 @@ def test_scan_flags_a_postprocessing_pickle_that_calls(attack, tmp_path, canary)
     rules = {f["rule"] for f in json.loads(result.stdout)["findings"]}
     assert "nnunet-postprocessing" not in rules and rules & {"dangerous-global", "model-format"}
     assert tree_listing(tmp_path) == before and not canary.exists()
+
+
+def test_list_and_uninstall_with_ensembles_and_dataset_files(pipeline_package, session_key, tmp_path):
+    """An ensemble goes with any of its members; the dataset-level files go with the last model whose
+    receipt records them, so every model left still verifies."""
+    package, _ = pipeline_package
+    results = tmp_path / "results"
+    assert _install(package, results, session_key).exit_code == 0
+    dataset = results / "Dataset042_Toy"
+    before = tree_listing(results)
+    again = _install(package, results, session_key)  # the same package: nothing to do
+    assert again.exit_code == 0 and f"already installed {dataset / 'ensembles' / ENSEMBLE}" in again.stdout
+    assert tree_listing(results) == before
+    listed = json.loads(run_cli("list", "--results", results, "--json").stdout)
+    assert [(i["name"].split("/", 1)[1], i["kind"], i["status"]) for i in listed] == [
+        (f"ensembles/{ENSEMBLE}", "ensemble", "ok"), ("inference_information.json", "file", "ok"),
+        ("inference_instructions.txt", "file", "ok"), (MODEL_2D, "model", "ok"), (MODEL_3D, "model", "ok")]
+    assert listed[0]["members"] == [MODEL_2D, MODEL_3D] and listed[1]["recorded_by"] == [
+        f"Dataset042_Toy/{MODEL_2D}", f"Dataset042_Toy/{MODEL_3D}"]
+
+    first = run_cli("uninstall", dataset / MODEL_2D, "--json")
+    assert first.exit_code == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["removed"] == [str(dataset / "ensembles" / ENSEMBLE), str(dataset / MODEL_2D)]
+    assert sorted(report["kept"]) == [f"{dataset / name}: the receipt of {MODEL_3D} records it too"
+                                      for name in ("inference_information.json", "inference_instructions.txt")]
+    assert sorted(p.name for p in dataset.iterdir()) == ["inference_information.json", "inference_instructions.txt",
+                                                         MODEL_3D]
+    assert run_cli("verify", "--all", "--results", results).exit_code == 0
+
+    last = run_cli("uninstall", "Dataset042_Toy/" + MODEL_3D, "--results", results)
+    assert last.exit_code == 0, last.stderr
+    assert f"removed {dataset / 'inference_information.json'}" in last.stdout
+    assert tree_listing(results) == {}

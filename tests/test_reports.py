@@ -224,7 +224,7 @@ def test_install_report_and_drift_problems(toy_package_session, session_key, tmp
     data = report.to_json()
     assert list(data) == ["package", "results", "provenance", "signer_fingerprint", "signer_name", "method", "signer",
                           "package_bytes", "package_sha256", "models", "replaced", "checkpoints", "dropped_entries",
-                          "warnings", "pipeline"]
+                          "warnings", "pipeline", "already_installed"]
     assert type(data["provenance"]) is str and data["provenance"] == "signed"
 
     folder = Path(report.models[0])

@@ -24,6 +24,7 @@ CACHE_ENV = "NNSEAL_CACHE"
 # Each hint worded as the flag or command that applies it; appended to "path: reason".
 HINT_TEXT = {
     Hint.FORCE: "; pass --force to replace it",
+    Hint.FORCE_REMOVE: "; pass --force to remove it anyway",
     Hint.OTHER_PATH: " (choose another -o)",
     Hint.UNSIGNED: " (for a zip made by nnU-Net's exporter use --unsigned, ideally with --sha256)",
     Hint.SIGNED: ": install it without --unsigned",

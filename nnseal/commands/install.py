@@ -27,7 +27,9 @@ inside the results folder; checkpoints are rebuilt for nnU-Net; then each model
 folder is moved into place in one rename. All model folders of the package
 appear, or none; a refused, failed or interrupted install leaves the results
 folder exactly as it was, and a missing results folder is created only when
-the install succeeds. An existing model folder is refused unless --force; an
+the install succeeds. The same package again (same signed content, or for
+--unsigned the same zip) over an unchanged install is a no-op: "already
+installed", exit 0. Any other existing model folder is refused unless --force; an
 older release (or, for the same release, an older creation time) of a model
 installed from the same signer is refused unless --allow-downgrade.
 Checkpoints must match their folder and plans.json, and a dataset id may not be
@@ -101,6 +103,11 @@ def print_install_report(report, *, quiet: bool, as_json: bool) -> None:
         return
     who = (f"signed by {report.signer or report.signer_fingerprint}" if report.signer_fingerprint
            else "UNSIGNED")
+    if report.already_installed:
+        for model in [*report.models, *report.pipeline]:
+            click.echo(f"already installed {model}")
+        click.echo(f"nothing changed: the installed files match this package's receipt; {who}")
+        return
     for model in [*report.models, *report.pipeline]:
         verb = "replaced" if model in report.replaced else "installed"
         click.echo(f"{verb} {model}")

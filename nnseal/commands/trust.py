@@ -26,7 +26,8 @@ def command():
     pass
 
 
-@command.command(name="add", help="Trust the public key KEY (a .pub PEM file).")
+@command.command(name="add", help="""Trust the public key KEY (a .pub PEM file). The same key under the
+same name again is a no-op (exit 0); another name for it, or another key under that name, is refused.""")
 @click.argument("key", type=click.Path(dir_okay=False))
 @click.option("--name", callback=_check_name, help="Name to list it under (default: the file name without .pub).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -36,7 +37,10 @@ def add(key, name, as_json):
 
     trusted = add_trusted_key(trust_folder_from_environment(), key, name=name)
     if as_json:
-        emit_json({"key": _key_json(trusted)})
+        emit_json({"key": _key_json(trusted), "already_trusted": trusted.already_trusted})
+        return
+    if trusted.already_trusted:
+        click.echo(f"already trusted {trusted.name}: {trusted.fingerprint} (nothing changed)")
         return
     click.echo(f"trusted {trusted.name}: {trusted.fingerprint}")
     click.echo(f"stored in {trusted.path}")

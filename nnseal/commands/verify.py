@@ -35,8 +35,15 @@ the same rules for both; nothing is extracted); or an OMS-signed FOLDER
 `model_signing verify` does (extra, missing or changed files are refused); key, certificate and
 Sigstore signatures alike, against the trusted keys, CAs (`nnseal trust add-ca`) and Sigstore
 identities (`nnseal trust add-sigstore`); or re-hash an
-installed MODEL_FOLDER against the receipt written at install. Exit 1 if anything is wrong.""")
-@click.argument("target", type=click.Path())
+installed MODEL_FOLDER against the receipt written at install. Exit 1 if anything is wrong.
+
+--all re-hashes every installed model and ensemble folder of the results folder
+($nnUNet_results, or --results) against its receipt: one line each (folders without a
+receipt are noted, not checked); exit 1 if any differs.""")
+@click.argument("target", type=click.Path(), required=False)
+@click.option("--all", "check_all", is_flag=True, help="Check every installed model in the results folder.")
+@click.option("--results", "results", type=click.Path(file_okay=False),
+              help="With --all: the results folder (default: $nnUNet_results).")
 @click.option("--signature", type=click.Path(dir_okay=False),
               help="OMS signature (Sigstore bundle) of the folder or file TARGET; default TARGET/model.sig.")
 @click.option("--ignore-path", "ignore_paths", multiple=True, metavar="PATH",
@@ -48,7 +55,17 @@ installed MODEL_FOLDER against the receipt written at install. Exit 1 if anythin
                    "(default: Sigstore's production root, embedded in sigstore-python).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @report_errors
-def command(target, signature, ignore_paths, trusted_keys, trust_config, as_json):
+def command(target, check_all, results, signature, ignore_paths, trusted_keys, trust_config, as_json):
+    if check_all:
+        if target is not None or signature or ignore_paths or trusted_keys or trust_config:
+            raise click.UsageError("--all takes no TARGET and no signature option")
+        verify_all(results, as_json)
+        return
+    if target is None:
+        raise click.UsageError("give TARGET (a package, a folder or a model folder), or --all")
+    if results is not None:
+        raise click.UsageError("--results goes with --all")
+
     report: DriftReport | VerifyReport | FolderReport
     folder_mode = _is_oms_target(target, signature)
     kinds: list[str]  # each problem's kind, for the JSON error
@@ -120,6 +137,47 @@ def _signer(report: FolderReport | VerifyReport) -> str:
 def _trust_hint(error) -> Hint:
     """The remedy the untrusted-signer error names (per method), else trusting a key."""
     return error.hint if error is not None and error.hint is not None else Hint.TRUST_SIGNER
+
+
+def verify_all(results, as_json: bool) -> None:
+    """Every installed folder against its receipt (re-hashed): one line each; exit 1 on any drift."""
+    from nnseal.commands._common import results_folder
+    from nnseal.commands.list import signer_names
+    from nnseal.format.trust import signer_label
+    from nnseal.verify.inventory import FolderKind, Status, list_installed
+
+    folder = results_folder(results)
+    items = [item for item in list_installed(folder, check=True, signer_names=signer_names())
+             if item.kind is not FolderKind.FILE]
+    failed = [item for item in items if not item.ok]
+    if as_json:
+        reason = f"{len(failed)} of {len(items)} installed folders differ from their receipts"
+        emit_json({"mode": "all", "results": str(folder), "models": [item.to_json() for item in items]},
+                  exit_code=EXIT_REFUSED if failed else EXIT_OK,
+                  error=failure("drifted", reason, folder) if failed else None)
+    elif not items:
+        click.echo(f"no models in {folder}" + ("" if folder.is_dir() else " (no such folder)"))
+    for item in items if not as_json else []:
+        if item.status is Status.OK:
+            who = (signer_label(item.signer_fingerprint, item.signer_name) if item.method in (None, "key")
+                   else f"{item.signer} ({item.method})") if item.signer_fingerprint or item.signer else "unsigned"
+            click.echo(f"{item.name}: OK ({item.provenance}, {who})")
+        elif item.status is Status.NO_RECEIPT:
+            click.echo(f"{item.name}: not installed by nnseal (no receipt), not checked")
+        elif item.status is Status.BAD_RECEIPT:
+            click.echo(f"{item.name}: FAILED: {one_line(item.problem or 'bad receipt')}")
+        else:
+            problems = [*(f"modified: {p}" for p in item.modified), *(f"missing: {p}" for p in item.missing),
+                        *(f"extra: {p}" for p in item.extra)]
+            shown = "; ".join(problems[:SHOWN_PROBLEMS])
+            more = len(problems) - SHOWN_PROBLEMS
+            click.echo(f"{item.name}: DRIFTED: {one_line(shown)}" + (f"; and {more} more (--json lists all)"
+                                                                     if more > 0 else ""))
+    if failed:
+        if not as_json:
+            click.echo(f"nnseal: refused: {len(failed)} of {len(items)} installed folders differ from their receipts",
+                       err=True)
+        sys.exit(EXIT_REFUSED)
 
 
 def _is_oms_target(target: str, signature: str | None) -> bool:
