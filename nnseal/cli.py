@@ -27,6 +27,8 @@ COMMANDS = {
     "download": "download",
     "scan": "scan",
     "doctor": "doctor",
+    "list": "list",
+    "uninstall": "uninstall",
 }
 
 SHORT_HELP = {
@@ -42,6 +44,8 @@ SHORT_HELP = {
     "download": "Download a package by URL and install it the verified way.",
     "scan": "CI gate: classify and check checkpoints, pickles and packages.",
     "doctor": "Check that this environment can run an installed or trained model folder.",
+    "list": "List the models in nnUNet_results: signer, provenance, drift.",
+    "uninstall": "Remove an installed model folder atomically.",
 }
 
 
@@ -94,6 +98,12 @@ class LazyGroup(click.Group):
         # The program is nnseal however it was started (console script, python -m nnseal, -c).
         return super().main(args, prog_name or "nnseal", *rest, **extra)
 
+    def parse_args(self, ctx, args):
+        from nnseal.commands.json_contract import remember_argv
+
+        remember_argv(ctx, args)
+        return super().parse_args(ctx, args)
+
     def format_commands(self, ctx, formatter):
         # Listing the commands must not import them (start-up time is a feature).
         rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
@@ -118,6 +128,10 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except click.ClickException as err:
+            # A usage error found before the command body ran: still one JSON document under --json.
+            from nnseal.commands.json_contract import report_usage_error
+
+            report_usage_error(ctx, err)
             raise one_line_click_error(err, _invoked_path(ctx)) from None
         except click.exceptions.Abort:  # a prompt interrupted outside read_passphrase
             click.echo("nnseal: interrupted", err=True)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nnseal import toy_model
+from nnseal.units import format_bytes
 
 
 def run_demo(workdir: Path | None = None, echo: Callable[[str], None] = print) -> dict:
@@ -26,14 +27,15 @@ def run_demo(workdir: Path | None = None, echo: Callable[[str], None] = print) -
         with step("build a toy nnU-Net results folder (2 folds, checkpoint_final + checkpoint_best)"):
             model = toy_model.build_results(base / "results_original")
             pth = model / "fold_0" / "checkpoint_final.pth"
-            step.result(f"{model} ({pth.stat().st_size:,} bytes per checkpoint)")
+            step.result(f"{model} ({format_bytes(pth.stat().st_size)} per checkpoint)")
 
         with step("sanitize fold_0/checkpoint_final.pth (weights_only=True, minimal allowlist)"):
             from nnseal.sanitize.checkpoint import sanitize_checkpoint
 
             report = sanitize_checkpoint(pth, base / "checkpoint_final.safetensors", force=True)
             step.result(f"{report.tensors} tensors for {report.names} names; dropped "
-                        f"{', '.join(report.dropped_keys)}; {report.source_bytes:,} -> {report.output_bytes:,} bytes")
+                        f"{', '.join(report.dropped_keys)}; "
+                        f"{format_bytes(report.source_bytes)} -> {format_bytes(report.output_bytes)}")
 
         with step("keygen: ECDSA P-256 key pair"):
             from nnseal.format.keys import generate_key_pair
@@ -46,8 +48,8 @@ def run_demo(workdir: Path | None = None, echo: Callable[[str], None] = print) -
 
             package = base / "Dataset042_Toy.nnseal.zip"
             exported = export_model_to_zip(model, package, key=keys.private_path)
-            step.result(f"{package} ({exported.package_bytes:,} bytes, {len(exported.entries)} entries; "
-                        f"sources {exported.source_bytes:,} bytes)")
+            step.result(f"{package} ({format_bytes(exported.package_bytes)}, {len(exported.entries)} entries; "
+                        f"sources {format_bytes(exported.source_bytes)})")
 
         with step("inspect: what the package says (nothing trusted)"):
             from nnseal.verify.report import inspect_package
@@ -63,7 +65,7 @@ def run_demo(workdir: Path | None = None, echo: Callable[[str], None] = print) -
             verified = verify_package(package, [keys.public_path])
             if not verified.ok:
                 raise NnsealError(f"demo package failed verification: {verified.problems}")
-            step.result(f"OK: {verified.entries} entries, signer {verified.signer_fingerprint}")
+            step.result(f"OK: {verified.signed_entries} entries, signer {verified.signer_fingerprint}")
 
         with step("tamper: flip one byte of a copy, verify again"):
             tampered = base / "tampered.zip"
@@ -80,10 +82,12 @@ def run_demo(workdir: Path | None = None, echo: Callable[[str], None] = print) -
             if clean.failed("any"):
                 raise NnsealError(f"demo: scan flagged the clean package: {clean.to_text()}")
             step.result(clean.summary_line())
-            # nnU-Net's own postprocessing.pkl is a pickle nnU-Net loads with pickle.load: the one
-            # finding a clean results folder has.
+            # nnU-Net's own postprocessing.pkl is a pickle nnU-Net loads with pickle.load; holding
+            # nothing but nnU-Net's own functions and plain data, it is the one note a clean results
+            # folder gets.
             original = scan_paths([model.parent.parent], [keys.public_path])
-            if {(Path(f.path).name, f.rule) for f in original.findings} != {("postprocessing.pkl", "model-format")}:
+            if {(Path(f.path).name, f.rule) for f in original.findings} != {("postprocessing.pkl",
+                                                                             "nnunet-postprocessing")}:
                 raise NnsealError(f"demo: unexpected scan of the results folder: {original.to_text()}")
             step.result(f"results folder: only nnU-Net's postprocessing.pkl fails the gate ({original.summary_line()})")
             gate = scan_paths([tampered], [keys.public_path])

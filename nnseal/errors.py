@@ -14,6 +14,7 @@ Exit codes (README, "Exit codes"):
 from __future__ import annotations
 
 import os
+import re
 from enum import Enum
 
 EXIT_OK = 0
@@ -27,11 +28,14 @@ class Hint(Enum):
     driven, so the CLI words each one as its own flag or command (``nnseal.commands._common``)."""
 
     FORCE = "replace what exists"
+    FORCE_REMOVE = "remove it anyway"
     OTHER_PATH = "choose another path; key files are never replaced"
     UNSIGNED = "install it as a legacy nnU-Net zip, without a signature, ideally pinned by its sha256"
     SIGNED = "install it as a signed package"
     TRUSTED_KEY = "give a trusted public key, or add it to the trust folder"
     TRUST_SIGNER = "if you trust this signer, add its public key to the trusted keys"
+    TRUST_CA = "if you trust this signer, trust its CA certificate for the signing certificate's identity"
+    TRUST_SIGSTORE = "if you trust this signer, trust its Sigstore identity and OIDC issuer"
     OTHER_KEY_NAME = "choose another name, or remove the trusted key of that name first"
     ADD_TRUSTED_KEY = "the trust folder holds only files written by add_trusted_key"
     LIST_TRUSTED_KEYS = "list the trusted keys"
@@ -65,6 +69,17 @@ class NnsealError(Exception):
         """Constructor arguments beyond reason, path and hint (subclasses with more fields extend it)."""
         return {}
 
+    @property
+    def kind(self) -> str:
+        """The error's class as a stable snake_case name (``WouldOverwrite`` -> ``would_overwrite``):
+        what a script branches on in ``--json`` output, never the reason's wording."""
+        return error_kind(type(self))
+
+    def to_json(self) -> dict:
+        """``kind``, ``path``, ``reason`` and ``hint`` (the remedy's stable name, or None)."""
+        return {"kind": self.kind, "path": self.path, "reason": self.reason,
+                "hint": self.hint.name.lower() if self.hint is not None else None}
+
     def with_path(self, path: str | os.PathLike) -> NnsealError:
         """The same error (type, reason, hint and fields) about ``path``: to name the package in a refusal."""
         return type(self)(self.reason, path=path, hint=self.hint, **self._fields())
@@ -72,6 +87,11 @@ class NnsealError(Exception):
     def __reduce__(self):
         # Errors cross process boundaries (the scanner's workers): rebuild from the fields, not from str().
         return _rebuild, (type(self), self.reason, self.path, self.hint, self._fields())
+
+
+def error_kind(cls: type) -> str:
+    """``SomeErrorName`` -> ``some_error_name``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls.__name__).lower()
 
 
 def _rebuild(cls, reason, path, hint, fields):

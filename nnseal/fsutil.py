@@ -59,6 +59,70 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False, mode: int = 0
         raise
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, *, force: bool = False) -> Iterator[Path]:
+    """Yield an empty folder to fill; it becomes ``path`` only if the block ends without an exception.
+
+    The temporary folder lives beside ``path`` (one rename puts it in place) and is removed on
+    any failure, Ctrl-C included. An existing empty folder at ``path`` is replaced; anything else
+    there only with ``force``, and then the old one is moved aside first and deleted after the
+    new one is in place, so ``path`` is never half-written.
+    """
+    import shutil
+    import tempfile
+
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not force and not _empty_folder(path):
+        raise WouldOverwrite("exists and is not an empty folder", path=path, hint=Hint.FORCE)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix="-" + path.name, dir=parent))
+        os.chmod(tmp, 0o755)  # noqa: S103 - a package folder is readable by all, as a zip written here is
+    except OSError as err:
+        raise from_os_error(err, parent) from err
+    old: Path | None = None
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if path.is_symlink() or path.exists():
+            if _empty_folder(path) and not path.is_symlink():
+                path.rmdir()
+            elif not force:
+                raise WouldOverwrite("exists and is not an empty folder", path=path, hint=Hint.FORCE)
+            else:
+                old = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX + "old-", dir=parent))
+                os.replace(path, old / "old")
+        os.rename(tmp, path)  # fails if a folder appeared meanwhile: never clobber
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not (path.exists() or path.is_symlink()):
+            os.replace(old / "old", path)  # put the old one back
+        if isinstance(err, OSError) and not isinstance(err, EnvironmentProblem):
+            raise from_os_error(err, path) from err
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _empty_folder(path: Path) -> bool:
+    try:
+        return not path.is_symlink() and path.is_dir() and not any(path.iterdir())
+    except OSError:
+        return False
+
+
+def _fsync_tree(root: Path) -> None:
+    """Every file and folder under ``root`` on disk before the rename that publishes it."""
+    for folder, _, files in os.walk(root):
+        for name in [*files, "."]:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
 def open_new(path: str | os.PathLike) -> BinaryIO:
     """A new file opened for writing: never an existing file, never through a symbolic link."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
@@ -107,3 +171,10 @@ class HashingWriter:
     def hexdigest(self) -> str:
         return self.sha256.hexdigest()
 
+
+
+def package_size(path: Path) -> int:
+    """A package's size in bytes: the zip file's, or the sum of a folder package's files."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return path.stat().st_size

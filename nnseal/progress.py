@@ -19,13 +19,35 @@ def byte_bar(enabled: bool, total: int | None, desc: str):
     if not enabled:
         yield _NoBar()
         return
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
+    bar = _iec_bar_class()(total=total, desc=desc, unit="B", leave=False, bar_format=_BAR_FORMAT)
     try:
         yield bar
     finally:
         bar.close()
+
+
+# tqdm's own byte scaling writes 1024-based sizes as "MB"; these fields are nnseal.units' IEC text.
+_BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {done_iec}/{total_iec} [{elapsed}<{remaining}, {rate_iec}/s]"
+
+
+def _iec_bar_class():
+    from tqdm import tqdm
+
+    from nnseal.units import format_bytes
+
+    class IecBar(tqdm):
+        @property
+        def format_dict(self):
+            fields = super().format_dict
+            rate = fields.get("rate")
+            if rate is None and fields.get("elapsed"):
+                rate = fields["n"] / fields["elapsed"]
+            total = fields.get("total")
+            return {**fields, "done_iec": format_bytes(fields["n"]),
+                    "total_iec": format_bytes(total) if total is not None else "?",
+                    "rate_iec": format_bytes(rate) if rate else "? B"}
+
+    return IecBar
 
 
 class CountingWriter:

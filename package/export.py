@@ -1,20 +1,21 @@
-"""Export: trained nnU-Net model folders -> one signed nnseal package (a zip).
+"""Export: trained nnU-Net model folders -> one signed nnseal package (a zip, or a folder).
 
 Each checkpoint is sanitized and streamed into the zip as safetensors, hashed as it is
 written; JSON files are cleaned; the card and the OMS signature close the archive. The
-zip appears under its final name only when complete and signed.
+zip appears under its final name only when complete and signed. The folder form
+(``as_folder``) runs the same pipeline into files instead of entries (``folderwriter.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -30,8 +31,10 @@ from nnseal.format.card import (
     format_created,
 )
 from nnseal.format.layout import CARD_NAME
-from nnseal.fsutil import atomic_output
+from nnseal.fsutil import atomic_folder, atomic_output
 from nnseal.package import model_folder as layout
+from nnseal.package.folderwriter import FolderWriter
+from nnseal.package.zipwriter import DeterministicZipWriter
 from nnseal.progress import CountingWriter, byte_bar
 
 if TYPE_CHECKING:
@@ -45,12 +48,12 @@ R = TypeVar("R")
 @dataclass
 class ExportReport:
     output: str
-    entries: dict[str, dict] = field(default_factory=dict)  # name -> {sha256, bytes}
+    entries: list[dict] = field(default_factory=list)  # {name, bytes, sha256}, in the zip's order
     models: list[dict] = field(default_factory=list)
     signer_fingerprint: str = ""
     source_bytes: int = 0
     package_bytes: int = 0
-    removed_bytes: int = 0
+    removed_bytes: int = 0  # sources minus sanitized checkpoints: what sanitizing saved
     # What the model folders hold and the package does not (another fold or checkpoint, a fold
     # without a checkpoint, a name nnU-Net does not write), one note each: nothing is dropped silently.
     notes: list[layout.Note] = field(default_factory=list)
@@ -60,14 +63,31 @@ class ExportReport:
     signer: str = ""  # who signed, in words
 
     def to_json(self) -> dict:
+        """In the vocabulary every command's JSON shares (docs/JSON.md): ``entries`` a list, folds as
+        text, a checkpoint's dropped keys as ``dropped_keys`` (the card itself says ``removed``)."""
         return {
-            "output": self.output, "signer_fingerprint": self.signer_fingerprint, "method": self.method,
-            "signer": self.signer,
+            "package": self.output, "signer_fingerprint": self.signer_fingerprint, "signer_name": None,
+            "method": self.method, "signer": self.signer,
             "source_bytes": self.source_bytes, "package_bytes": self.package_bytes,
-            "removed_bytes": self.removed_bytes, "entries": self.entries, "models": self.models,
+            "entries_bytes": sum(e["bytes"] for e in self.entries),
+            "bytes_saved": self.removed_bytes, "entries": self.entries,
+            "models": [_model_json(m) for m in self.models],
             "notes": [str(note) for note in self.notes],
             "pipeline": self.pipeline, "skipped": self.skipped,
         }
+
+
+def _model_json(record: dict) -> dict:
+    def checkpoint(c: dict) -> dict:
+        out = {k: v for k, v in c.items() if k != "removed"}
+        out["dropped_keys"] = c.get("removed", [])
+        kept = dict(c.get("kept") or {})
+        if kept.get("fold") is not None:
+            kept["fold"] = str(kept["fold"])
+        out["kept"] = kept
+        return out
+
+    return {**record, "checkpoints": [checkpoint(c) for c in record.get("checkpoints", [])]}
 
 
 def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.PathLike], output_file: str | os.PathLike,
@@ -76,8 +96,14 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
                         metadata: dict | None = None, include_progress: bool = False, force: bool = False,
                         progress: bool = False, created: datetime | int | float | None = None,
                         certificate: str | os.PathLike | x509.Certificate | None = None,
-                        certificate_chain: Sequence[str | os.PathLike | x509.Certificate] = ()) -> ExportReport:
+                        certificate_chain: Sequence[str | os.PathLike | x509.Certificate] = (),
+                        as_folder: bool = False) -> ExportReport:
     """Sanitize, package and sign one or more model folders of one dataset into ``output_file``.
+
+    ``as_folder``: write the package as a folder (``output_file`` is its path) instead of a zip:
+    the same entries as files of the same names and bytes, ``model.sig`` among them, the form
+    OpenSSF Model Signing verifies as it is and a model hub stores file by file. The folder
+    appears complete or not at all; an existing one that is not empty is replaced only with ``force``.
 
     ``key`` is a PEM private key path (``passphrase`` unlocks an encrypted one) or a loaded
     ECDSA private key. ``folds`` defaults to every fold folder present, ``checkpoints`` to
@@ -98,7 +124,6 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     from nnseal.format.oms import SIGNATURE_NAME
     from nnseal.package.pipeline import collect_pipeline_files
     from nnseal.package.signing import sign_manifest
-    from nnseal.package.zipwriter import DeterministicZipWriter
     from nnseal.sanitize.checkpoint import load_sanitized, write_sanitized
     from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
 
@@ -129,8 +154,8 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     card_metadata: dict = {}
 
     loads = _prefetched(load_sanitized, [c.source for m in models for c in m.checkpoints])
-    with atomic_output(output, force=force) as handle, contextlib.closing(loads):
-        with DeterministicZipWriter(handle) as writer:
+    with _package_output(output, force=force, as_folder=as_folder) as target, contextlib.closing(loads):
+        with _package_writer(target, as_folder=as_folder) as writer:
             for model in models:
                 record = ModelRecord(folder=model.relative, trainer=model.trainer, plans=model.plans,
                                      configuration=model.configuration, folds=model.folds)
@@ -181,11 +206,29 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
             writer.add_bytes(CARD_NAME, card_bytes(card), compress=True)
             bundle = sign_manifest(dataset, dict(writer.digests), private_key, certificates=certificates)
             writer.add_bytes(SIGNATURE_NAME, bundle, compress=True)
-            report.entries = {name: {"sha256": writer.digests[name], "bytes": writer.sizes[name]}
-                              for name in writer.digests}
-    report.package_bytes = output.stat().st_size
+            report.entries = [{"name": name, "bytes": writer.sizes[name], "sha256": digest}
+                              for name, digest in writer.digests.items()]
+    report.package_bytes = sum(writer.sizes.values()) if as_folder else output.stat().st_size
     report.models = [r.to_json() for r in records]
     return report
+
+
+def export_model_to_folder(input_folder: str | os.PathLike | Sequence[str | os.PathLike],
+                           output_folder: str | os.PathLike, **options) -> ExportReport:
+    """``export_model_to_zip(..., as_folder=True)``: the package as a folder of files plus ``model.sig``."""
+    return export_model_to_zip(input_folder, output_folder, as_folder=True, **options)
+
+
+@contextlib.contextmanager
+def _package_output(output: Path, *, force: bool, as_folder: bool) -> Iterator[Any]:
+    """Where the package goes: a file handle (zip) or an empty folder, published whole when the block ends."""
+    with atomic_folder(output, force=force) if as_folder else atomic_output(output, force=force) as target:
+        yield target
+
+
+def _package_writer(target: Any, *, as_folder: bool) -> DeterministicZipWriter | FolderWriter:
+    """The same entries, in the same order, into a deterministic zip or into files."""
+    return FolderWriter(target) if as_folder else DeterministicZipWriter(target)
 
 
 def _prefetched(function: Callable[[T], R], items: list[T]) -> Generator[R, None, None]:

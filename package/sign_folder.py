@@ -1,4 +1,4 @@
-"""Sign a model folder (or one model file) in place with the OMS key method, as `model_signing sign key` does.
+"""Sign a model folder (or one model file) in place, as `model_signing sign key` (or `sign certificate`) does.
 
 The signature is a detached Sigstore bundle, by default ``FOLDER/model.sig``; the folder's files
 stay browsable as they are. What is signed is ``nnseal.format.model_files``'s enumeration: every
@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from nnseal.errors import EnvironmentProblem, InvalidArgument
@@ -22,7 +24,7 @@ from nnseal.format.keys import fingerprint, signing_key
 from nnseal.format.model_files import check_ignore_paths, hash_files, list_model_files
 from nnseal.format.oms import DEFAULT_IGNORE_PATHS, SIGNATURE_NAME
 from nnseal.fsutil import atomic_output
-from nnseal.package.signing import sign_manifest
+from nnseal.package.signing import check_certificate_matches, load_signing_certificates, sign_manifest
 
 __all__ = ["FolderSignature", "sign_folder"]
 
@@ -30,19 +32,32 @@ __all__ = ["FolderSignature", "sign_folder"]
 @dataclass(frozen=True)
 class FolderSignature:
     signature: Path
-    signer_fingerprint: str
+    signer_fingerprint: str  # the key's, or with the certificate method the signing certificate's
     files: int
     bytes: int
+    method: str = "key"  # the OMS method: "key" or "certificate"
+    signer: str = ""  # the signing certificate, in words (certificate method)
 
 
 def sign_folder(folder: str | os.PathLike, key: str | os.PathLike | ec.EllipticCurvePrivateKey | None, *,
                 signature: str | os.PathLike | None = None, ignore_paths: Iterable[str] = (),
-                passphrase: bytes | None = None, force: bool = False, workers: int | None = None) -> FolderSignature:
-    """Write the OMS signature of ``folder`` (default ``folder/model.sig``; never replaced unless ``force``)."""
+                passphrase: bytes | None = None, force: bool = False, workers: int | None = None,
+                certificate: str | os.PathLike | x509.Certificate | None = None,
+                certificate_chain: Iterable[str | os.PathLike | x509.Certificate] = ()) -> FolderSignature:
+    """Write the OMS signature of ``folder`` (default ``folder/model.sig``; never replaced unless ``force``).
+
+    ``key`` is a PEM path or a loaded key (a PKCS#11 one included). With ``certificate`` the
+    signature is the OMS certificate method's, as export's: the bundle carries that certificate
+    (which must be for ``key``) and ``certificate_chain``'s (PEM files, intermediates first).
+    """
     root = Path(folder)
     if not root.exists():
         raise EnvironmentProblem("no such folder or file", path=root)
     private_key = signing_key(key, passphrase)
+    certificates: list[x509.Certificate] = []
+    if certificate is not None:
+        certificates = load_signing_certificates(certificate, list(certificate_chain))
+        check_certificate_matches(certificates[0], private_key)
     target = Path(signature) if signature is not None else (root / SIGNATURE_NAME if root.is_dir()
                                                              else root.with_name(SIGNATURE_NAME))
     ignored = list(DEFAULT_IGNORE_PATHS) + check_ignore_paths(ignore_paths)
@@ -57,9 +72,14 @@ def sign_folder(folder: str | os.PathLike, key: str | os.PathLike | ec.EllipticC
     if not files:
         raise InvalidArgument("holds no file to sign (after the ignore paths)", path=root)
     digests, total = hash_files(files, workers)
-    bundle = sign_manifest(root.resolve().name, digests, private_key, ignore_paths=sorted(set(ignored)))
+    bundle = sign_manifest(root.resolve().name, digests, private_key, ignore_paths=sorted(set(ignored)),
+                           certificates=certificates)
     with atomic_output(target, force=force) as handle:
         handle.write(bundle)
+    if certificates:
+        leaf = certificates[0]
+        return FolderSignature(target, leaf.fingerprint(hashes.SHA256()).hex(), len(digests), total, "certificate",
+                               f"certificate {leaf.subject.rfc4514_string()} issued by {leaf.issuer.rfc4514_string()}")
     return FolderSignature(target, fingerprint(private_key.public_key()), len(digests), total)
 
 

@@ -62,6 +62,10 @@ class SanitizeReport:
     def to_json(self) -> dict:
         data = asdict(self)
         data["bytes_saved"] = self.bytes_saved
+        # Folds are text in every JSON output (nnU-Net's folder suffix: "0", "all"); the checkpoint stores an int.
+        fold = data["kept_metadata"].get("fold")
+        if fold is not None:
+            data["kept_metadata"]["fold"] = str(fold)
         return data
 
 

@@ -10,6 +10,11 @@ from nnseal.scan.findings import Finding, Location, finding
 
 # A pickle larger than this is not walked (a torch data.pkl is well under 1 MiB).
 MAX_PICKLE_BYTES = DEFAULT_MAX_BYTES
+# nnU-Net's postprocessing decision, (functions, kwargs): what nnUNetv2_apply_postprocessing unpickles.
+POSTPROCESSING_PICKLE = "postprocessing.pkl"
+# Opcodes that call or construct (or hand a value to a loader hook): a postprocessing pickle needs none.
+_CALLING_OPCODES = frozenset({"REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "PERSID", "BINPERSID",
+                              "EXT1", "EXT2", "EXT4"})
 
 
 def global_findings(where: Location, scan: PickleScan, label: str) -> list[Finding]:
@@ -57,3 +62,23 @@ def pickle_findings(where: Location, data: bytes, label: str, *, torch_pickle: b
 
 def scan_findings(where: Location, scan: PickleScan, label: str, *, torch_pickle: bool) -> list[Finding]:
     return global_findings(where, scan, label) + structure_findings(where, scan, label, torch_pickle=torch_pickle)
+
+
+def postprocessing_pickle_findings(where: Location, data: bytes) -> list[Finding] | None:
+    """A ``postprocessing.pkl`` that only names nnU-Net's own postprocessing functions and builds
+    nothing but lists, tuples, dicts, strings and numbers (what ``nnseal install`` rebuilds, and
+    what nnU-Net's determine_postprocessing writes): one note. None for any other pickle, which
+    then gets the ordinary pickle checks."""
+    from nnseal.sanitize.pipeline_json import POSTPROCESSING_FUNCTIONS
+
+    allowed = {f"{module}.{function}" for function, module in POSTPROCESSING_FUNCTIONS.items()}
+    try:
+        scan = scan_pickle(data, max_bytes=MAX_PICKLE_BYTES)
+    except MalformedPickle:
+        return None
+    if not set(scan.globals) <= allowed or scan.opcodes & _CALLING_OPCODES or scan.anomalies:
+        return None
+    named = ", ".join(sorted(set(scan.globals))) or "no function"
+    return [finding(where, "nnunet-postprocessing",
+                    f"nnU-Net postprocessing steps: names {named}, otherwise plain data (nothing is called "
+                    "when it is loaded)")]

@@ -84,6 +84,10 @@ _TABLE = [
     Rule("unknown-signer", Level.UNSIGNED,
          "An nnseal package signed by a key that is neither among the trusted keys given to the scan "
          "nor in the trust folder."),
+    Rule("nnunet-postprocessing", Level.NOTE,
+         "A postprocessing.pkl that names only nnU-Net's own postprocessing functions and otherwise holds "
+         "plain data (lists, tuples, dicts, strings, numbers): what nnseal install rebuilds from "
+         "postprocessing.json. Loading it imports that nnunetv2 module and calls nothing."),
     Rule("nnunet-export-zip", Level.UNSIGNED,
          "nnU-Net's own export zip (unsigned, pickle checkpoints); its members are scanned. "
          "Share models with `nnseal export` instead."),

@@ -22,7 +22,12 @@ from nnseal.scan.classify import (
 from nnseal.scan.findings import Finding, Location, finding
 from nnseal.scan.member_io import MemberReader
 from nnseal.scan.numpy_check import npy_findings
-from nnseal.scan.pickle_check import MAX_PICKLE_BYTES, pickle_findings
+from nnseal.scan.pickle_check import (
+    MAX_PICKLE_BYTES,
+    POSTPROCESSING_PICKLE,
+    pickle_findings,
+    postprocessing_pickle_findings,
+)
 from nnseal.scan.report import Scanned, ScanReport
 from nnseal.scan.safetensors_check import safetensors_findings
 from nnseal.scan.walk import WalkItem, walk
@@ -117,6 +122,12 @@ class Scanner:
                 self.add([finding(where, "unrecognized-model-file",
                                   f"named like a model file but holds {what}: not checked")])
             return
+        if kind == "pickle" and name.rsplit("/", 1)[-1] == POSTPROCESSING_PICKLE and size <= MAX_PICKLE_BYTES:
+            with opener() as handle:
+                found = postprocessing_pickle_findings(where, handle.read(MAX_PICKLE_BYTES + 1))
+            if found is not None:
+                self.add(found)
+                return
         self.check_model_format(where, name, kind)
         if kind == "polyglot":
             self.add([finding(where, "polyglot", f"reads validly as {' and as '.join(readings(head, size))}: "

@@ -110,3 +110,22 @@ ATTACKS = {
     "ensemble_folder_with_dotdot": (ensemble_folder_with_dotdot, "ensemble"),
     "ensemble_member_missing": (ensemble_member_missing, "3d_lowres"),
 }
+
+
+# --- postprocessing.pkl files a scan meets in a results folder --------------------------------
+# Each is what a tampered results folder could hold beside nnseal's rebuilt pickle; pickletools-level
+# bytes, written by hand: nothing here is ever unpickled.
+
+_PP_MODULE = b"nnunetv2.postprocessing.remove_connected_components"
+_PP_FUNCTION = b"remove_all_but_largest_component_from_segmentation"
+
+
+def postprocessing_pickle_calls_os_system(canary: str) -> bytes:
+    """(os.system(<touch canary>),): a global outside the allowlist, called."""
+    command = f"touch {canary}".encode()
+    return (b"\x80\x02cos\nsystem\nX" + len(command).to_bytes(4, "little") + command + b"\x85R\x85.")
+
+
+def postprocessing_pickle_calls_allowed_function(canary: str) -> bytes:
+    """The allowlisted function itself, but called (REDUCE) at load time instead of referenced."""
+    return (b"\x80\x02c" + _PP_MODULE + b"\n" + _PP_FUNCTION + b"\n" + b"(J\x00\x00\x00\x00tR.")

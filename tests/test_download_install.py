@@ -107,7 +107,7 @@ def test_cli_download_with_sha256_pin_and_keep(server, package_bytes, session_ke
     assert proc.exit_code == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["models"] == installed(results) and report["provenance"] == "signed"
-    assert report["download"]["sha256"] == digest and report["download"]["bytes"] == len(package_bytes)
+    assert report["package_sha256"] == digest and report["package_bytes"] == len(package_bytes)
     assert keep.read_bytes() == package_bytes
     assert_installed(results)
 
@@ -262,9 +262,14 @@ def test_without_range_support_an_unnamed_file_is_checked_late_by_the_install(se
     download_and_install_from_url(url, results, trusted_keys=[session_key.public_path], policy=FAST)
     latest = server.route("/latest.zip", Route(body=package_bytes, ranges=False))
     before = tree_listing(results)
+    # The same signed content over an unchanged install: the install, late, finds nothing to do.
+    again = download_and_install_from_url(latest, results, trusted_keys=[session_key.public_path], policy=FAST)
+    assert again.already_installed == installed(results) and tree_listing(results) == before
+    (results / MODEL / "notes.txt").write_text("added after install\n")
+    before = tree_listing(results)
     with pytest.raises(WouldOverwrite, match="model folder .* exists"):
         download_and_install_from_url(latest, results, trusted_keys=[session_key.public_path], policy=FAST)
-    assert len(server.requests_to("/latest.zip")) == 2  # the tail (answered whole, unread), then the download
+    assert len(server.requests_to("/latest.zip")) == 4  # twice: the tail (answered whole, unread), the download
     assert tree_listing(results) == before
 
 

@@ -100,9 +100,9 @@ def test_json_summary_and_fold_selection(toy_model_folder, session_key, tmp_path
     assert proc.exit_code == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["signer_fingerprint"] == session_key.fingerprint
-    assert {n for n in summary["entries"] if n.endswith(".safetensors")} == {
+    assert {e["name"] for e in summary["entries"] if e["name"].endswith(".safetensors")} == {
         f"{MODEL}/fold_0/checkpoint_final.safetensors"}
-    assert summary["removed_bytes"] > 0
+    assert summary["bytes_saved"] > 0
     assert summary["notes"] == [  # what was found and not exported, with the flag that would take it
         f"{MODEL}/fold_0/checkpoint_best.pth not exported: not among the checkpoints asked for "
         "(add -chk checkpoint_best)",

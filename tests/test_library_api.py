@@ -94,7 +94,8 @@ def test_with_path_keeps_type_reason_hint_and_fields():
 
 def test_refusal_names_the_package_and_keeps_its_hint(toy_package_session, session_key, tmp_path):
     results = tmp_path / "r"
-    install_model_from_zip(toy_package_session, results, trusted_keys=[session_key.public_path])
+    report = install_model_from_zip(toy_package_session, results, trusted_keys=[session_key.public_path])
+    (Path(report.models[0]) / "notes.txt").write_text("added after install")  # no longer what the package holds
     with pytest.raises(WouldOverwrite) as err:
         install_model_from_zip(toy_package_session, results, trusted_keys=[session_key.public_path])
     assert err.value.path == str(toy_package_session) and err.value.hint is Hint.FORCE

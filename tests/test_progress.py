@@ -47,8 +47,15 @@ def test_export_and_install_show_progress_on_a_terminal(toy_model_folder, sessio
 
 
 def test_quiet_and_ci_silence_the_bar(toy_model_folder, session_key, tmp_path):
-    # Every fold of the toy: a fold left out would get a note on stderr (test_export_selection.py).
-    assert _run_on_terminal(["export", "-i", toy_model_folder, "-o", tmp_path / "q.zip",
+    # Every fold of the toy, and no crossval pickle without its json: anything left out would get
+    # a note on stderr (test_export_selection.py, test_pipeline.py).
+    import shutil
+
+    model = tmp_path / toy_model_folder.parent.name / toy_model_folder.name
+    shutil.copytree(toy_model_folder, model)
+    for pickle in model.glob("crossval_results_folds_*/postprocessing.pkl"):
+        pickle.unlink()
+    assert _run_on_terminal(["export", "-i", model, "-o", tmp_path / "q.zip",
                              "--key", session_key.private_path, "-f", "0", "1", "--quiet"]) == ""
-    assert _run_on_terminal(["export", "-i", toy_model_folder, "-o", tmp_path / "c.zip",
+    assert _run_on_terminal(["export", "-i", model, "-o", tmp_path / "c.zip",
                              "--key", session_key.private_path, "-f", "0", "1"], {"CI": "true"}) == ""

@@ -45,7 +45,7 @@ def test_valid_package_has_no_problems_and_json_keeps_its_shape(toy_package_sess
     assert report.ok and report.signature is SignatureStatus.VALID and report.problems == []
     data = report.to_json()
     assert set(data) == {"package", "ok", "signature", "signer_fingerprint", "signer_name", "method", "signer",
-                         "entries", "bytes", "problems"}
+                         "package_bytes", "entries", "entries_bytes", "problems"}
     assert type(data["signature"]) is str and data["signature"] == "valid"
     assert json.loads(json.dumps(data)) == data
 
@@ -203,10 +203,11 @@ def test_inspect_json_keeps_its_shape(toy_package_session, session_key):
 
     data = inspect_package(toy_package_session, [session_key.public_path]).to_json()
     assert list(data) == ["package", "verified", "card", "signer_fingerprint", "signer_trusted", "signer_name",
-                          "method", "signer", "models", "entries", "bytes", "notes", "metrics"]
+                          "method", "signer", "models", "entries", "entries_bytes", "package_bytes", "notes",
+                          "metrics"]
     assert data["verified"] is False and data["notes"] == [] and data["card"]["format_version"] == 1
-    (model,) = data["models"].values()
-    assert set(model) == {"folds", "checkpoints", "bytes"} and model["folds"] == ["0", "1"]
+    (model,) = data["models"]
+    assert set(model) == {"folder", "folds", "checkpoints", "entries_bytes"} and model["folds"] == ["0", "1"]
     assert json.loads(json.dumps(data)) == data
 
 
@@ -221,8 +222,9 @@ def test_install_report_and_drift_problems(toy_package_session, session_key, tmp
     report = install_model_from_zip(toy_package_session, tmp_path / "r", trusted_keys=[session_key.public_path])
     assert report.provenance is Provenance.SIGNED
     data = report.to_json()
-    assert list(data) == ["package", "results", "provenance", "signer_fingerprint", "method", "signer", "models",
-                          "replaced", "checkpoints", "dropped", "warnings", "pipeline"]
+    assert list(data) == ["package", "results", "provenance", "signer_fingerprint", "signer_name", "method", "signer",
+                          "package_bytes", "package_sha256", "models", "replaced", "checkpoints", "dropped_entries",
+                          "warnings", "pipeline", "already_installed"]
     assert type(data["provenance"]) is str and data["provenance"] == "signed"
 
     folder = Path(report.models[0])
@@ -235,9 +237,11 @@ def test_install_report_and_drift_problems(toy_package_session, session_key, tmp
         (ProblemKind.MODIFIED_FILE, "plans.json"), (ProblemKind.MISSING_FILE, "dataset_fingerprint.json"),
         (ProblemKind.EXTRA_FILE, "notes.txt")]
     assert drift.to_json() == {"folder": str(folder), "ok": False, "provenance": "signed",
-                               "signer_fingerprint": session_key.fingerprint, "method": "key",
+                               "signer_fingerprint": session_key.fingerprint, "signer_name": None, "method": "key",
                                "signer": f"key {session_key.fingerprint}", "modified": ["plans.json"],
-                               "missing": ["dataset_fingerprint.json"], "extra": ["notes.txt"]}
+                               "missing": ["dataset_fingerprint.json"], "extra": ["notes.txt"],
+                               "problems": ["modified: plans.json", "missing: dataset_fingerprint.json",
+                                            "extra: notes.txt"]}
 
 
 def test_status_enums_print_as_their_values():

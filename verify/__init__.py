@@ -2,6 +2,7 @@
 
 Public API (names match nnU-Net's model_sharing functions):
     install_model_from_zip(zip_file, install_location=None, trusted_keys=..., ...)
+    install_model_from_folder(folder, install_location, trusted_keys=..., ...)  (a folder package)
     download_and_install_from_url(url, destination=None, ...)
     verify_package(zip_file, trusted_keys=...) -> VerifyReport
     inspect_package(zip_file) -> InspectReport
@@ -16,6 +17,7 @@ from nnseal.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "install_model_from_zip": "install",
+    "install_model_from_folder": "install",
     "InstallReport": "install",
     "download_and_install_from_url": "download",
     "verify_package": "report",

@@ -107,8 +107,17 @@ def _leaf_policy() -> ExtensionPolicy:
 
 
 def _not_a_ca(policy, certificate: x509.Certificate, value: x509.BasicConstraints | None) -> None:
-    if value is not None and value.ca:
-        raise ValueError("the signing certificate is a CA certificate")
+    """A CA certificate signs certificates, not models: refused, unless its KeyUsage withholds
+    keyCertSign, so that it can issue nothing and is an end entity in all but name (model_signing's
+    own test certificates are made so, and OpenSSL, which model_signing uses, accepts them)."""
+    if value is None or not value.ca:
+        return
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is None or usage.key_cert_sign:
+        raise ValueError("the signing certificate is a CA certificate that may sign certificates (keyCertSign)")
 
 
 def verify_certificate_chain(certificates: Sequence[bytes], cas: Sequence[TrustedCA], *,
@@ -119,13 +128,13 @@ def verify_certificate_chain(certificates: Sequence[bytes], cas: Sequence[Truste
     leaf, intermediates = chain[0], chain[1:]
     who = describe_certificate(leaf)
     if not cas:
-        raise UntrustedSigner(f"signed with {who}, and no CA is trusted", path=source, hint=Hint.TRUST_SIGNER,
+        raise UntrustedSigner(f"signed with {who}, and no CA is trusted", path=source, hint=Hint.TRUST_CA,
                               fingerprint=certificate_fingerprint(leaf))
     when = validation_time or datetime.datetime.now(datetime.timezone.utc)
     pinned = [ca for ca in cas if any(identity_matches(rule, leaf) for rule in ca.identities)]
     if not pinned:
         raise UntrustedSigner(f"signed with {who}, which matches no identity of the {len(cas)} trusted CA(s)",
-                              path=source, hint=Hint.TRUST_SIGNER, fingerprint=certificate_fingerprint(leaf))
+                              path=source, hint=Hint.TRUST_CA, fingerprint=certificate_fingerprint(leaf))
     reasons = []
     for ca in pinned:
         verifier = (PolicyBuilder().store(Store([ca.certificate])).time(when)

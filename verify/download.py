@@ -31,7 +31,16 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from nnseal.errors import Hint, NetworkError, NnsealError, Refused, TamperedPackage, WouldOverwrite, from_os_error
+from nnseal.errors import (
+    Hint,
+    InvalidArgument,
+    NetworkError,
+    NnsealError,
+    Refused,
+    TamperedPackage,
+    WouldOverwrite,
+    from_os_error,
+)
 from nnseal.format.digest import normalise_sha256
 from nnseal.format.layout import DATASET_RE, MODEL_RE
 from nnseal.format.limits import IO_CHUNK
@@ -65,7 +74,7 @@ class FailedSource:
     error: NnsealError
 
     def to_json(self) -> dict:
-        return {"source": redact(self.source), "error": str(self.error), "exit_code": self.error.exit_code}
+        return {"source": redact(self.source), "error": self.error.to_json(), "exit_code": self.error.exit_code}
 
 
 @dataclass(frozen=True)
@@ -82,8 +91,11 @@ class DownloadAndInstall:
         """The install report, whose "package" names where the zip came from (``kept`` or the URL,
         not the temporary file it passed through), plus what was downloaded."""
         where = self.remote.source if self.remote is not None else self.download.url
+        download = self.download.to_json(kept)
         return {**self.install.to_json(), "package": str(kept) if kept else redact(where),
-                "download": {**self.download.to_json(kept), "source": self.remote.to_json() if self.remote else None,
+                # The same size and digest, under the same names, as export, inspect, verify and install give.
+                "package_bytes": download.pop("bytes"), "package_sha256": download.pop("sha256"),
+                "download": {**download, "source": self.remote.to_json() if self.remote else None,
                              "from_cache": self.from_cache, "cached": self.cached,
                              "failed_sources": [f.to_json() for f in self.failed],
                              "warnings": list(self.warnings)}}
@@ -164,6 +176,15 @@ def download_then_install(
     try:
         sweep_stale(results)
         for attempt in plan.attempts():
+            if attempt.remote is not None and attempt.remote.snapshot is not None:
+                outcome = _try_snapshot(attempt, plan, results, lock, keep_path=keep_path, unsigned=unsigned,
+                                        policy=policy, trusted_keys=trusted_keys, trust_folder=trust_folder,
+                                        force=force, allow_downgrade=allow_downgrade, progress=progress,
+                                        external_trainer_folders=external_trainer_folders)
+                if outcome is None:
+                    continue
+                installed = True
+                return outcome
             try:
                 # In the results folder, not the home folder: same filesystem, and no surprise quota.
                 downloaded = fetch_to_temp(attempt.url, results, policy=policy, expected_sha256=attempt.expected,
@@ -200,6 +221,32 @@ def download_then_install(
         lock.release()
         if not installed:
             remove_created_folders(lock.created)  # only folders still empty: a failure leaves no trace
+
+
+def _try_snapshot(attempt: _Attempt, plan: _Plan, results: Path, lock: Lock, *, keep_path: Path | None,
+                  unsigned: bool, policy: DownloadPolicy, trusted_keys, trust_folder, force: bool,
+                  allow_downgrade: bool, progress: bool, external_trainer_folders) -> DownloadAndInstall | None:
+    """A folder package (``nnseal.verify.snapshot``): installed, or None when it failed (recorded in ``plan``).
+    It is never cached: the cache holds zips, by their sha256."""
+    from nnseal.verify.snapshot import install_snapshot
+
+    remote = attempt.remote
+    if remote is None or remote.snapshot is None:
+        raise ValueError("not a folder package")
+    try:
+        if unsigned or plan.pin is not None or keep_path is not None:
+            raise InvalidArgument(f"{redact(attempt.source)} is a folder package: it is always signed, it has no "
+                                  "zip sha256 to pin (pin its revision) and no zip to keep")
+        download, report = install_snapshot(remote, results, lock, policy=policy, trusted_keys=tuple(trusted_keys),
+                                            trust_folder=trust_folder, force=force,
+                                            allow_downgrade=allow_downgrade, progress=progress,
+                                            external_trainer_folders=external_trainer_folders)
+    except WouldOverwrite:
+        raise  # about the results folder: another mirror would say the same
+    except NnsealError as err:
+        plan.failed(attempt, err)
+        return None
+    return DownloadAndInstall(download, report, remote, False, None, tuple(plan.failures), ())
 
 
 @dataclass(frozen=True)
@@ -253,7 +300,8 @@ class _Plan:
             if hit is not None:
                 yield self._next(hit)
                 continue
-            self._look_before_download(remote.url)
+            if remote.snapshot is None:  # a folder package looks at its signed names instead
+                self._look_before_download(remote.url)
             yield self._next(_Attempt(source.text, remote.url, self.pin, digests, remote))
 
     def _cached(self, key: str | None, source: str, remote: Remote | None,

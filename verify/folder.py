@@ -1,10 +1,11 @@
-"""Verify any OMS-signed model folder (or single model file) in place, as `model_signing verify key` does.
+"""Verify any OMS-signed model folder (or single model file) in place, as `model_signing verify` does.
 
-The bundle is checked first (``nnseal.verify.signature``: the key method, against the trusted
-keys); then the folder is enumerated as the signer did (``nnseal.format.model_files``: the
-default ignore paths, the signature file itself, the statement's ``ignore_paths`` and the
-caller's), every file hashed once, and the two sets compared: an extra, missing or changed file
-is a problem. A symbolic link or special file anywhere not ignored is refused outright.
+The bundle is checked first (``nnseal.verify.signature``: the key method against the trusted
+keys, the certificate and Sigstore methods against the trusted CAs and Sigstore identities);
+then the folder is enumerated as the signer did (``nnseal.format.model_files``: the default
+ignore paths, the signature file itself, the statement's ``ignore_paths`` and the caller's),
+every file hashed once, and the two sets compared: an extra, missing or changed file is a
+problem. A symbolic link or special file anywhere not ignored is refused outright.
 Nothing is written. Torch-free.
 """
 
@@ -19,7 +20,7 @@ from nnseal.errors import EnvironmentProblem, HostileArchive, from_os_error
 from nnseal.format.limits import MAX_BUNDLE_BYTES
 from nnseal.format.model_files import check_ignore_paths, hash_files, list_model_files
 from nnseal.format.oms import DEFAULT_IGNORE_PATHS, SIGNATURE_NAME, SINGLE_FILE_NAME
-from nnseal.format.trust import load_trusted_keys
+from nnseal.format.trust import TrustAnchors, load_trust_anchors, load_trusted_keys
 from nnseal.verify.problems import Problem, ProblemKind
 from nnseal.verify.signature import verify_bundle
 
@@ -32,8 +33,10 @@ class FolderReport:
     signature: str
     signer_fingerprint: str = ""
     signer_name: str | None = None  # the trusted key's name, when the trust folder or a key file names it
+    method: str = "key"  # the OMS method: key, certificate or sigstore
+    signer: str = ""  # who signed, as the method names it (a key, a certificate, a Sigstore identity)
     files: int = 0
-    bytes: int = 0
+    files_bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -41,9 +44,16 @@ class FolderReport:
         return not self.problems
 
     def to_json(self) -> dict:
-        return {"folder": self.folder, "signature_file": self.signature, "ok": self.ok, "method": "key",
+        from nnseal.format.trust import signer_label
+
+        if self.method in (None, "key"):
+            signer = signer_label(self.signer_fingerprint, self.signer_name) if self.signer_fingerprint else None
+        else:
+            signer = self.signer
+        return {"folder": self.folder, "signature_file": self.signature, "ok": self.ok, "method": self.method,
                 "signer_fingerprint": self.signer_fingerprint, "signer_name": self.signer_name,
-                "files": self.files, "bytes": self.bytes, "problems": [p.message for p in self.problems]}
+                "signer": signer, "files": self.files, "files_bytes": self.files_bytes,
+                "problems": [p.message for p in self.problems]}
 
 
 def default_signature_path(target: str | os.PathLike) -> Path:
@@ -54,8 +64,13 @@ def default_signature_path(target: str | os.PathLike) -> Path:
 
 def verify_folder(target: str | os.PathLike, signature: str | os.PathLike | None = None,
                   trusted_keys: Sequence[str | os.PathLike] = (), *, trust_folder: str | os.PathLike | None = None,
-                  ignore_paths: Iterable[str] = (), workers: int | None = None) -> FolderReport:
+                  ignore_paths: Iterable[str] = (), workers: int | None = None,
+                  anchors: TrustAnchors | None = None) -> FolderReport:
     """Check ``target``'s files against the OMS signature ``signature`` (default: ``model.sig`` in it).
+
+    The signature is checked as a package's is: the key method against ``trusted_keys`` and
+    ``trust_folder``'s keys, the certificate and Sigstore methods against ``anchors`` (CAs,
+    Sigstore identities, validation time, Sigstore trusted root) plus ``trust_folder``'s.
 
     A broken, altered or untrusted signature raises (SignatureError, UntrustedSigner); extra,
     missing and modified files are the report's problems.
@@ -72,10 +87,14 @@ def verify_folder(target: str | os.PathLike, signature: str | os.PathLike | None
     except OSError as err:
         raise from_os_error(err, sig_path) from err
     keys = load_trusted_keys(list(trusted_keys), trust_folder)
-    manifest = verify_bundle(bundle, [k.key for k in keys], source=str(sig_path))
+    anchors = anchors or TrustAnchors()
+    anchors = load_trust_anchors(trust_folder, cas=anchors.cas, sigstore=anchors.sigstore,
+                                 validation_time=anchors.validation_time,
+                                 sigstore_trust_config=anchors.sigstore_trust_config)
+    manifest = verify_bundle(bundle, [k.key for k in keys], anchors=anchors, source=str(sig_path))
     report = FolderReport(folder=str(root), signature=str(sig_path), signer_fingerprint=manifest.signer_fingerprint,
                           signer_name=next((k.name for k in keys if k.fingerprint == manifest.signer_fingerprint),
-                                           None))
+                                           None), method=manifest.method, signer=manifest.signer)
     expected = manifest.resources
     if root.is_dir():
         ignored = [*DEFAULT_IGNORE_PATHS, *check_ignore_paths(manifest.ignore_paths, HostileArchive),
@@ -88,7 +107,7 @@ def verify_folder(target: str | os.PathLike, signature: str | os.PathLike | None
         # A single-file model: model_signing 0.3.1-1.1.x name its resource ".", the spec its file name.
         files = {SINGLE_FILE_NAME if SINGLE_FILE_NAME in expected else root.name: root}
     present = {name: path for name, path in files.items() if name in expected}
-    digests, report.bytes = hash_files(present, workers)
+    digests, report.files_bytes = hash_files(present, workers)
     report.files = len(files)
     for name in sorted(set(files) - set(expected)):
         report.problems.append(Problem(ProblemKind.EXTRA_FILE, f"extra file {name}: not covered by the signature",

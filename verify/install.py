@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nnseal.errors import EnvironmentProblem, NnsealError, Refused, TamperedPackage
-from nnseal.fsutil import open_new, sha256_file
+from nnseal.errors import EnvironmentProblem, InvalidArgument, NnsealError, Refused, TamperedPackage
+from nnseal.format.digest import normalise_sha256
+from nnseal.fsutil import open_new, package_size, sha256_file
 from nnseal.interrupt import interrupts_as_keyboard_interrupt
 from nnseal.locks import sweep_stale
 from nnseal.progress import CountingWriter
-from nnseal.verify.receipt import RECEIPT_NAME, Provenance, write_receipt
+from nnseal.verify.receipt import RECEIPT_NAME, Provenance, same_install, write_receipt
 from nnseal.verify.staging import STAGING_PREFIX, Staging  # noqa: F401  (STAGING_PREFIX: tests)
 
 UNSIGNED_WARNING = "provenance NOT checked: this model was installed without a signature"
@@ -38,18 +39,23 @@ class InstallReport:
     models: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # zip entries not installed (--unsigned: pickles)
     warnings: list[str] = field(default_factory=list)
     pipeline: list[str] = field(default_factory=list)  # ensemble folders and dataset-level files installed
     method: str | None = None  # "key", "certificate" or "sigstore"
     signer: str | None = None  # who signed, in words
+    package_bytes: int = 0  # the zip file's size on disk
+    package_sha256: str | None = None  # when it was hashed (a --sha256 pin, a download)
+    # Model and ensemble folders that already held exactly this content: nothing was written.
+    already_installed: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"package": self.package, "results": self.results, "provenance": self.provenance.value,
-                "signer_fingerprint": self.signer_fingerprint, "method": self.method, "signer": self.signer,
+                "signer_fingerprint": self.signer_fingerprint, "signer_name": None, "method": self.method,
+                "signer": self.signer, "package_bytes": self.package_bytes, "package_sha256": self.package_sha256,
                 "models": self.models, "replaced": self.replaced,
-                "checkpoints": self.checkpoints, "dropped": self.dropped, "warnings": self.warnings,
-                "pipeline": self.pipeline}
+                "checkpoints": self.checkpoints, "dropped_entries": self.dropped, "warnings": self.warnings,
+                "pipeline": self.pipeline, "already_installed": self.already_installed}
 
 
 def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | os.PathLike, *,
@@ -90,6 +96,29 @@ def install_model_from_zip(zip_file: str | os.PathLike, install_location: str | 
     return report
 
 
+def install_model_from_folder(folder: str | os.PathLike, install_location: str | os.PathLike, *,
+                              trusted_keys: Sequence[str | os.PathLike] = (),
+                              trust_folder: str | os.PathLike | None = None, force: bool = False,
+                              progress: bool = False, limits=None, source_name: str | None = None,
+                              allow_downgrade: bool = False,
+                              external_trainer_folders: Sequence[str | os.PathLike] = ()) -> InstallReport:
+    """Verify a folder package (``nnseal export --folder``, a Hub snapshot) and install it, with the
+    rules and the transaction of ``install_model_from_zip``: its files are the package's entries
+    (``nnseal.readers.folder_archive``), a file outside the signed manifest is refused, and every
+    byte installed is hashed against the manifest as it is read, so a file changed after the
+    verdict is refused, never installed. A folder package is always signed: there is no unsigned
+    form, and its pin is its signature (or, on a host, the commit)."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise EnvironmentProblem("no such package folder", path=path)
+    with interrupts_as_keyboard_interrupt():
+        report = _install(path, install_location, trusted_keys=trusted_keys, trust_folder=trust_folder,
+                          force=force, unsigned=False, sha256=None, progress=progress, limits=limits,
+                          source_name=source_name, allow_downgrade=allow_downgrade, zip_sha256=None)
+    note_compatibility(report, external_trainer_folders)
+    return report
+
+
 def note_compatibility(report: InstallReport, external_trainer_folders: Sequence[str | os.PathLike]) -> None:
     """One warning line per thing this environment lacks to run an installed model (never a failure:
     the install is done, and the model may be meant for another machine)."""
@@ -109,25 +138,36 @@ def note_compatibility(report: InstallReport, external_trainer_folders: Sequence
 
 def _install(zip_file, install_location, *, trusted_keys, trust_folder, force, unsigned, sha256, progress, limits,
              source_name, allow_downgrade, zip_sha256) -> InstallReport:
-    from nnseal.readers.zip_archive import Limits, open_zip
+    from nnseal.readers.folder_archive import open_package
 
     zip_path = Path(zip_file)
-    if not zip_path.is_file():
+    if zip_path.is_dir():
+        if unsigned:
+            raise InvalidArgument("a folder package is always signed: an unsigned install is for nnU-Net's own zips",
+                                  path=zip_path)
+        if sha256 is not None:
+            raise InvalidArgument("a sha256 pin is a zip's digest; a folder package is pinned by its signature",
+                                  path=zip_path)
+    elif not zip_path.is_file():
         raise EnvironmentProblem("no such package file", path=zip_path)
     results = Path(install_location).resolve()
     if results.is_dir():
         sweep_stale(results)
     package_sha256 = None
     if sha256 is not None:
-        from nnseal.format.digest import normalise_sha256
-
         expected = normalise_sha256(sha256)  # InvalidArgument for a malformed pin: never "no pin"
         package_sha256 = normalise_sha256(zip_sha256) if zip_sha256 is not None else sha256_file(zip_path)
         if package_sha256 != expected:
             raise TamperedPackage(f"sha256 is {package_sha256}, expected {expected}", path=zip_path)
+    if unsigned and package_sha256 is None:
+        # Nothing else names an unsigned zip's content: its receipt records the zip's digest, so
+        # installing the same zip again is recognised (one more read, small beside the rebuild).
+        package_sha256 = normalise_sha256(zip_sha256) if zip_sha256 is not None else sha256_file(zip_path)
     report = InstallReport(package=source_name or str(zip_path), results=str(results),
-                           provenance=Provenance.UNSIGNED if unsigned else Provenance.SIGNED)
-    with open_zip(zip_path, limits or Limits()) as archive:
+                           provenance=Provenance.UNSIGNED if unsigned else Provenance.SIGNED,
+                           package_bytes=package_size(zip_path),
+                           package_sha256=package_sha256 or (normalise_sha256(zip_sha256) if zip_sha256 else None))
+    with open_package(zip_path, limits) as archive:
         try:
             if unsigned:
                 from nnseal.verify.install_legacy import install_legacy
@@ -162,7 +202,7 @@ def extract_entry(archive, name: str, target: Path, bar) -> str:
 def write_model_receipt(stage: Staging, model: str, report: InstallReport, package_sha256: str | None,
                          card_model: dict | None, known_digests: dict[Path, str] | None = None,
                          trained_with: dict[str, dict[str, str]] | None = None,
-                         dataset_files: Sequence[str] = ()) -> None:
+                         dataset_files: Sequence[str] = (), content_sha256: str | None = None) -> None:
     """``known_digests``: files hashed as they were written, not read back (a second pass over every checkpoint).
     ``model`` may also be an ensemble folder (``DatasetX/ensembles/NAME``). ``dataset_files``: staged
     dataset-level files (``DatasetX/<name>``) this install writes, recorded in the receipt too."""
@@ -175,7 +215,8 @@ def write_model_receipt(stage: Staging, model: str, report: InstallReport, packa
     extra = {name.rsplit("/", 1)[1]: sha256_file(stage.path(name)) for name in dataset_files}
     write_receipt(model_dir, files=files, package=report.package, package_sha256=package_sha256,
                   provenance=report.provenance, signer_fingerprint=report.signer_fingerprint, model=card_model,
-                  trained_with=trained_with, dataset_files=extra, method=report.method, signer=report.signer)
+                  trained_with=trained_with, dataset_files=extra, method=report.method, signer=report.signer,
+                  content_sha256=content_sha256)
 
 
 def commit(stage: Staging, models: list[str], destinations: dict[str, Path], report: InstallReport,
@@ -186,6 +227,26 @@ def commit(stage: Staging, models: list[str], destinations: dict[str, Path], rep
     report.replaced.extend(stage.commit([*models, *units], {**destinations, **units}, force=force))
     report.models.extend(str(destinations[model]) for model in models)
     report.pipeline.extend(str(dest) for dest in units.values())
+
+
+def note_already_installed(report: InstallReport, results: Path, models: list[str], units: list[str], *,
+                           content_sha256: str | None, package_sha256: str | None) -> bool:
+    """Whether the package is already installed: every model and ensemble folder of it from this very
+    content and unchanged since (``receipt.same_install``; the dataset-level files are in the model
+    folders' receipts). If so the report says so, and nothing is to be written. Idempotent where it
+    is safe: a different package, or a folder that drifted, still needs ``force``."""
+    from nnseal.format.layout import ENSEMBLES
+
+    destinations = {name: results.joinpath(*name.split("/")) for name in [*models, *units]}
+    folders = [destinations[name] for name in [*models, *units]
+               if name in models or name.split("/")[1] == ENSEMBLES]
+    if not same_install(folders, provenance=report.provenance, signer_fingerprint=report.signer_fingerprint,
+                        content_sha256=content_sha256, package_sha256=package_sha256):
+        return False
+    report.models.extend(str(destinations[name]) for name in models)
+    report.pipeline.extend(str(destinations[name]) for name in units)
+    report.already_installed.extend(str(folder) for folder in folders)
+    return True
 
 
 def note_late_signals(stage: Staging, report: InstallReport) -> None:

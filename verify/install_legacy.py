@@ -19,6 +19,7 @@ from nnseal.verify.install import (
     InstallReport,
     commit,
     extract_entry,
+    note_already_installed,
     note_late_signals,
     write_model_receipt,
 )
@@ -55,8 +56,6 @@ def install_legacy(archive, results: Path, report: InstallReport, *, force: bool
                 raise ModelLayoutError(f"model folder '{model}' lacks {required}")
         if not any(n.endswith(".pth") for n in kept[model]):
             raise ModelLayoutError(f"model folder '{model}' has no checkpoint")
-    destinations = check_destinations(results, models, force)
-    check_dataset_id_free(results, datasets)  # before staging (verify/consistency.py)
     # find_best_configuration's results, from their JSON only (verify/pipeline_install.py).
     dataset = models[0].split("/")[0]
     pipeline, information = legacy_pipeline_entries(archive, report.dropped, models, report.warnings)
@@ -66,6 +65,11 @@ def install_legacy(archive, results: Path, report: InstallReport, *, force: bool
                          if information is not None else [])
     if information is not None:
         report.dropped.remove(f"{dataset}/{INFERENCE_INFORMATION}")
+    if not force and note_already_installed(report, results, models, units, content_sha256=None,
+                                            package_sha256=package_sha256):
+        return
+    destinations = check_destinations(results, models, force)
+    check_dataset_id_free(results, datasets)  # before staging (verify/consistency.py)
     unit_destinations = check_dataset_destinations(results, units, force)
     with Staging(results) as stage:
         for name, data in sorted(pipeline.items()):

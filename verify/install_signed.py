@@ -16,8 +16,16 @@ from nnseal.format.card import TRAINED_WITH_FIELD
 from nnseal.format.layout import INFERENCE_INFORMATION, INFERENCE_INSTRUCTIONS, EntryKind, PackageEntry
 from nnseal.progress import byte_bar
 from nnseal.verify.consistency import check_dataset_id_free
-from nnseal.verify.install import InstallReport, commit, extract_entry, note_late_signals, write_model_receipt
+from nnseal.verify.install import (
+    InstallReport,
+    commit,
+    extract_entry,
+    note_already_installed,
+    note_late_signals,
+    write_model_receipt,
+)
 from nnseal.verify.pipeline_install import write_inference_files, write_pickles
+from nnseal.verify.receipt import content_digest
 from nnseal.verify.rollback import check_not_downgrade
 from nnseal.verify.staging import Staging, check_dataset_destinations, check_destinations
 
@@ -50,13 +58,17 @@ def install_signed(archive, results: Path, report: InstallReport, *, trusted_key
     card_model = verdict.card["model"] if verdict.card and isinstance(verdict.card.get("model"), dict) else None
     trained_with = read_trained_with(verdict.card.get(TRAINED_WITH_FIELD)) if verdict.card else {}
     models = sorted({e.model for e in entries if e.model})
-    destinations = check_destinations(results, models, force)
     # find_best_configuration's dataset-level results: ensemble folders, inference_information.json.
     dataset = models[0].split("/")[0]
     ensembles = sorted({e.ensemble for e in entries if e.ensemble})
     inference = [e for e in entries if e.kind is EntryKind.INFERENCE]
     units = ensembles + ([f"{dataset}/{INFERENCE_INFORMATION}", f"{dataset}/{INFERENCE_INSTRUCTIONS}"]
                          if inference else [])
+    content_sha256 = content_digest(manifest.resources)
+    if not force and note_already_installed(report, results, models, units, content_sha256=content_sha256,
+                                            package_sha256=package_sha256):
+        return
+    destinations = check_destinations(results, models, force)
     unit_destinations = check_dataset_destinations(results, units, force)
     # Before staging: one name per dataset id (verify/consistency.py), no rollback (verify/rollback.py).
     check_dataset_id_free(results, {model.split("/")[0] for model in models})
@@ -82,9 +94,10 @@ def install_signed(archive, results: Path, report: InstallReport, *, trusted_key
             written = _finish_model(stage, model, [e for e in entries if e.model == model], verdict.json, report,
                                     archive, manifest.resources, bar)
             write_model_receipt(stage, model, report, package_sha256, card_model, known_digests=written,
-                                trained_with=trained_with, dataset_files=dataset_files)
+                                trained_with=trained_with, dataset_files=dataset_files,
+                                content_sha256=content_sha256)
         for ensemble in ensembles:
-            write_model_receipt(stage, ensemble, report, package_sha256, card_model)
+            write_model_receipt(stage, ensemble, report, package_sha256, card_model, content_sha256=content_sha256)
         commit(stage, models, destinations, report, force, unit_destinations)
     note_late_signals(stage, report)
 

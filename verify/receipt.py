@@ -35,14 +35,16 @@ def write_receipt(model_dir: Path, *, files: dict[str, str], package: str, packa
                   provenance: Provenance, signer_fingerprint: str | None, model: dict | None,
                   trained_with: dict[str, dict[str, str]] | None = None,
                   dataset_files: dict[str, str] | None = None,
-                  method: str | None = None, signer: str | None = None) -> None:
+                  method: str | None = None, signer: str | None = None,
+                  content_sha256: str | None = None) -> None:
     """``model`` is the card's ``model``; its release and creation time are also recorded on their
     own (``release``, ``created``): the next install compares them to refuse a rollback.
     ``trained_with`` (the card's, or what an unsigned zip's debug.json says) is recorded when known:
     ``nnseal doctor`` compares it with the installed software.
     ``dataset_files``: files the same install wrote into the dataset folder (the model folder's
     parent: inference_information.json, inference_instructions.txt), name -> sha256; drift checks
-    them as ``../<name>``."""
+    them as ``../<name>``. ``content_sha256``: ``content_digest`` of the signed manifest (what a
+    second install of the same signed content compares, whatever the zip's bytes)."""
     receipt = {
         "format": RECEIPT_FORMAT, "format_version": 1,
         "package": package, "package_sha256": package_sha256,
@@ -52,11 +54,47 @@ def write_receipt(model_dir: Path, *, files: dict[str, str], package: str, packa
         "created": _text_or_none((model or {}).get("created")),
         "files": dict(sorted(files.items())),
     }
+    if content_sha256 is not None:
+        receipt["content_sha256"] = content_sha256
     if trained_with:
         receipt["trained_with"] = trained_with
     if dataset_files:
         receipt["dataset_files"] = dict(sorted(dataset_files.items()))
     (model_dir / RECEIPT_NAME).write_text(json.dumps(receipt, indent=2, sort_keys=True) + "\n")
+
+
+def content_digest(resources: dict[str, str]) -> str:
+    """The sha256 of a signed manifest's resources (entry name -> sha256) as canonical JSON: equal for
+    two packages exactly when they hold the same signed entries, whatever their zip bytes."""
+    import hashlib
+
+    canonical = json.dumps(dict(sorted(resources.items())), separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def same_install(folders: list[Path], *, provenance: Provenance, signer_fingerprint: str | None,
+                 content_sha256: str | None, package_sha256: str | None) -> bool:
+    """Whether every folder in ``folders`` (model and ensemble folders) is already installed from this
+    very content: a receipt of the same provenance and signer recording the same signed content (or
+    the same package sha256), and no file drifted from it (re-hashed). Then installing again would
+    change nothing."""
+    if not folders:
+        return False
+    for folder in folders:
+        if folder.is_symlink() or not folder.is_dir():
+            return False
+        try:
+            receipt = read_receipt(folder)
+        except ModelLayoutError:
+            return False
+        if (receipt.get("provenance") != Provenance(provenance).value
+                or receipt.get("signer_fingerprint") != signer_fingerprint):
+            return False
+        same_content = content_sha256 is not None and receipt.get("content_sha256") == content_sha256
+        same_package = package_sha256 is not None and receipt.get("package_sha256") == package_sha256
+        if not (same_content or same_package) or not check_installed(folder).ok:
+            return False
+    return True
 
 
 @dataclass
@@ -81,9 +119,9 @@ class DriftReport:
 
     def to_json(self) -> dict:
         return {"folder": self.folder, "ok": self.ok, "provenance": self.provenance,
-                "signer_fingerprint": self.signer_fingerprint, "method": self.method, "signer": self.signer,
-                "modified": self.modified,
-                "missing": self.missing, "extra": self.extra}
+                "signer_fingerprint": self.signer_fingerprint, "signer_name": None, "method": self.method,
+                "signer": self.signer, "modified": self.modified, "missing": self.missing, "extra": self.extra,
+                "problems": [p.message for p in self.problems()]}
 
 
 def check_installed(model_dir: str | os.PathLike) -> DriftReport:

@@ -13,6 +13,7 @@ from nnseal.format.layout import CARD_NAME
 from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_CARD_BYTES
 from nnseal.format.oms import SIGNATURE_NAME
 from nnseal.format.trust import TrustAnchors
+from nnseal.fsutil import package_size
 from nnseal.verify.problems import Problem, ProblemKind
 from nnseal.verify.verdict import SignatureStatus
 
@@ -25,8 +26,8 @@ class VerifyReport:
     signature: SignatureStatus = SignatureStatus.MISSING
     signer_fingerprint: str | None = None
     signer_name: str | None = None  # the trusted key's name (trust folder or key file), when one verified it
-    entries: int = 0
-    bytes: int = 0
+    entries: list[dict] = field(default_factory=list)  # {name, bytes, sha256 (as hashed; None if not signed)}
+    package_bytes: int = 0  # the zip file's size on disk
     problems: list[Problem] = field(default_factory=list)
     method: str | None = None  # "key", "certificate" or "sigstore"
     signer: str | None = None  # who signed, in words
@@ -35,14 +36,24 @@ class VerifyReport:
     def ok(self) -> bool:
         return self.signature is SignatureStatus.VALID and not self.problems
 
+    @property
+    def signed_entries(self) -> int:
+        """Entries other than the signature itself."""
+        return sum(1 for e in self.entries if e["name"] != SIGNATURE_NAME)
+
+    @property
+    def entries_bytes(self) -> int:
+        return sum(e["bytes"] for e in self.entries)
+
     def add(self, kind: ProblemKind, message: str, subject: str | None = None) -> None:
         self.problems.append(Problem(kind, message, subject))
 
     def to_json(self) -> dict:
         return {"package": self.package, "ok": self.ok, "signature": self.signature.value,
                 "signer_fingerprint": self.signer_fingerprint, "signer_name": self.signer_name,
-                "method": self.method, "signer": self.signer,
-                "entries": self.entries, "bytes": self.bytes, "problems": [p.message for p in self.problems]}
+                "method": self.method, "signer": self.signer, "package_bytes": self.package_bytes,
+                "entries": self.entries, "entries_bytes": self.entries_bytes,
+                "problems": [p.message for p in self.problems]}
 
 
 @dataclass
@@ -58,24 +69,35 @@ class InspectReport:
     signer: str | None = None
     models: dict[str, dict] = field(default_factory=dict)  # folder -> {folds, checkpoints, bytes}
     entries: list[dict] = field(default_factory=list)  # {name, bytes, stored_bytes}
-    bytes: int = 0
+    package_bytes: int = 0  # the zip file's size on disk
     notes: list[str] = field(default_factory=list)
     # Cross-validation headline per configuration or ensemble folder (postprocessing.json, else summary.json):
     # {"dice": foreground mean Dice, "dice_postprocessed": the same after postprocessing (or None)}
     metrics: dict[str, dict] = field(default_factory=dict)
 
+    @property
+    def entries_bytes(self) -> int:
+        """The entries' uncompressed sizes, added up (``package_bytes`` is the zip's size)."""
+        return sum(e["bytes"] for e in self.entries)
+
     def to_json(self) -> dict:
+        """Collections as lists of objects, as in every command's JSON (docs/JSON.md)."""
         return {"package": self.package, "verified": False, "card": self.card,
                 "signer_fingerprint": self.signer_fingerprint, "signer_trusted": self.signer_trusted,
                 "signer_name": self.signer_name, "method": self.method, "signer": self.signer,
-                "models": self.models, "entries": self.entries, "bytes": self.bytes, "notes": self.notes,
-                "metrics": self.metrics}
+                "models": [{"folder": folder, **model} for folder, model in sorted(self.models.items())],
+                "entries": self.entries, "entries_bytes": self.entries_bytes, "package_bytes": self.package_bytes,
+                "notes": self.notes,
+                "metrics": [{"folder": folder, **values} for folder, values in sorted(self.metrics.items())]}
 
 
 def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.PathLike] = (), *,
                    trust_folder: str | os.PathLike | None = None, workers: int | None = None,
                    limits=None, anchors: TrustAnchors | None = None) -> VerifyReport:
     """Check the signature against the trusted keys, then every entry's sha256 against the manifest.
+
+    ``zip_file`` may also be a folder package (``nnseal export --folder``): its files are the
+    entries, checked by the same rules (``nnseal.readers.folder_archive``).
 
     The trusted keys are the key files ``trusted_keys`` and, when it is given, ``trust_folder``'s keys.
     Certificate and Sigstore signatures are checked against ``anchors`` (trusted CAs, Sigstore
@@ -86,17 +108,14 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
     ``HostileArchive`` instead: nothing in it can be read with confidence.
     """
     from nnseal.format.trust import load_trust_anchors, load_trusted_keys
-    from nnseal.readers.zip_archive import Limits, open_zip
+    from nnseal.readers.folder_archive import open_package
     from nnseal.verify.verdict import judge_package
 
     path = Path(zip_file)
-    if not path.is_file():
-        raise EnvironmentProblem("no such package file", path=path)
     report = VerifyReport(package=str(path))
-    with open_zip(path, limits or Limits()) as archive:
+    with open_package(path, limits) as archive:
+        report.package_bytes = package_size(path)
         names = [n for n in archive.names() if n != SIGNATURE_NAME]
-        report.entries = len(names)
-        report.bytes = sum(archive.entry(n).size for n in names)
         keys = load_trusted_keys(list(trusted_keys), trust_folder)
         anchors = anchors or TrustAnchors()
         anchors = load_trust_anchors(trust_folder, cas=anchors.cas, sigstore=anchors.sigstore,
@@ -112,11 +131,15 @@ def verify_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os.
                 report.signer_name = next((k.name for k in keys if k.fingerprint == report.signer_fingerprint),
                                           None)
             resources = verdict.manifest.resources
-            present = [archive.entry(n) for n in names if n in resources]
+            present = [n for n in names if n in resources]
             digests = archive.sha256_all(present, workers=workers)
             for name in sorted(digests):
                 if digests[name] != resources[name]:
                     report.add(ProblemKind.MODIFIED_ENTRY, f"modified entry: {name}", name)
+        else:
+            digests = {}
+        report.entries = [{"name": n, "bytes": archive.entry(n).size, "sha256": digests.get(n)}
+                          for n in archive.names()]
     return report
 
 
@@ -135,7 +158,7 @@ def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os
     path = Path(zip_file)
     if not path.is_file():
         raise EnvironmentProblem("no such package file", path=path)
-    info = InspectReport(package=str(path))
+    info = InspectReport(package=str(path), package_bytes=path.stat().st_size)
     with open_zip(path) as archive:
         card = archive.get(CARD_NAME)
         if card is not None:
@@ -169,7 +192,6 @@ def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os
         for name in archive.names():
             entry = archive.entry(name)
             info.entries.append({"name": name, "bytes": entry.size, "stored_bytes": entry.compressed_size})
-            info.bytes += entry.size
             try:
                 kind = classify(name)
             except Refused as err:
@@ -179,10 +201,11 @@ def inspect_package(zip_file: str | os.PathLike, trusted_keys: Sequence[str | os
             if kind.kind in (EntryKind.POSTPROCESSING, EntryKind.SUMMARY):
                 _read_metrics(info, archive, entry, kind)
             if kind.model:
-                model = info.models.setdefault(kind.model, {"folds": [], "checkpoints": [], "bytes": 0})
-                model["bytes"] += entry.size
+                model = info.models.setdefault(kind.model, {"folds": [], "checkpoints": [], "entries_bytes": 0})
+                model["entries_bytes"] += entry.size
                 if kind.kind is EntryKind.CHECKPOINT:
-                    model["checkpoints"].append(f"fold_{kind.fold}/{kind.checkpoint}")
+                    model["checkpoints"].append({"entry": name, "fold": kind.fold, "checkpoint": kind.checkpoint,
+                                                 "bytes": entry.size})
                     if kind.fold not in model["folds"]:
                         model["folds"].append(kind.fold)
     return info
@@ -198,25 +221,26 @@ def inspect_nnunet_zip(zip_file: str | os.PathLike) -> InspectReport:
     path = Path(zip_file)
     if not path.is_file():
         raise EnvironmentProblem("no such file", path=path)
-    info = InspectReport(package=str(path))
+    info = InspectReport(package=str(path), package_bytes=path.stat().st_size)
     with open_zip(path) as archive:
         names = archive.names()
         kept, dropped = legacy_model_entries(names)
         for name in names:
             entry = archive.entry(name)
             info.entries.append({"name": name, "bytes": entry.size, "stored_bytes": entry.compressed_size})
-            info.bytes += entry.size
         for model, members in sorted(kept.items()):
-            record = info.models.setdefault(model, {"folds": [], "checkpoints": [], "bytes": 0})
+            record = info.models.setdefault(model, {"folds": [], "checkpoints": [], "entries_bytes": 0})
             for name in members:
-                record["bytes"] += archive.entry(name).size
+                size = archive.entry(name).size
+                record["entries_bytes"] += size
                 if name.endswith(".pth"):
                     fold_dir, checkpoint = name.split("/")[2:4]
-                    record["checkpoints"].append(f"{fold_dir}/{checkpoint.removesuffix('.pth')}")
                     fold = fold_dir.removeprefix("fold_")
+                    record["checkpoints"].append({"entry": name, "fold": fold,
+                                                  "checkpoint": checkpoint.removesuffix(".pth"), "bytes": size})
                     if fold not in record["folds"]:
                         record["folds"].append(fold)
-            record["checkpoints"].sort()
+            record["checkpoints"].sort(key=lambda c: c["entry"])
             record["folds"].sort(key=lambda f: (f == "all", int(f) if f.isdigit() else 0))
     info.notes.append("not signed: an nnU-Net export zip carries no signature and no card")
     if dropped:

@@ -30,6 +30,7 @@ from nnseal.format.oms import (
     pae,
     parse_envelope,
     parse_statement,
+    refuse_pre_1_0,
 )
 from nnseal.format.trust import TrustAnchors
 
@@ -60,6 +61,7 @@ def verify_bundle(bundle: bytes, trusted_keys: Sequence[ec.EllipticCurvePublicKe
     """
     anchors = anchors or TrustAnchors()
     envelope = parse_envelope(bundle, source)
+    refuse_pre_1_0(envelope.payload, source)
     if envelope.method == METHOD_CERTIFICATE:
         from nnseal.verify.certificate import verify_certificate_chain
 

@@ -3,7 +3,9 @@
 Everything Sigstore-specific (the Fulcio chain, the Rekor inclusion proof and signed entry
 timestamp, SCTs, the DSSE signature) is sigstore-python's ``Verifier.verify_dsse``, against a
 trusted root: the file the caller gives (a ``trusted_root`` or ``ClientTrustConfig`` JSON), or
-the production root embedded in sigstore-python (read offline: no TUF refresh). The identity
+the production root embedded in sigstore-python (read from the installed package: no TUF refresh,
+no network, nothing written; a root rotated after that sigstore-python release needs a newer
+sigstore-python or the caller's file). The identity
 policy is the trust folder's Sigstore identities: the certificate's subjectAltName and OIDC
 issuer must both match one of them. sigstore-python is the optional extra
 ``nnseal[sigstore]``, imported only here. Torch-free.
@@ -49,13 +51,13 @@ def verify_sigstore_bundle(bundle: bytes, anchors: TrustAnchors, *, source: str)
     fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
     if not anchors.sigstore:
         raise UntrustedSigner(f"signed by Sigstore identity {identity} from {issuer}, and no Sigstore identity is "
-                              "trusted", path=source, hint=Hint.TRUST_SIGNER, fingerprint=fingerprint)
+                              "trusted", path=source, hint=Hint.TRUST_SIGSTORE, fingerprint=fingerprint)
     rules = policy.AnyOf([policy.Identity(identity=i.identity, issuer=i.issuer) for i in anchors.sigstore])
     try:
         if anchors.sigstore_trust_config is not None:
             root = _trusted_root(anchors.sigstore_trust_config, TrustedRoot, ClientTrustConfig)
         else:
-            root = ClientTrustConfig.production(offline=True).trusted_root
+            root = _embedded_production_root(TrustedRoot)
         verifier = Verifier(trusted_root=root)
     except (SigstoreError, ValueError, OSError) as err:
         raise EnvironmentProblem(f"cannot load the Sigstore trusted root: {err}",
@@ -67,9 +69,27 @@ def verify_sigstore_bundle(bundle: bytes, anchors: TrustAnchors, *, source: str)
         if not matching:
             raise UntrustedSigner(f"signed by Sigstore identity {identity} from {issuer}, which is not among the "
                                   f"{len(anchors.sigstore)} trusted Sigstore identities", path=source,
-                                  hint=Hint.TRUST_SIGNER, fingerprint=fingerprint) from None
+                                  hint=Hint.TRUST_SIGSTORE, fingerprint=fingerprint) from None
         raise SignatureError(f"Sigstore verification failed: {_one_line(err)}", path=source) from None
     return SigstoreVerified(payload, identity, issuer, fingerprint)
+
+
+# sigstore-python ships the production TUF repository's targets in its package, one folder per
+# repository named by the quoted URL. ClientTrustConfig.production(offline=True) would read them
+# too, but only after copying them into the user's cache folder and preferring whatever that
+# folder holds: verifying writes nothing and trusts nothing outside the installed package.
+_PRODUCTION_TUF_URL = "https://tuf-repo-cdn.sigstore.dev"
+
+
+def _embedded_production_root(trusted_root_type):
+    from importlib import resources
+    from urllib.parse import quote
+
+    resource = resources.files("sigstore._store") / quote(_PRODUCTION_TUF_URL, safe="") / "trusted_root.json"
+    if not resource.is_file():
+        raise OSError(f"this sigstore-python embeds no production trusted root ({resource})")
+    with resources.as_file(resource) as path:
+        return trusted_root_type.from_file(str(path))
 
 
 def _one_line(err: Exception) -> str:

@@ -131,7 +131,7 @@ class Staging:
         """
         deferred = self._defer.enter_context(deferred_interrupts())
         self._defer.callback(lambda: self.late_signals.extend(deferred.signals))
-        self._defer.enter_context(_commit_lock(self.results))
+        self._defer.enter_context(commit_lock(self.results))
         done: list[tuple[Path, Path, Path | None]] = []  # (destination, staged, parking of the old folder)
         expected: dict[Path, tuple[dict[str, int], bytes]] = {}
         try:
@@ -166,7 +166,7 @@ class Staging:
 
 
 @contextlib.contextmanager
-def _commit_lock(results: Path):
+def commit_lock(results: Path):
     """Commits into one results folder take turns (a flock on the folder itself, no extra file):
     two ``--force`` installs of the same model would otherwise swap between each other's
     rename and receipt check. Held for the renames only; the later commit wins. Where the

@@ -26,7 +26,7 @@ from nnseal.format.layout import CARD_NAME, EntryKind, PackageEntry, classify, c
 from nnseal.format.limits import MAX_BUNDLE_BYTES, MAX_CARD_BYTES, MAX_JSON_BYTES
 from nnseal.format.oms import SIGNATURE_NAME, SignedManifest
 from nnseal.format.trust import TrustAnchors
-from nnseal.readers.zip_archive import Entry, SafeZip
+from nnseal.readers.folder_archive import PackageReader
 from nnseal.verify.problems import Problem, ProblemKind
 
 # find_best_configuration's JSON (docs/FORMAT.md, "The nnU-Net pipeline"), checked like the model JSON.
@@ -64,9 +64,10 @@ class Verdict:
         self.problems.append(Problem(kind, message or error.reason, subject, error))
 
 
-def judge_package(archive: SafeZip, trusted_keys: Sequence[ec.EllipticCurvePublicKey],
+def judge_package(archive: PackageReader, trusted_keys: Sequence[ec.EllipticCurvePublicKey],
                   anchors: TrustAnchors | None = None) -> Verdict:
-    """Every reason ``archive`` (an nnseal package) is not acceptable, in the order install meets them.
+    """Every reason ``archive`` (an nnseal package: a zip or a folder) is not acceptable, in the order
+    install meets them.
 
     ``anchors`` (trusted CAs and Sigstore identities) verify the certificate and Sigstore methods."""
     from nnseal.verify.signature import read_bundle_unverified, verify_bundle
@@ -165,7 +166,7 @@ def _judge_layout(verdict: Verdict, names: list[str]) -> None:
             verdict.add(ProblemKind.LAYOUT, err)
 
 
-def _signed_bytes(verdict: Verdict, archive: SafeZip, entry: Entry, resources: dict[str, str] | None,
+def _signed_bytes(verdict: Verdict, archive: PackageReader, entry: Any, resources: dict[str, str] | None,
                   limit: int) -> bytes | None:
     """The entry's bytes when they are what the manifest signs (hashing reports the rest)."""
     if entry.size > limit:
@@ -178,7 +179,7 @@ def _signed_bytes(verdict: Verdict, archive: SafeZip, entry: Entry, resources: d
     return data
 
 
-def _judge_card(verdict: Verdict, archive: SafeZip, resources: dict[str, str] | None) -> None:
+def _judge_card(verdict: Verdict, archive: PackageReader, resources: dict[str, str] | None) -> None:
     data = _signed_bytes(verdict, archive, archive.entry(CARD_NAME), resources, MAX_CARD_BYTES)
     if data is None:
         return
@@ -188,7 +189,8 @@ def _judge_card(verdict: Verdict, archive: SafeZip, resources: dict[str, str] | 
         verdict.add(ProblemKind.FORMAT, err, CARD_NAME)
 
 
-def _judge_json(verdict: Verdict, archive: SafeZip, entry: PackageEntry, resources: dict[str, str] | None) -> None:
+def _judge_json(verdict: Verdict, archive: PackageReader, entry: PackageEntry,
+                resources: dict[str, str] | None) -> None:
     data = _signed_bytes(verdict, archive, archive.entry(entry.name), resources, MAX_JSON_BYTES)
     if data is None:
         return
@@ -198,7 +200,7 @@ def _judge_json(verdict: Verdict, archive: SafeZip, entry: PackageEntry, resourc
         verdict.add(ProblemKind.CONTENT, err, entry.name)
 
 
-def _judge_checkpoint(verdict: Verdict, archive: SafeZip, entry: PackageEntry) -> None:
+def _judge_checkpoint(verdict: Verdict, archive: PackageReader, entry: PackageEntry) -> None:
     from nnseal.verify.consistency import check_checkpoint_matches_model
 
     member = archive.entry(entry.name)
@@ -252,7 +254,7 @@ def check_inference_references(data: Any, names: set[str], *, name: str) -> None
 class _HeaderReader(io.RawIOBase):
     """``read(n)`` over the first bytes of an entry: enough for a safetensors header, no more."""
 
-    def __init__(self, archive: SafeZip, entry: Entry):
+    def __init__(self, archive: PackageReader, entry: Any):
         self._chunks = archive.stream(entry)
         self._buffer = bytearray()
 

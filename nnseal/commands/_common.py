@@ -4,13 +4,13 @@ from the environment (results folder, trust folder, signing key): the library re
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from pathlib import Path
 
 import click
 
+from nnseal.commands.json_contract import emit_json, failure  # noqa: F401  (every command's one way to print JSON)
 from nnseal.errors import (
     EXIT_ENVIRONMENT,
     EXIT_REFUSED,
@@ -32,11 +32,16 @@ CACHE_ENV = "NNSEAL_CACHE"
 # Each hint worded as the flag or command that applies it; appended to "path: reason".
 HINT_TEXT = {
     Hint.FORCE: "; pass --force to replace it",
+    Hint.FORCE_REMOVE: "; pass --force to remove it anyway",
     Hint.OTHER_PATH: " (choose another -o)",
     Hint.UNSIGNED: " (for a zip made by nnU-Net's exporter use --unsigned, ideally with --sha256)",
     Hint.SIGNED: ": install it without --unsigned",
     Hint.TRUSTED_KEY: ": pass --trusted-key KEY.pub or run `nnseal trust add KEY.pub`",
     Hint.TRUST_SIGNER: "; if you trust this signer, run `nnseal trust add KEY.pub` or pass --trusted-key KEY.pub",
+    Hint.TRUST_CA: ("; if you trust this signer, run `nnseal trust add-ca CA.pem --name NAME --identity "
+                    "email:ADDRESS` (or uri:, dns:, subject:, sha256: the signing certificate's)"),
+    Hint.TRUST_SIGSTORE: ("; if you trust this signer, run `nnseal trust add-sigstore --name NAME --identity "
+                          "IDENTITY --issuer ISSUER` with the identity and issuer named above"),
     Hint.OTHER_KEY_NAME: "; choose another --name or `nnseal trust remove` it first",
     Hint.ADD_TRUSTED_KEY: " written by `nnseal trust add`",
     Hint.LIST_TRUSTED_KEYS: " (see `nnseal trust list`)",
@@ -60,31 +65,39 @@ def error_line(err: NnsealError) -> str:
 def report_errors(fn):
     """Run a command body; print any failure as one line on stderr and exit with its code.
 
+    With ``--json`` (``json_contract.json_requested``) the failure is also the run's one JSON
+    document on stdout (``json_contract.emit_error``), usage errors raised in the body included.
     Set NNSEAL_DEBUG=1 to get the traceback of an unexpected error. SIGTERM and SIGHUP take the
     path Ctrl-C takes (every cleanup runs); the exit status is 128 + the signal: 130, 143, 129.
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from nnseal.commands.json_contract import emit_error, json_requested
         from nnseal.interrupt import interrupts_as_keyboard_interrupt
 
+        as_json = json_requested(kwargs)
         try:
             with interrupts_as_keyboard_interrupt(ignore_after_done=True):
                 return fn(*args, **kwargs)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except click.exceptions.Exit:
+            raise
+        except (click.ClickException, click.exceptions.Abort) as err:
+            if as_json:
+                emit_error(err)
             raise
         except NnsealError as err:
             kind = "refused" if isinstance(err, Refused) else "error"
             click.echo(f"nnseal: {kind}: {one_line(error_line(err))}", err=True)
-            sys.exit(err.exit_code)
+            sys.exit(emit_error(err) if as_json else err.exit_code)
         except KeyboardInterrupt as err:
             code = getattr(err, "exit_code", 130)
             click.echo("nnseal: interrupted" + (f" ({err})" if code != 130 else ""), err=True)
-            sys.exit(code)
+            sys.exit(emit_error(err) if as_json else code)
         except OSError as err:
             where = f"{err.filename}: " if err.filename else ""
             click.echo(f"nnseal: error: {where}{one_line(err.strerror or str(err))}", err=True)
-            sys.exit(EXIT_ENVIRONMENT)
+            sys.exit(emit_error(err) if as_json else EXIT_ENVIRONMENT)
         except Exception as err:  # a bug, but the user still gets one line
             if os.environ.get("NNSEAL_DEBUG"):
                 raise
@@ -94,7 +107,7 @@ def report_errors(fn):
                 err=True,
             )
             # Unexpected failures happen on inputs nnseal did not understand: refuse them.
-            sys.exit(EXIT_REFUSED)
+            sys.exit(emit_error(err) if as_json else EXIT_REFUSED)
 
     return wrapper
 
@@ -104,10 +117,6 @@ def one_line(text: str) -> str:
     came from an input (a card, an entry name) can neither add lines nor drive the terminal."""
     collapsed = " ".join(str(text).split())
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in collapsed)
-
-
-def emit_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def verbosity() -> int:

@@ -6,8 +6,14 @@ import sys
 
 import click
 
-from nnseal.commands._common import emit_json, external_trainer_folders_from_environment, one_line, report_errors
-from nnseal.errors import EXIT_REFUSED
+from nnseal.commands._common import (
+    emit_json,
+    external_trainer_folders_from_environment,
+    failure,
+    one_line,
+    report_errors,
+)
+from nnseal.errors import EXIT_OK, EXIT_REFUSED
 
 
 @click.command(help="""Check MODEL_FOLDER (an nnU-Net Trainer__Plans__configuration folder)
@@ -26,7 +32,10 @@ def command(model_folder, as_json):
     refuse_unless(model_folder, {"folder"}, "a model folder")
     report = diagnose(model_folder, external_trainer_folders_from_environment())
     if as_json:
-        emit_json(report.to_json())
+        warnings = report.warnings
+        error = (failure("incompatible_environment", f"{len(warnings)} check(s) warn: {'; '.join(warnings)}",
+                         model_folder) if warnings else None)
+        emit_json(report.to_json(), exit_code=EXIT_OK if report.ok else EXIT_REFUSED, error=error)
     else:
         for check in report.checks:
             click.echo(f"{'ok' if check.ok else 'warn'}: {one_line(check.message)}")

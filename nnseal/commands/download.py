@@ -123,7 +123,9 @@ def download_and_report(source, *, results, trusted_keys, sha256, keep, unsigned
             click.echo(f"{digest.algorithm} matches the one {digest.publisher} publishes (checked beside the "
                        "signature)")
         where = "from the cache" if outcome.from_cache else "downloaded"
-        click.echo(f"{where} {got.size} bytes, sha256 {got.sha256}")
+        from nnseal.units import format_bytes
+
+        click.echo(f"{where} {format_bytes(got.size)}, sha256 {got.sha256}")
     print_install_report(outcome.install, quiet=quiet, as_json=False)
     if keep and not quiet:
         click.echo(f"kept the verified zip at {keep}")

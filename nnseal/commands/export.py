@@ -54,7 +54,8 @@ def _note_text(note) -> str:
     return f"{one_line(str(note))}{hint}"
 
 
-@click.command(cls=MultiValueCommand, help="""Sanitize, package and sign trained nnU-Net models into one zip.
+@click.command(cls=MultiValueCommand, help="""Sanitize, package and sign trained nnU-Net models into one zip
+(-o), or into a folder of the same files plus model.sig (--folder).
 
 Give model folders with -i, or select like nnU-Net does with -d/-c/-tr/-p under
 $nnUNet_results (-d without -c: every configuration trained with that trainer and
@@ -66,7 +67,11 @@ come from $NNSEAL_SIGNING_KEY and its passphrase from $NNSEAL_KEY_PASSPHRASE (an
 encrypted key without one is asked for at a terminal).""")
 @click.option("-i", "input_folders", cls=MultiValueOption, split=False, type=click.Path(),
               help="Model folder(s) (DatasetXXX_Name/Trainer__Plans__configuration): -i A B, or repeated.")
-@click.option("-o", "output", required=True, type=click.Path(dir_okay=False), help="Package zip to write.")
+@click.option("-o", "output", type=click.Path(dir_okay=False), help="Package zip to write.")
+@click.option("--folder", "output_folder", type=click.Path(file_okay=False),
+              help="Write the package as this folder instead of a zip: the same files plus model.sig "
+                   "(what `model_signing verify` checks as it is and a model hub such as the Hugging Face "
+                   "Hub stores file by file). Instead of -o.")
 @click.option("--key", type=click.Path(dir_okay=False), help="Signing key (PEM). Default: $NNSEAL_SIGNING_KEY.")
 @passphrase_options
 @click.option("--certificate", type=click.Path(dir_okay=False),
@@ -95,12 +100,12 @@ encrypted key without one is asked for at a terminal).""")
               help="Creation time recorded in the card: seconds since the epoch or YYYY-MM-DDTHH:MM:SSZ. "
                    "Default: $SOURCE_DATE_EPOCH, else the newest exported checkpoint's mtime.")
 @click.option("--include-progress", is_flag=True, help="Also ship fold_N/progress.png.")
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--force", is_flag=True, help="Replace the zip (or a folder that is not empty) if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @report_errors
-def command(input_folders, output, key, passphrase, passphrase_env, certificate, certificate_chain, pkcs11_uri,
-            dataset, configurations, trainer, plans, folds,
+def command(input_folders, output, output_folder, key, passphrase, passphrase_env, certificate, certificate_chain,
+            pkcs11_uri, dataset, configurations, trainer, plans, folds,
             checkpoint_names, name, description, licence, reference, release, created, include_progress, force,
             quiet, as_json):
     from nnseal.package import model_folder as layout
@@ -109,6 +114,8 @@ def command(input_folders, output, key, passphrase, passphrase_env, certificate,
     quiet = is_quiet(quiet)
     if certificate_chain and not certificate:
         raise click.UsageError("--certificate-chain needs --certificate")
+    if bool(output) == bool(output_folder):
+        raise click.UsageError("give the package to write with -o PACKAGE.zip or --folder FOLDER, one of them")
     if pkcs11_uri:
         if key:
             raise click.UsageError("give --key or --pkcs11-uri, not both")
@@ -144,7 +151,8 @@ def command(input_folders, output, key, passphrase, passphrase_env, certificate,
         created = _check_created(None, None, os.environ[SOURCE_DATE_EPOCH_ENV], source=f"${SOURCE_DATE_EPOCH_ENV}")
     secret = key_passphrase(key, passphrase, passphrase_env)
     report = export_model_to_zip(
-        [os.fspath(f) for f in input_folders], output, key=key, passphrase=secret,
+        [os.fspath(f) for f in input_folders], output or output_folder, key=key, as_folder=bool(output_folder),
+        passphrase=secret,
         folds=folds or None, checkpoints=checkpoint_names or None,
         metadata={"name": name, "description": description, "licence": licence, "reference": reference,
                   "release": release},
@@ -160,12 +168,15 @@ def command(input_folders, output, key, passphrase, passphrase_env, certificate,
         click.echo(f"nnseal: note: {text}", err=True)
     if not quiet:
         n_ckpt = sum(len(m["checkpoints"]) for m in report.models)
+        from nnseal.units import format_bytes
+
         click.echo(f"wrote {report.output}: {len(report.models)} model folder(s), {n_ckpt} checkpoint(s), "
-                   f"{len(report.entries)} entries, {report.package_bytes:,} bytes "
-                   f"(sources {report.source_bytes:,} bytes, removed {report.removed_bytes:,})")
+                   f"{len(report.entries)} entries, {format_bytes(report.package_bytes)} "
+                   f"(sources {format_bytes(report.source_bytes)}, saved {format_bytes(report.removed_bytes)})")
         click.echo(f"signed by {report.signer}")
         for name in report.pipeline:
             click.echo(f"shipped:  {one_line(name)}")
         if is_verbose():
-            for entry, info in sorted(report.entries.items()):
-                click.echo(f"entry:    {one_line(entry)} ({info['bytes']:,} bytes, sha256 {info['sha256']})")
+            for entry in report.entries:
+                click.echo(f"entry:    {one_line(entry['name'])} ({format_bytes(entry['bytes'])}, "
+                           f"sha256 {entry['sha256']})")

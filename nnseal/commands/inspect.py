@@ -19,6 +19,7 @@ is shown too (model folders, folds, checkpoints; it is unsigned).""")
 def command(package, trusted_keys, as_json):
     from nnseal.commands.filekind import refuse_unless
     from nnseal.format.trust import signer_label
+    from nnseal.units import format_bytes
     from nnseal.verify.report import inspect_nnunet_zip, inspect_package
 
     if refuse_unless(package, {"nnseal-package", "nnunet-zip"}, "a package") == "nnunet-zip":
@@ -37,7 +38,8 @@ def command(package, trusted_keys, as_json):
     made_by = ", ".join(f"{k} {v}" for k, v in (card.get("created_by") or {}).items())
     # Everything below but the signer's fingerprint comes from the package itself: one line each, escaped.
     show = one_line
-    click.echo(f"package:   {show(info.package)}  ({info.bytes:,} bytes in {len(info.entries)} entries)")
+    click.echo(f"package:   {show(info.package)}  ({format_bytes(info.package_bytes)}; {len(info.entries)} entries, "
+               f"{format_bytes(info.entries_bytes)} uncompressed)")
     click.echo(f"format:    {show(card.get('format', '?'))} v{show(card.get('format_version', '?'))}, "
                f"made by {show(made_by or '?')}")
     for key in ("name", "description", "licence", "reference", "release", "created"):
@@ -53,7 +55,7 @@ def command(package, trusted_keys, as_json):
                    "checked here)")
     for folder, model_info in sorted(info.models.items()):
         click.echo(f"model:     {show(folder)}: folds {', '.join(model_info['folds'])}; "
-                   f"{len(model_info['checkpoints'])} checkpoint(s), {model_info['bytes']:,} bytes")
+                   f"{len(model_info['checkpoints'])} checkpoint(s), {format_bytes(model_info['entries_bytes'])}")
     for folder, metrics in sorted(info.metrics.items()):
         after = metrics["dice_postprocessed"]
         post = f", {after:.4f} postprocessed" if after is not None else ""
@@ -65,15 +67,18 @@ def command(package, trusted_keys, as_json):
 
 def _print_nnunet_zip(info) -> None:
     """A zip from nnUNetv2_export_model_to_zip: its model folders, folds and checkpoints, and that it is unsigned."""
+    from nnseal.units import format_bytes
+
     show = one_line
-    click.echo(f"package:   {show(info.package)}  ({info.bytes:,} bytes in {len(info.entries)} entries)")
+    click.echo(f"package:   {show(info.package)}  ({format_bytes(info.package_bytes)}; {len(info.entries)} entries, "
+               f"{format_bytes(info.entries_bytes)} uncompressed)")
     click.echo("format:    nnU-Net export zip (nnUNetv2_export_model_to_zip): UNSIGNED, pickle checkpoints")
     for folder, model in sorted(info.models.items()):
         configuration = folder.rsplit("__", 1)[-1]
-        checkpoints = sorted({name.split("/", 1)[1] for name in model["checkpoints"]})
+        checkpoints = sorted({c["checkpoint"] for c in model["checkpoints"]})
         click.echo(f"model:     {show(folder)}: configuration {show(configuration)}, "
                    f"folds {', '.join(model['folds']) or 'none'}; {len(model['checkpoints'])} checkpoint(s) "
-                   f"({show(', '.join(checkpoints)) or 'none'}), {model['bytes']:,} bytes")
+                   f"({show(', '.join(checkpoints)) or 'none'}), {format_bytes(model['entries_bytes'])}")
     for note in info.notes:
         click.echo(f"note:      {show(note)}")
     click.echo("install:   nnseal install --unsigned (ideally with --sha256): checkpoints are sanitized and rebuilt, "

@@ -29,7 +29,9 @@ inside the results folder; checkpoints are rebuilt for nnU-Net; then each model
 folder is moved into place in one rename. All model folders of the package
 appear, or none; a refused, failed or interrupted install leaves the results
 folder exactly as it was, and a missing results folder is created only when
-the install succeeds. An existing model folder is refused unless --force; an
+the install succeeds. The same package again (same signed content, or for
+--unsigned the same zip) over an unchanged install is a no-op: "already
+installed", exit 0. Any other existing model folder is refused unless --force; an
 older release (or, for the same release, an older creation time) of a model
 installed from the same signer is refused unless --allow-downgrade.
 Checkpoints must match their folder and plans.json, and a dataset id may not be
@@ -38,7 +40,9 @@ installed under a second name. Ctrl-C, SIGTERM and SIGHUP undo the install
 --unsigned installs a zip made by nnUNetv2_export_model_to_zip
 (checkpoints sanitized and rebuilt, pickles dropped), without provenance.
 
-PACKAGE may also be a URL or a published source (hf://, doi:, zenodo://, gh://):
+PACKAGE may be a folder written by `nnseal export --folder` (the same checks; a file
+the signature does not list is refused). It may also be a URL or a published source
+(hf://, doi:, zenodo://, gh://; a Hugging Face repository may hold a zip or a folder package):
 that is `nnseal download PACKAGE` with its default limits (see its help for the
 sources, --mirror, the cache and --offline).""")
 @click.argument("package", type=click.Path())
@@ -71,8 +75,18 @@ def command(package, trusted_keys, results, force, allow_downgrade, unsigned, sh
         return
     from nnseal.commands.filekind import refuse_unless
     from nnseal.errors import Hint, Refused
-    from nnseal.verify.install import install_model_from_zip
+    from nnseal.verify.install import install_model_from_folder, install_model_from_zip
 
+    if Path(package).is_dir():  # a folder package (nnseal export --folder): the same checks, no zip
+        if unsigned or sha256:
+            raise click.UsageError("--unsigned and --sha256 are for zips; a folder package is always signed")
+        report = install_model_from_folder(package, results_folder(results), trusted_keys=trusted_keys,
+                                           trust_folder=trust_folder_from_environment(), force=force,
+                                           progress=show_progress(quiet or as_json),
+                                           allow_downgrade=allow_downgrade,
+                                           external_trainer_folders=external_trainer_folders_from_environment())
+        print_install_report(report, quiet=quiet, as_json=as_json)
+        return
     kind = refuse_unless(package, {"nnseal-package", "nnunet-zip"}, "a package")
     if kind == "nnunet-zip" and not unsigned:
         raise Refused("is an nnU-Net export zip, not a signed package", path=package, hint=Hint.UNSIGNED)
@@ -97,6 +111,11 @@ def print_install_report(report, *, quiet: bool, as_json: bool) -> None:
         return
     who = (f"signed by {report.signer or report.signer_fingerprint}" if report.signer_fingerprint
            else "UNSIGNED")
+    if report.already_installed:
+        for model in [*report.models, *report.pipeline]:
+            click.echo(f"already installed {model}")
+        click.echo(f"nothing changed: the installed files match this package's receipt; {who}")
+        return
     for model in [*report.models, *report.pipeline]:
         verb = "replaced" if model in report.replaced else "installed"
         click.echo(f"{verb} {model}")

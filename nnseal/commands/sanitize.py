@@ -5,15 +5,7 @@ from __future__ import annotations
 import click
 
 from nnseal.commands._common import emit_json, is_quiet, report_errors
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
+from nnseal.units import format_bytes as _size
 
 
 def _summary(report) -> str:

@@ -7,8 +7,9 @@ import sys
 
 import click
 
-from nnseal.commands._common import is_quiet, report_errors, trust_folder_from_environment
-from nnseal.errors import EXIT_REFUSED
+from nnseal.commands._common import emit_json, failure, is_quiet, report_errors, trust_folder_from_environment
+from nnseal.commands.json_contract import command_name, envelope
+from nnseal.errors import EXIT_OK, EXIT_REFUSED
 
 
 @click.command(help="""Scan files and folders (recursively) for unsafe model files: PyTorch
@@ -25,21 +26,35 @@ Rules and report formats: docs/SCAN.md.""")
 @click.option("--format", "output_format", type=click.Choice(["text", "json", "sarif"]), default="text",
               show_default=True, help="Report format.")
 @click.option("--output", "output", type=click.Path(dir_okay=False),
-              help="Write the report to FILE (replaced if it exists); stdout then gets the summary line.")
+              help="Write the report to FILE (replaced if it exists); stdout then gets the summary line "
+                   "(with --json: the JSON report).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the JSON report on stdout (--format json; with --output, FILE gets --format).")
 @click.option("--fail-on", "fail_on", type=click.Choice(["unsafe", "unsigned", "any"]), default="unsafe",
               show_default=True, help="Lowest finding level that makes the exit status 1.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Processes to scan with (default: the number of CPUs, at most 8; used for large scans only).")
 @report_errors
-def command(paths, trusted_keys, output_format, output, fail_on, jobs):
+def command(paths, trusted_keys, output_format, output, fail_on, jobs, as_json):
     import os
 
     from nnseal.scan.scanner import scan_paths
 
+    if as_json and not output:
+        if output_format == "sarif":
+            raise click.UsageError("--json prints JSON on stdout: give --format sarif with --output FILE")
+        output_format = "json"
     report = scan_paths(paths, trusted_keys, trust_folder=trust_folder_from_environment(),
                         workers=jobs or min(8, os.cpu_count() or 1))
+    failed = report.failed(fail_on)
+    code = EXIT_REFUSED if failed else EXIT_OK
+    # The JSON report is the run's --json document too: scan's schema plus the envelope (docs/JSON.md).
+    document = envelope(report.to_json(fail_on), command=command_name(), exit_code=code,
+                        error=failure("findings", report.summary_line()) if failed else None)
+    if as_json:
+        emit_json(document, exit_code=code, error=document.get("error"))
     if output_format == "json":
-        text = json.dumps(report.to_json(fail_on), indent=2) + "\n"
+        text = json.dumps(document, indent=2) + "\n"
     elif output_format == "sarif":
         from nnseal.scan.sarif import to_sarif
 
@@ -53,9 +68,9 @@ def command(paths, trusted_keys, output_format, output, fail_on, jobs):
 
         with atomic_output(output, force=True) as handle:
             handle.write(text.encode("utf-8"))
-        if not is_quiet():
+        if not as_json and not is_quiet():
             click.echo(report.summary_line())
-    else:
+    elif not as_json:
         click.echo(text, nl=False)
-    if report.failed(fail_on):
+    if failed:
         sys.exit(EXIT_REFUSED)

@@ -1,4 +1,4 @@
-"""nnseal sign: sign a model folder in place with the OpenSSF Model Signing key method."""
+"""nnseal sign: sign a model folder in place with the OpenSSF Model Signing key or certificate method."""
 
 from __future__ import annotations
 
@@ -16,16 +16,25 @@ from nnseal.commands._common import (
 
 
 @click.command(help="""Sign FOLDER (any model folder, e.g. a Hugging Face repository, or one model
-file) with the OpenSSF Model Signing key method, as `model_signing sign key` does: the files stay
-as they are and a detached signature is written (default FOLDER/model.sig). An encrypted key's
-passphrase comes from --passphrase-env, $NNSEAL_KEY_PASSPHRASE, or a prompt at a terminal. Every regular file is
+file) with the OpenSSF Model Signing key method, as `model_signing sign key` does (with
+--certificate, the certificate method, as `model_signing sign certificate`; the key may be in a
+PKCS#11 token, --pkcs11-uri): the files stay as they are and a detached signature is written
+(default FOLDER/model.sig). An encrypted key's passphrase comes from --passphrase-env,
+$NNSEAL_KEY_PASSPHRASE, or a prompt at a terminal. Every regular file is
 signed except .git, .gitattributes, .github and .gitignore at the top, the signature itself and
 --ignore-path; a symbolic link or special file is refused. `nnseal verify FOLDER` and
-`model_signing verify key` both check the result. An existing signature is never replaced
+`model_signing verify key` (or `verify certificate`) both check the result. An existing signature is never replaced
 without --force.""")
 @click.argument("folder", type=click.Path())
 @click.option("--key", type=click.Path(dir_okay=False), help=f"Signing key (PEM). Default: ${SIGNING_KEY_ENV}.")
 @passphrase_options
+@click.option("--certificate", type=click.Path(dir_okay=False),
+              help="Sign by the OMS certificate method: the signing certificate (PEM) for the key.")
+@click.option("--certificate-chain", "certificate_chain", multiple=True, type=click.Path(dir_okay=False),
+              help="Intermediate certificate(s) (PEM) to ship with --certificate; repeatable.")
+@click.option("--pkcs11-uri", help="Sign with a key held in a PKCS#11 token (RFC 7512 URI, e.g. "
+              "'pkcs11:token=T;object=K?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234'); "
+              "instead of --key. Needs nnseal[pkcs11].")
 @click.option("-o", "--signature", "signature", type=click.Path(dir_okay=False),
               help="Signature file to write (default: FOLDER/model.sig).")
 @click.option("--ignore-path", "ignore_paths", multiple=True, metavar="PATH",
@@ -33,20 +42,34 @@ without --force.""")
 @click.option("--force", is_flag=True, help="Replace the signature file if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @report_errors
-def command(folder, key, passphrase, passphrase_env, signature, ignore_paths, force, as_json):
+def command(folder, key, passphrase, passphrase_env, certificate, certificate_chain, pkcs11_uri, signature,
+            ignore_paths, force, as_json):
     from nnseal.format.trust import signer_label
     from nnseal.package.sign_folder import sign_folder
+    from nnseal.units import format_bytes
 
-    key = signing_key_path(key)
+    if certificate_chain and not certificate:
+        raise click.UsageError("--certificate-chain needs --certificate")
+    if pkcs11_uri:
+        if key:
+            raise click.UsageError("give --key or --pkcs11-uri, not both")
+        from nnseal.package.pkcs11_signing import open_pkcs11_key
+
+        key = open_pkcs11_key(pkcs11_uri)
+    else:
+        key = signing_key_path(key)
     if key is None:
-        raise click.UsageError(f"no signing key: pass --key KEY.pem or set {SIGNING_KEY_ENV}")
+        raise click.UsageError(f"no signing key: pass --key KEY.pem, --pkcs11-uri URI or set {SIGNING_KEY_ENV}")
     result = sign_folder(folder, key, signature=signature, ignore_paths=ignore_paths, force=force,
-                         passphrase=key_passphrase(key, passphrase, passphrase_env))
+                         passphrase=key_passphrase(key, passphrase, passphrase_env),
+                         certificate=certificate, certificate_chain=certificate_chain)
+    signer = result.signer if result.method == "certificate" else signer_label(result.signer_fingerprint)
     if as_json:
-        emit_json({"folder": folder, "signature": str(result.signature), "method": "key",
-                   "signer_fingerprint": result.signer_fingerprint, "files": result.files, "bytes": result.bytes})
+        emit_json({"folder": folder, "signature_file": str(result.signature), "method": result.method,
+                   "signer_fingerprint": result.signer_fingerprint, "signer_name": None, "signer": signer,
+                   "files": result.files, "files_bytes": result.bytes})
         return
     if is_quiet():
         return
-    click.echo(f"wrote {result.signature}: {result.files} file(s), {result.bytes:,} bytes, signed by "
-               f"{signer_label(result.signer_fingerprint)} (OMS key method)")
+    click.echo(f"wrote {result.signature}: {result.files} file(s), {format_bytes(result.bytes)}, signed by "
+               f"{signer} (OMS {result.method} method)")

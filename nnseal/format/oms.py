@@ -44,6 +44,8 @@ BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
+# model_signing 0.2's statement: another layout, signed over a DSSE encoding that is not DSSE v1.
+PREDICATE_TYPE_V0_2 = "https://model_signing/Digests/v0.1"
 SERIALIZATION_METHOD = "files"
 HASH_TYPE = "sha256"
 # Envelope.method: how the signer is identified (a PKCS#11 token signs key or certificate bundles).
@@ -315,6 +317,21 @@ def _dsse(envelope: Any, where: _Where, source: str, hint: str, method: str,
 
 
 # --- statement --------------------------------------------------------------------------
+
+
+def refuse_pre_1_0(payload: bytes, source: str) -> None:
+    """Refuse model_signing 0.2's format by name, before its signature fails as if altered.
+
+    Its signatures cover ``DSSEV1 ... b'<payload repr>'`` hashed with SHA-256 whatever the curve,
+    and its statement lists digests in another layout: it is no OMS v1.0 signature."""
+    try:
+        doc = load_strict_json(payload, what="signed statement", error=SignatureError, path=source)
+    except SignatureError:
+        return  # parse_statement says what is wrong with it, once the signature is checked
+    if isinstance(doc, dict) and doc.get("predicateType") == PREDICATE_TYPE_V0_2:
+        raise SignatureError(f"signed in model_signing 0.2's format (predicateType {PREDICATE_TYPE_V0_2}), which "
+                             "predates OpenSSF Model Signing v1.0: nnseal verifies v1.0 signatures (model_signing "
+                             "0.3.1 and later)", path=source)
 
 
 def parse_statement(payload: bytes, source: str) -> tuple[str, dict[str, str], list[str]]:

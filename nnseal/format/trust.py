@@ -38,6 +38,8 @@ class TrustedKey:
     fingerprint: str
     path: Path
     key: ec.EllipticCurvePublicKey = field(compare=False, repr=False)
+    # Set by add_trusted_key when this key was already trusted under this name (nothing written).
+    already_trusted: bool = field(default=False, compare=False)
 
 
 def signer_label(fingerprint: str | None, name: str | None = None, *, full: bool = False) -> str:
@@ -55,7 +57,11 @@ def is_valid_key_name(name: str) -> bool:
 
 
 def add_trusted_key(folder: str | os.PathLike, pub_path: str | os.PathLike, name: str | None = None) -> TrustedKey:
-    """Copy a public key into the trust folder ``folder`` under NAME (default: the file's stem)."""
+    """Copy a public key into the trust folder ``folder`` under NAME (default: the file's stem).
+
+    The same key already trusted under the same name is no error: the existing entry is returned
+    with ``already_trusted`` set. The key under another name, or another key under this name, is
+    refused (WouldOverwrite)."""
     key = load_public_key(pub_path)
     key_fingerprint = fingerprint(key)
     if name is None:
@@ -65,6 +71,9 @@ def add_trusted_key(folder: str | os.PathLike, pub_path: str | os.PathLike, name
         raise InvalidArgument(f"invalid key name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
     folder = Path(folder)
     for existing in list_trusted_keys(folder):
+        if existing.fingerprint == key_fingerprint and existing.name == name:
+            # Adding it again changes nothing: succeed, so a setup script can run twice.
+            return TrustedKey(existing.name, key_fingerprint, existing.path, key, already_trusted=True)
         if existing.fingerprint == key_fingerprint:
             raise WouldOverwrite(f"key {key_fingerprint} is already trusted as {existing.name!r}", path=pub_path)
     target = folder / f"{name}{PUBLIC_SUFFIX}"

@@ -28,11 +28,15 @@ from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from nnseal.errors import InvalidArgument, NetworkError
+from nnseal.format.layout import CARD_NAME
+from nnseal.format.oms import SIGNATURE_NAME
 from nnseal.transport.fetch import SCHEMES, DownloadPolicy, HostDigest
 
 ZENODO_DOI_PREFIX = "10.5281/zenodo."
 # What a package file is called; a source with several of them must name one.
 PACKAGE_SUFFIX = ".zip"
+# What a folder package holds at its top (``nnseal export --folder``): a folder holding both is one.
+FOLDER_PACKAGE_MARKERS = (SIGNATURE_NAME, CARD_NAME)
 
 _HF = re.compile(r"^hf://(?P<owner>[A-Za-z0-9][\w.-]*)/(?P<repo>[\w.-]+)(?:@(?P<revision>[^/]+))?(?:/(?P<path>.+))?$")
 _ZENODO = re.compile(r"^zenodo://(?P<record>\d+)(?:/(?P<path>.+))?$")
@@ -70,7 +74,8 @@ class Source:
 
 @dataclass(frozen=True)
 class Remote:
-    """A file to fetch: its URL, name, size and the host's digest, if published."""
+    """A file to fetch: its URL, name, size and the host's digest, if published. For a folder
+    package (``snapshot`` set) ``url`` is its model.sig's and the files are the snapshot's."""
 
     source: str  # the source as the user wrote it
     url: str
@@ -79,11 +84,23 @@ class Remote:
     digest: HostDigest | None = None
     # What the source resolved to, e.g. "hf://owner/repo@<commit>/model.zip", for reports.
     resolved: str | None = None
+    snapshot: Snapshot | None = None
 
     def to_json(self) -> dict:
-        return {"source": self.source, "resolved": self.resolved or self.url, "size": self.size,
+        return {"source": self.source, "resolved": self.resolved or self.url,
+                "declared_bytes": self.size,
                 "host_digest": self.digest.text() if self.digest else None,
                 "host_digest_by": self.digest.publisher if self.digest else None}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A package published as files (a folder package) at one commit: every file under ``root``,
+    by its name relative to ``root``, each a ``Remote`` fetched from that commit. Which of them to
+    fetch is for the package's signature to say (``nnseal.verify.snapshot``), not the host."""
+
+    root: str  # the folder in the repository, "" for its top
+    files: dict[str, Remote]
 
 
 def is_source(text: str) -> bool:
@@ -155,6 +172,39 @@ def choose_file(source: Source, names: list[str], where: str) -> str:
         raise NetworkError(f"{where} holds no package ({PACKAGE_SUFFIX} file); it holds: {_listing(names)}")
     raise NetworkError(f"{where} holds several packages ({_listing(packages)}); name one: {source.text}/"
                        f"{packages[0]}")
+
+
+def folder_packages(names: list[str]) -> list[str]:
+    """The folders (``""`` for the top, else ``PATH``) that hold a folder package among the file ``names``."""
+    present = set(names)
+    roots = set()
+    for name in names:
+        folder, _, base = name.rpartition("/")
+        if base == FOLDER_PACKAGE_MARKERS[0] and all(
+                (f"{folder}/{marker}" if folder else marker) in present for marker in FOLDER_PACKAGE_MARKERS):
+            roots.add(folder)
+    return sorted(roots)
+
+
+def choose_package(source: Source, names: list[str], where: str) -> tuple[str, bool]:
+    """``(path, is_folder)``: the file or folder package the source names, else its only package
+    (a zip, or a folder holding model.sig and the card). Several, or none: NetworkError naming them."""
+    folders = folder_packages(names)
+    if source.path is not None:
+        folder = source.path.rstrip("/")
+        if source.path not in names and folder in folders:
+            return folder, True
+        return choose_file(source, names, where), False
+    zips = sorted(name for name in names if name.lower().endswith(PACKAGE_SUFFIX))
+    if len(zips) + len(folders) == 1:
+        return (zips[0], False) if zips else (folders[0], True)
+    if not zips and not folders:
+        raise NetworkError(f"{where} holds no package ({PACKAGE_SUFFIX} file, or folder with "
+                           f"{' and '.join(FOLDER_PACKAGE_MARKERS)}); it holds: {_listing(names)}")
+    shown = [*zips, *(f"{folder}/" if folder else "a folder package at the top" for folder in folders)]
+    named = next(iter([*zips, *(f for f in folders if f)]), None)
+    raise NetworkError(f"{where} holds several packages ({_listing(shown)}); name one"
+                       + (f": {source.text}/{named}" if named else ""))
 
 
 def _listing(names: list[str], limit: int = 8) -> str:

@@ -11,16 +11,19 @@ not huggingface_hub's cache.
 huggingface_hub reads its own settings from the environment (HF_ENDPOINT when no endpoint is
 given, HF_TOKEN, HF_HUB_OFFLINE, proxies and CA bundle through httpx); this module reads none.
 
-A folder snapshot (a package published as files, not as one zip) would be resolved here
-too: ``model_info`` already lists every file with its digest; ``Remote`` would become one
-per file. Not supported yet: a repository without a package zip is refused.
+A folder package (``nnseal export --folder`` uploaded as it is: its files, model.sig and
+nnseal-card.json at the top of the repository or of ``PATH``) resolves to a ``Snapshot``:
+one ``Remote`` per file under that folder, each at the commit, with its LFS sha256 where
+the Hub publishes one. Which of them are fetched is the signature's to say
+(``nnseal.verify.snapshot``): nothing else in the repository is downloaded.
 """
 
 from __future__ import annotations
 
 from nnseal.errors import NetworkError
+from nnseal.format.oms import SIGNATURE_NAME
 from nnseal.transport.fetch import HostDigest
-from nnseal.transport.sources import Remote, Source, choose_file
+from nnseal.transport.sources import Remote, Snapshot, Source, choose_package
 
 PUBLISHER = "the Hugging Face Hub"
 
@@ -55,16 +58,28 @@ def resolve_hf(source: Source, *, endpoint: str | None, timeout: float) -> Remot
     if not commit:
         raise NetworkError(f"the Hugging Face Hub gave no commit for {repo_id}@{revision}")
     siblings = {s.rfilename: s for s in info.siblings or []}
-    name = choose_file(source, list(siblings), f"{repo_id}@{revision} on the Hugging Face Hub")
-    sibling = siblings[name]
-    digest = None
-    if sibling.lfs is not None and isinstance(sibling.lfs.sha256, str):
-        value = sibling.lfs.sha256.lower()
-        if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
-            digest = HostDigest("sha256", value, PUBLISHER)
-    url = hf_hub_url(repo_id, name, revision=commit, endpoint=endpoint)
-    return Remote(source.text, url, name.rsplit("/", 1)[-1], sibling.size, digest,
-                  resolved=f"hf://{repo_id}@{commit}/{name}")
+    name, is_folder = choose_package(source, list(siblings), f"{repo_id}@{revision} on the Hugging Face Hub")
+
+    def remote(path: str) -> Remote:
+        sibling = siblings[path]
+        digest = None
+        if sibling.lfs is not None and isinstance(sibling.lfs.sha256, str):
+            value = sibling.lfs.sha256.lower()
+            if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+                digest = HostDigest("sha256", value, PUBLISHER)
+        size = sibling.size if isinstance(sibling.size, int) and sibling.size >= 0 else None
+        url = hf_hub_url(repo_id, path, revision=commit, endpoint=endpoint)
+        return Remote(source.text, url, path.rsplit("/", 1)[-1], size, digest,
+                      resolved=f"hf://{repo_id}@{commit}/{path}")
+
+    if not is_folder:
+        return remote(name)
+    prefix = f"{name}/" if name else ""
+    files = {path[len(prefix):]: remote(path) for path in siblings if path.startswith(prefix)}
+    signature = files[SIGNATURE_NAME]
+    return Remote(source.text, signature.url, name.rsplit("/", 1)[-1] or repo_id.split("/")[1],
+                  resolved=f"hf://{repo_id}@{commit}" + (f"/{name}" if name else ""),
+                  snapshot=Snapshot(name, files))
 
 
 def _status(err: Exception) -> str:
