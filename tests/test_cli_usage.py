@@ -311,9 +311,10 @@ def test_inspect_of_an_nnunet_zip_shows_what_it_holds(files):
     import json
 
     data = json.loads(document.stdout)
-    assert data["models"][model]["folds"] == ["0", "1"]
-    assert sorted(data["models"][model]["checkpoints"]) == ["fold_0/checkpoint_final", "fold_1/checkpoint_best",
-                                                            "fold_1/checkpoint_final"]
+    assert [m["folder"] for m in data["models"]] == [model]
+    assert data["models"][0]["folds"] == ["0", "1"]
+    assert sorted((c["fold"], c["checkpoint"]) for c in data["models"][0]["checkpoints"]) == [
+        ("0", "checkpoint_final"), ("1", "checkpoint_best"), ("1", "checkpoint_final")]
     assert data["card"] is None and data["signer_fingerprint"] is None and data["verified"] is False
 
 

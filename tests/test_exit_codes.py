@@ -102,6 +102,20 @@ def _signable(tmp: Path) -> Path:
     return folder
 
 
+def _installed_copy(w: World, tmp: Path) -> Path:
+    """A results folder of our own holding the installed toy model; its model folder."""
+    results = tmp / "installed"
+    shutil.copytree(w.installed.parents[1], results)
+    return results / w.installed.relative_to(w.installed.parents[1])
+
+
+def _trained_copy(w: World, tmp: Path) -> Path:
+    """A copy of the trained toy model folder (no receipt: nnseal did not install it)."""
+    target = tmp / "trained" / toy_model.DATASET / w.model.name
+    shutil.copytree(w.model, target)
+    return target
+
+
 def _url(path: Path) -> str:
     return path.resolve().as_uri()
 
@@ -125,6 +139,8 @@ CASES = [
                        "--no-cache"]),
     Case(0, "scan", "a package (default gate)", lambda w, t: ["scan", w.package]),
     Case(0, "doctor", "an installed model folder", lambda w, t: ["doctor", w.installed]),
+    Case(0, "list", "a results folder", lambda w, t: ["list", "--results", w.installed.parents[1]]),
+    Case(0, "uninstall", "an installed model", lambda w, t: ["uninstall", _installed_copy(w, t)]),
     # --- 1 refused --------------------------------------------------------------------------------
     Case(1, "sanitize", "a package, not a checkpoint", lambda w, t: ["sanitize", w.package, "-o", t / "w.st"]),
     Case(1, "keygen", "over an existing key", lambda w, t: ["keygen", "-o", w.key.private_path]),
@@ -143,6 +159,7 @@ CASES = [
     Case(1, "scan", "--fail-on unsigned, an nnU-Net zip",
          lambda w, t: ["scan", w.nnunet_zip, "--fail-on", "unsigned"], report="nnunet-export-zip"),
     Case(1, "doctor", "a checkpoint, not a model folder", lambda w, t: ["doctor", w.checkpoint]),
+    Case(1, "uninstall", "a folder nnseal did not install", lambda w, t: ["uninstall", _trained_copy(w, t)]),
     # --- 2 usage error ----------------------------------------------------------------------------
     *[Case(2, name, "an unknown option", lambda w, t, name=name: [name, "--no-such-option"]) for name in COMMANDS],
     Case(2, "keygen", "no -o", lambda w, t: ["keygen"]),
@@ -186,6 +203,10 @@ CASES = [
                                                             t / "r", "--no-cache", "--retries", "0"]),
     Case(3, "scan", "a missing path", lambda w, t: ["scan", t / "missing"]),
     Case(3, "doctor", "a missing folder", lambda w, t: ["doctor", t / "missing"]),
+    Case(3, "list", "$nnUNet_results not set", lambda w, t: ["list"], env={RESULTS: None}),
+    Case(3, "uninstall", "a missing model folder",
+         lambda w, t: ["uninstall", f"{toy_model.DATASET}/nnUNetTrainer__nnUNetPlans__3d_fullres", "--results",
+                       w.installed.parents[1]]),
     Case(3, "demo", "a work folder under a file", lambda w, t: ["demo", "--keep", w.key.public_path / "demo"]),
     # --- 130, 143, 129 interrupted: at the passphrase prompt, a point every run reaches ---------
     Case(130, "sign", "Ctrl-C at the passphrase prompt",
@@ -202,6 +223,7 @@ CASES = [
 NOT_APPLICABLE = {
     (0, "demo"): "its success runs every stage and nnU-Net's predictor: tests/test_nnunet_e2e.py",
     (1, "demo"): "it builds its own inputs: there is nothing to refuse",
+    (1, "list"): "it exits 0 whatever the status (`verify --all` is the gate)",
 }
 INTERRUPT_CODES = {130, 143, 129}
 

@@ -51,11 +51,21 @@ def _describe_folder(path: str | os.PathLike) -> tuple[str, str | None]:
 
     if has(RECEIPT_NAME):
         return "a model folder installed by nnseal", "`nnseal verify` or `nnseal doctor`"
+    if is_folder_package(path):
+        return "an nnseal folder package", "`nnseal verify` or `nnseal install`"
     if has(SIGNATURE_NAME):
         return "an OMS-signed folder", "`nnseal verify`"
     if has("plans.json"):
         return "an nnU-Net model folder", "`nnseal export -i`, `nnseal sign` or `nnseal doctor`"
     return "a folder", "`nnseal scan`, or `nnseal sign` to sign it"
+
+
+def is_folder_package(path: str | os.PathLike) -> bool:
+    """A folder holding a package's card and signature (``nnseal export --folder``)."""
+    from nnseal.format.layout import CARD_NAME
+    from nnseal.format.oms import SIGNATURE_NAME
+
+    return all(os.path.isfile(os.path.join(path, name)) for name in (CARD_NAME, SIGNATURE_NAME))
 
 
 def refuse_unless(path: str | os.PathLike, accepted: frozenset[str] | set[str], wanted: str) -> str | None:

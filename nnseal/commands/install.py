@@ -73,10 +73,12 @@ def command(package, trusted_keys, results, force, allow_downgrade, unsigned, sh
                             mirrors=mirrors, mirror_index=mirror_index, offline=offline, cache=cache,
                             no_cache=no_cache, quiet=quiet, as_json=as_json)
         return
-    from nnseal.commands.filekind import refuse_unless
+    from nnseal.commands.filekind import is_folder_package, refuse_unless
     from nnseal.errors import Hint, Refused
     from nnseal.verify.install import install_model_from_folder, install_model_from_zip
 
+    if Path(package).is_dir() and not is_folder_package(package):
+        refuse_unless(package, set(), "a package")  # says what the folder is
     if Path(package).is_dir():  # a folder package (nnseal export --folder): the same checks, no zip
         if unsigned or sha256:
             raise click.UsageError("--unsigned and --sha256 are for zips; a folder package is always signed")
