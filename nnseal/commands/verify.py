@@ -97,7 +97,8 @@ def command(target, check_all, results, signature, ignore_paths, trusted_keys, t
         from nnseal.commands.filekind import refuse_unless
         from nnseal.format.trust import TrustAnchors
 
-        refuse_unless(target, {"nnseal-package"}, "an nnseal package")
+        if not os.path.isdir(target):  # a folder here is a folder package
+            refuse_unless(target, {"nnseal-package"}, "an nnseal package")
         from nnseal.verify.problems import ProblemKind
         from nnseal.verify.report import verify_package
 
