@@ -40,7 +40,7 @@ def results(installed_template, tmp_path) -> Path:
 def _list(results: Path, *args) -> list[dict]:
     proc = run_cli("list", "--results", results, "--json", *args)
     assert proc.exit_code == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return json.loads(proc.stdout)["models"]
 
 
 def _foreign_model(results: Path) -> Path:
@@ -146,7 +146,7 @@ def test_verify_all_checks_every_installed_model(results):
     assert_one_line_refusal(drifted, "1 of 2 installed folders differ")
     as_json = run_cli("verify", "--all", "--results", results, "--json")
     assert as_json.exit_code == 1
-    reports = json.loads(as_json.stdout)
+    reports = json.loads(as_json.stdout)["models"]
     assert [(r["name"], r["status"], r["modified"]) for r in reports] == [
         (MODEL, "drifted", ["fold_1/checkpoint_best.pth"]), (OTHER, "no receipt", [])]
 

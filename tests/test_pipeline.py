@@ -344,7 +344,7 @@ def test_list_and_uninstall_with_ensembles_and_dataset_files(pipeline_package, s
     again = _install(package, results, session_key)  # the same package: nothing to do
     assert again.exit_code == 0 and f"already installed {dataset / 'ensembles' / ENSEMBLE}" in again.stdout
     assert tree_listing(results) == before
-    listed = json.loads(run_cli("list", "--results", results, "--json").stdout)
+    listed = json.loads(run_cli("list", "--results", results, "--json").stdout)["models"]
     assert [(i["name"].split("/", 1)[1], i["kind"], i["status"]) for i in listed] == [
         (f"ensembles/{ENSEMBLE}", "ensemble", "ok"), ("inference_information.json", "file", "ok"),
         ("inference_instructions.txt", "file", "ok"), (MODEL_2D, "model", "ok"), (MODEL_3D, "model", "ok")]
