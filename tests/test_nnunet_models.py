@@ -174,14 +174,13 @@ def test_fine_tuning_starts_from_the_installed_weights(fine_tuned):
 
 def test_nnunets_own_save_checkpoint_matches_the_generators_table(fine_tuned):
     """The checkpoint nnU-Net (the installed release) just wrote has the keys the generator writes for it."""
-    import nnunetv2
-    import torch
     from importlib.metadata import version
+
+    import torch
 
     _, trained, _ = fine_tuned
     saved = torch.load(trained / "fold_0" / "checkpoint_final.pth", weights_only=False)
     fmt = nm.save_checkpoint_format(version("nnunetv2"))
-    assert nnunetv2 is not None
     assert tuple(saved) == fmt.keys
     assert tuple(saved["init_args"]) == fmt.init_args
     assert tuple(saved["logging"]) == fmt.logging
@@ -194,3 +193,12 @@ def test_model_trained_by_nnunet_itself_installs_and_predicts_identically(worksp
     installed = _export_and_install(trained, tmp_path, session_key)
     for checkpoint in ("checkpoint_final.pth", "checkpoint_best.pth"):
         _assert_same_prediction(workspace, trained, installed, ("0",), checkpoint, nm.TINY.channels)
+
+
+@pytest.mark.parametrize("name", sorted(nm.PENDING_KINDS))
+def test_pending_kinds_are_models_nnunet_runs(workspace, tmp_path, name):
+    """The generators of the kinds nnseal does not take yet make folders nnU-Net's predictor runs."""
+    model = nm.PENDING_KINDS[name](workspace, tmp_path / "original_results", 0)
+    for checkpoint in model.checkpoints:
+        seg, _ = nm.predict(workspace, model.folder, model.folds, checkpoint, model.channels)
+        assert seg.shape == nm.sample_image(model.channels)[0].shape[1:]
