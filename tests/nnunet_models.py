@@ -22,6 +22,7 @@ import io
 import json
 import os
 import types
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -375,7 +376,8 @@ WRAPPERS = (None, "ddp", "compile")
 
 
 def _seed(base: int, fold: str, checkpoint: str) -> int:
-    return base * 1000 + (99 if fold == "all" else int(fold)) * 10 + len(checkpoint)
+    """Other weights for every (seed, fold, checkpoint name)."""
+    return base * 1_000_000 + (999 if fold == "all" else int(fold)) * 1000 + zlib.crc32(checkpoint.encode()) % 1000
 
 
 def build_network(trainer_cls, plans: dict, dataset_json: dict, configuration: str, seed: int):
