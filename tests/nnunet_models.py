@@ -665,13 +665,11 @@ def underscore_trainer(ws: Workspace, results: Path, seed: int = 0) -> Model:
     return build_model(ws, results, TINY, kind="underscore_trainer", trainer=UNDERSCORE_TRAINER, seed=seed)
 
 
-PENDING_KINDS = {f.__name__: f for f in (any_fold_number, checkpoint_latest, underscore_trainer)}
-
 KindBuilder = Callable[[Workspace, Path, int], Model]
 KINDS: dict[str, KindBuilder] = {f.__name__: f for f in (
     plain_unet, resenc_m, resenc_l, region_based, four_channels, ignore_label, fold_all, final_only,
     saved_by_nnunetv2_2_2, saved_by_nnunetv2_2_6, fp16_weights, bf16_weights, custom_trainer,
-    ddp_prefixed, torch_compile_prefixed)}
+    ddp_prefixed, torch_compile_prefixed, any_fold_number, checkpoint_latest, underscore_trainer)}
 
 
 # --- predicting with nnU-Net -----------------------------------------------------------------

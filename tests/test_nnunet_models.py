@@ -27,10 +27,12 @@ def workspace(tmp_path_factory) -> Iterator[nm.Workspace]:
         torch.set_num_threads(threads)
 
 
-def _export_and_install(model_folder: Path, base: Path, key) -> Path:
+def _export_and_install(model_folder: Path, base: Path, key, checkpoints=()) -> Path:
+    """``checkpoints``: ``-chk`` names (default: export's own, final and best)."""
     package = base / "package.zip"
     env = {"NNSEAL_TRUSTED_KEYS": str(base / "trust")}  # nothing trusted but --trusted-key
-    proc = run_cli("export", "-i", model_folder, "-o", package, "--key", key.private_path, "--quiet", env=env)
+    chk = ("-chk", *checkpoints) if checkpoints else ()
+    proc = run_cli("export", "-i", model_folder, "-o", package, "--key", key.private_path, *chk, "--quiet", env=env)
     assert proc.exit_code == 0, proc.stderr
     results = base / "installed_results"
     proc = run_cli("install", package, "--results", results, "--trusted-key", key.public_path, "--quiet", env=env)
@@ -47,7 +49,8 @@ def installed_kind(workspace, session_key, tmp_path_factory) -> Callable[[str], 
         if name not in done:
             base = tmp_path_factory.mktemp(name)
             model = nm.KINDS[name](workspace, base / "original_results", 0)
-            done[name] = (model, _export_and_install(model.folder, base, session_key))
+            # every checkpoint the kind holds, checkpoint_latest too (export takes it when named)
+            done[name] = (model, _export_and_install(model.folder, base, session_key, model.checkpoints))
         return done[name]
 
     return get
@@ -194,11 +197,3 @@ def test_model_trained_by_nnunet_itself_installs_and_predicts_identically(worksp
     for checkpoint in ("checkpoint_final.pth", "checkpoint_best.pth"):
         _assert_same_prediction(workspace, trained, installed, ("0",), checkpoint, nm.TINY.channels)
 
-
-@pytest.mark.parametrize("name", sorted(nm.PENDING_KINDS))
-def test_pending_kinds_are_models_nnunet_runs(workspace, tmp_path, name):
-    """The generators of the kinds nnseal does not take yet make folders nnU-Net's predictor runs."""
-    model = nm.PENDING_KINDS[name](workspace, tmp_path / "original_results", 0)
-    for checkpoint in model.checkpoints:
-        seg, _ = nm.predict(workspace, model.folder, model.folds, checkpoint, model.channels)
-        assert seg.shape == nm.sample_image(model.channels)[0].shape[1:]
