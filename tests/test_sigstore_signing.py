@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import pytest
 from helpers import assert_one_line_error, run_cli, tree_listing
+from test_json_contract import failed, one_document
 
 # Every variable an ambient-credential detector of sigstore-python (the `id` package) looks at.
 AMBIENT_VARIABLES = ["SIGSTORE_ID_TOKEN", "GITHUB_ACTIONS", "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
@@ -59,6 +60,8 @@ def test_sigstore_without_any_token_or_terminal_is_refused_before_any_network(no
     before = tree_listing(model_copy)
     result = run_cli("sign", model_copy, "--sigstore")
     assert_one_line_error(result, 2, "no Sigstore identity token", "--identity-token", "SIGSTORE_ID_TOKEN")
+    assert tree_listing(model_copy) == before
+    failed(run_cli("sign", model_copy, "--sigstore", "--json"), "sign", 2, "invalid_argument")
     assert tree_listing(model_copy) == before
 
 
@@ -190,7 +193,7 @@ def test_sigstore_signs_the_statement_the_key_method_signs(capturing_sigstore, m
     assert str(used) == token
     written = (model_copy / "model.sig").read_bytes()
     assert written == FakeBundle(capturing_sigstore.certificate, key_payload).to_json().encode()
-    summary = json.loads(result.stdout)
+    summary = one_document(result, "sign")
     assert summary["method"] == "sigstore"
     assert summary["signer"] == "Sigstore identity keyless@example.invalid from https://issuer.example.invalid"
 
@@ -204,7 +207,7 @@ def test_export_sigstore_signs_the_package_statement(capturing_sigstore, toy_mod
     result = run_cli("export", "-i", toy_model_folder, "-o", output, "--sigstore", "--identity-token",
                      fake_identity_token(), "--json")
     assert result.exit_code == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = one_document(result, "export")
     assert report["method"] == "sigstore"
     [statement] = capturing_sigstore.statements
     resources = json.loads(statement._contents)["predicate"]["resources"]
