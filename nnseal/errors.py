@@ -48,6 +48,7 @@ class Hint(Enum):
     RESULTS_FOLDER = "give the results folder"
     ALLOW_DOWNGRADE = "allow installing an older release over a newer one"
     OFFLINE = "allow network access, or fill the cache by installing once online"
+    IDENTITY_TOKEN = "give an OIDC identity token for Sigstore"  # noqa: S105 (a remedy, not a secret)
 
 
 class NnsealError(Exception):

@@ -40,6 +40,8 @@ from nnseal.progress import CountingWriter, byte_bar
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    from nnseal.package.sigstore_signing import SigstoreSigner
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -59,7 +61,7 @@ class ExportReport:
     notes: list[layout.Note] = field(default_factory=list)
     pipeline: list[str] = field(default_factory=list)  # find_best_configuration's files shipped (package/pipeline.py)
     skipped: list[str] = field(default_factory=list)  # "path: why" for those not shipped
-    method: str = "key"  # the OMS method: "key" or "certificate"
+    method: str = "key"  # the OMS method: "key", "certificate" or "sigstore"
     signer: str = ""  # who signed, in words
 
     def to_json(self) -> dict:
@@ -91,13 +93,14 @@ def _model_json(record: dict) -> dict:
 
 
 def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.PathLike], output_file: str | os.PathLike,
-                        *, key: str | os.PathLike | ec.EllipticCurvePrivateKey, passphrase: bytes | None = None,
+                        *, key: str | os.PathLike | ec.EllipticCurvePrivateKey | None = None,
+                        passphrase: bytes | None = None,
                         folds: Sequence[str | int] | None = None, checkpoints: Sequence[str] | None = None,
                         metadata: dict | None = None, include_progress: bool = False, force: bool = False,
                         progress: bool = False, created: datetime | int | float | None = None,
                         certificate: str | os.PathLike | x509.Certificate | None = None,
                         certificate_chain: Sequence[str | os.PathLike | x509.Certificate] = (),
-                        as_folder: bool = False) -> ExportReport:
+                        as_folder: bool = False, sigstore: SigstoreSigner | None = None) -> ExportReport:
     """Sanitize, package and sign one or more model folders of one dataset into ``output_file``.
 
     ``as_folder``: write the package as a folder (``output_file`` is its path) instead of a zip:
@@ -118,19 +121,21 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     With ``certificate`` (PEM path or loaded) the package is signed by the OMS certificate
     method: the bundle carries that certificate, which must be for ``key``, and the
     certificates of ``certificate_chain`` (PEM files, intermediates first). ``key`` may also be
-    a PKCS#11 key from ``nnseal.package.pkcs11_signing.open_pkcs11_key``.
+    a PKCS#11 key from ``nnseal.package.pkcs11_signing.open_pkcs11_key``. With ``sigstore``
+    (``nnseal.package.sigstore_signing.open_sigstore_signer``) the package is signed by the OMS
+    Sigstore method and ``key`` is unused.
     """
     from nnseal.format.keys import fingerprint, signing_key
-    from nnseal.format.oms import SIGNATURE_NAME
+    from nnseal.format.oms import SIGNATURE_NAME, build_statement
     from nnseal.package.pipeline import collect_pipeline_files
     from nnseal.package.signing import sign_manifest
     from nnseal.sanitize.checkpoint import load_sanitized, write_sanitized
     from nnseal.sanitize.jsonclean import KIND_BY_FILE_NAME, clean_json_file
 
     # Unlock the key first: a wrong passphrase should cost nothing.
-    private_key = signing_key(key, passphrase)
+    private_key = signing_key(key, passphrase) if sigstore is None else None
     certificates: list[x509.Certificate] = []
-    if certificate is not None:
+    if certificate is not None and private_key is not None:
         from nnseal.package.signing import check_certificate_matches, load_signing_certificates
 
         certificates = load_signing_certificates(certificate, certificate_chain)
@@ -141,14 +146,16 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     created_text = format_created(created if created is not None else _newest_mtime(models))
     dataset = models[0].dataset
     output = Path(output_file)
-    report = ExportReport(output=str(output), signer_fingerprint=fingerprint(private_key.public_key()),
-                          notes=[note for m in models for note in m.notes])
-    if certificates:
+    report = ExportReport(output=str(output), notes=[note for m in models for note in m.notes])
+    if sigstore is not None:
+        report.method = "sigstore"
+    elif certificates:
         report.method = "certificate"
         report.signer_fingerprint = certificates[0].fingerprint(hashes.SHA256()).hex()
         report.signer = (f"certificate {certificates[0].subject.rfc4514_string()} "
                          f"issued by {certificates[0].issuer.rfc4514_string()}")
-    else:
+    elif private_key is not None:
+        report.signer_fingerprint = fingerprint(private_key.public_key())
         report.signer = f"key {report.signer_fingerprint}"
     records: list[ModelRecord] = []
     card_metadata: dict = {}
@@ -204,7 +211,12 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
             card = build_card(dataset=dataset, metadata=merged, models=records, versions=_versions(),
                               created=created_text, trained_with=_trained_with(models))
             writer.add_bytes(CARD_NAME, card_bytes(card), compress=True)
-            bundle = sign_manifest(dataset, dict(writer.digests), private_key, certificates=certificates)
+            if sigstore is not None:
+                bundle = sigstore.sign_statement(build_statement(dataset, dict(writer.digests)))
+                report.signer_fingerprint, report.signer = sigstore.fingerprint, sigstore.description
+            else:
+                bundle = sign_manifest(dataset, dict(writer.digests), cast("ec.EllipticCurvePrivateKey", private_key),
+                                       certificates=certificates)
             writer.add_bytes(SIGNATURE_NAME, bundle, compress=True)
             report.entries = [{"name": name, "bytes": writer.sizes[name], "sha256": digest}
                               for name, digest in writer.digests.items()]

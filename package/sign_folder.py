@@ -14,17 +14,21 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from nnseal.errors import EnvironmentProblem, InvalidArgument
+from nnseal.errors import EnvironmentProblem, Hint, InvalidArgument, WouldOverwrite
 from nnseal.format.keys import fingerprint, signing_key
 from nnseal.format.model_files import check_ignore_paths, hash_files, list_model_files
-from nnseal.format.oms import DEFAULT_IGNORE_PATHS, SIGNATURE_NAME
+from nnseal.format.oms import DEFAULT_IGNORE_PATHS, SIGNATURE_NAME, build_statement
 from nnseal.fsutil import atomic_output
 from nnseal.package.signing import check_certificate_matches, load_signing_certificates, sign_manifest
+
+if TYPE_CHECKING:
+    from nnseal.package.sigstore_signing import SigstoreSigner
 
 __all__ = ["FolderSignature", "sign_folder"]
 
@@ -35,27 +39,30 @@ class FolderSignature:
     signer_fingerprint: str  # the key's, or with the certificate method the signing certificate's
     files: int
     bytes: int
-    method: str = "key"  # the OMS method: "key" or "certificate"
-    signer: str = ""  # the signing certificate, in words (certificate method)
+    method: str = "key"  # the OMS method: "key", "certificate" or "sigstore"
+    signer: str = ""  # the signing certificate or Sigstore identity, in words
 
 
 def sign_folder(folder: str | os.PathLike, key: str | os.PathLike | ec.EllipticCurvePrivateKey | None, *,
                 signature: str | os.PathLike | None = None, ignore_paths: Iterable[str] = (),
                 passphrase: bytes | None = None, force: bool = False, workers: int | None = None,
                 certificate: str | os.PathLike | x509.Certificate | None = None,
-                certificate_chain: Iterable[str | os.PathLike | x509.Certificate] = ()) -> FolderSignature:
+                certificate_chain: Iterable[str | os.PathLike | x509.Certificate] = (),
+                sigstore: SigstoreSigner | None = None) -> FolderSignature:
     """Write the OMS signature of ``folder`` (default ``folder/model.sig``; never replaced unless ``force``).
 
     ``key`` is a PEM path or a loaded key (a PKCS#11 one included). With ``certificate`` the
     signature is the OMS certificate method's, as export's: the bundle carries that certificate
     (which must be for ``key``) and ``certificate_chain``'s (PEM files, intermediates first).
+    With ``sigstore`` (``nnseal.package.sigstore_signing.open_sigstore_signer``) it is the Sigstore
+    method's and ``key`` is unused.
     """
     root = Path(folder)
     if not root.exists():
         raise EnvironmentProblem("no such folder or file", path=root)
-    private_key = signing_key(key, passphrase)
+    private_key = signing_key(key, passphrase) if sigstore is None else None
     certificates: list[x509.Certificate] = []
-    if certificate is not None:
+    if certificate is not None and private_key is not None:
         certificates = load_signing_certificates(certificate, list(certificate_chain))
         check_certificate_matches(certificates[0], private_key)
     target = Path(signature) if signature is not None else (root / SIGNATURE_NAME if root.is_dir()
@@ -72,6 +79,14 @@ def sign_folder(folder: str | os.PathLike, key: str | os.PathLike | ec.EllipticC
     if not files:
         raise InvalidArgument("holds no file to sign (after the ignore paths)", path=root)
     digests, total = hash_files(files, workers)
+    if sigstore is not None:
+        if target.exists() and not force:  # checked before Fulcio and Rekor are asked: a log entry is forever
+            raise WouldOverwrite("exists", path=target, hint=Hint.FORCE)
+        bundle = sigstore.sign_statement(build_statement(root.resolve().name, digests, sorted(set(ignored))))
+        with atomic_output(target, force=force) as handle:
+            handle.write(bundle)
+        return FolderSignature(target, sigstore.fingerprint, len(digests), total, "sigstore", sigstore.description)
+    private_key = cast(ec.EllipticCurvePrivateKey, private_key)  # loaded above: no sigstore, so a key
     bundle = sign_manifest(root.resolve().name, digests, private_key, ignore_paths=sorted(set(ignored)),
                            certificates=certificates)
     with atomic_output(target, force=force) as handle:

@@ -26,6 +26,7 @@ EXTERNAL_TRAINER_ENV = "nnUNet_extTrainer"
 TRUST_FOLDER_ENV = "NNSEAL_TRUSTED_KEYS"
 SIGNING_KEY_ENV = "NNSEAL_SIGNING_KEY"
 PASSPHRASE_ENV = "NNSEAL_KEY_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
+SIGSTORE_TOKEN_ENV = "SIGSTORE_ID_TOKEN"  # noqa: S105 (sigstore-python's and model_signing's variable name)
 OFFLINE_ENV = "NNSEAL_OFFLINE"
 CACHE_ENV = "NNSEAL_CACHE"
 
@@ -54,6 +55,7 @@ HINT_TEXT = {
     Hint.RESULTS_FOLDER: "; set it or pass the results folder explicitly",
     Hint.ALLOW_DOWNGRADE: "; pass --allow-downgrade to install it anyway",
     Hint.OFFLINE: f"; install it once without --offline (and without ${OFFLINE_ENV}=1) to fill the cache",
+    Hint.IDENTITY_TOKEN: f": pass --identity-token TOKEN or set ${SIGSTORE_TOKEN_ENV}, or run at a terminal",
 }
 
 
@@ -245,6 +247,41 @@ def trust_folder_from_environment() -> Path:
     # The XDG spec says relative values are invalid and must be ignored.
     base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
     return base / "nnseal" / "trusted_keys"
+
+
+def sigstore_options(fn):
+    """--sigstore and its --identity-token, --oidc-issuer, --staging, for commands that sign."""
+    fn = click.option("--staging", is_flag=True, help="With --sigstore: use Sigstore's staging instance "
+                      "(for trying it out; its signatures are not trusted by the production root).")(fn)
+    fn = click.option("--oidc-issuer", metavar="URL", help="With --sigstore: the OIDC issuer of the browser "
+                      "sign-in (default: Sigstore's, https://oauth2.sigstore.dev/auth).")(fn)
+    fn = click.option("--identity-token", metavar="TOKEN", help="With --sigstore: the OIDC identity token "
+                      f"(default: ${SIGSTORE_TOKEN_ENV}, else an ambient CI credential, else the browser "
+                      "sign-in at a terminal).")(fn)
+    fn = click.option("--sigstore", "use_sigstore", is_flag=True,
+                      help="Sign keyless by the OMS Sigstore method (Fulcio certificate for your OIDC identity, "
+                           "Rekor log entry), as `model_signing sign sigstore`, instead of a key. Needs the "
+                           "network and nnseal[sigstore]; untested here beyond its wiring.")(fn)
+    return fn
+
+
+def sigstore_signer(use_sigstore: bool, identity_token: str | None, oidc_issuer: str | None, staging: bool,
+                    **key_options):
+    """The Sigstore signer --sigstore asks for (None without it); refused with any key option in ``key_options``."""
+    if not use_sigstore:
+        given = [name for name, value in (("--identity-token", identity_token), ("--oidc-issuer", oidc_issuer),
+                                          ("--staging", staging)) if value]
+        if given:
+            raise click.UsageError(f"{given[0]} is for --sigstore signing")
+        return None
+    given = [f"--{name.replace('_', '-')}" for name, value in key_options.items() if value]
+    if given:
+        raise click.UsageError(f"--sigstore signs without a key: drop {', '.join(given)}")
+    from nnseal.package.sigstore_signing import open_sigstore_signer
+
+    return open_sigstore_signer(identity_token or os.environ.get(SIGSTORE_TOKEN_ENV) or None,
+                                interactive=sys.stdin.isatty() and sys.stderr.isatty(),
+                                oidc_issuer=oidc_issuer, staging=staging)
 
 
 def signing_key_path(explicit: str | None) -> str | None:

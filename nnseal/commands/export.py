@@ -18,6 +18,8 @@ from nnseal.commands._common import (
     results_folder,
     show_progress,
     signing_key_path,
+    sigstore_options,
+    sigstore_signer,
 )
 from nnseal.commands.multivalue import MultiValueCommand, MultiValueOption
 from nnseal.errors import ModelLayoutError
@@ -81,6 +83,7 @@ encrypted key without one is asked for at a terminal).""")
 @click.option("--pkcs11-uri", help="Sign with a key held in a PKCS#11 token (RFC 7512 URI, e.g. "
               "'pkcs11:token=T;object=K?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234'); "
               "instead of --key. Needs nnseal[pkcs11].")
+@sigstore_options
 @click.option("-d", "dataset", help="Dataset id or name under $nnUNet_results (instead of -i).")
 @click.option("-c", "configurations", cls=MultiValueOption,
               help="Configuration(s), with -d: -c 2d 3d_fullres. Default: every one found.")
@@ -105,8 +108,8 @@ encrypted key without one is asked for at a terminal).""")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @report_errors
 def command(input_folders, output, output_folder, key, passphrase, passphrase_env, certificate, certificate_chain,
-            pkcs11_uri, dataset, configurations, trainer, plans, folds,
-            checkpoint_names, name, description, licence, reference, release, created, include_progress, force,
+            pkcs11_uri, use_sigstore, identity_token, oidc_issuer, staging, dataset, configurations, trainer, plans,
+            folds, checkpoint_names, name, description, licence, reference, release, created, include_progress, force,
             quiet, as_json):
     from nnseal.package import model_folder as layout
     from nnseal.package.export import export_model_to_zip
@@ -116,7 +119,9 @@ def command(input_folders, output, output_folder, key, passphrase, passphrase_en
         raise click.UsageError("--certificate-chain needs --certificate")
     if bool(output) == bool(output_folder):
         raise click.UsageError("give the package to write with -o PACKAGE.zip or --folder FOLDER, one of them")
-    if pkcs11_uri:
+    if use_sigstore:
+        pass  # checked below, once the models are found: the sign-in comes last
+    elif pkcs11_uri:
         if key:
             raise click.UsageError("give --key or --pkcs11-uri, not both")
         from nnseal.package.pkcs11_signing import open_pkcs11_key
@@ -124,7 +129,7 @@ def command(input_folders, output, output_folder, key, passphrase, passphrase_en
         key = open_pkcs11_key(pkcs11_uri)
     else:
         key = signing_key_path(key)
-    if key is None:
+    if key is None and not use_sigstore:
         raise click.UsageError(f"no signing key: pass --key KEY.pem, --pkcs11-uri URI or set {SIGNING_KEY_ENV}")
     if bool(input_folders) == bool(dataset):
         raise click.UsageError("give model folders with -i, or select them with -d (and -c, -tr, -p), not both")
@@ -149,7 +154,9 @@ def command(input_folders, output, output_folder, key, passphrase, passphrase_en
         raise click.BadParameter(err.reason) from None
     if created is None and os.environ.get(SOURCE_DATE_EPOCH_ENV):  # the reproducible-builds convention
         created = _check_created(None, None, os.environ[SOURCE_DATE_EPOCH_ENV], source=f"${SOURCE_DATE_EPOCH_ENV}")
-    secret = key_passphrase(key, passphrase, passphrase_env)
+    sigstore = sigstore_signer(use_sigstore, identity_token, oidc_issuer, staging, key=key, passphrase=passphrase,
+                               passphrase_env=passphrase_env, certificate=certificate, pkcs11_uri=pkcs11_uri)
+    secret = key_passphrase(key, passphrase, passphrase_env) if sigstore is None else None
     report = export_model_to_zip(
         [os.fspath(f) for f in input_folders], output or output_folder, key=key, as_folder=bool(output_folder),
         passphrase=secret,
@@ -157,7 +164,7 @@ def command(input_folders, output, output_folder, key, passphrase, passphrase_en
         metadata={"name": name, "description": description, "licence": licence, "reference": reference,
                   "release": release},
         include_progress=include_progress, force=force, progress=show_progress(quiet or as_json), created=created,
-        certificate=certificate, certificate_chain=certificate_chain)
+        certificate=certificate, certificate_chain=certificate_chain, sigstore=sigstore)
     # Everything found and left out, one line each: folds and checkpoints not selected, and
     # find_best_configuration's files that cannot travel (with why).
     notes = [_note_text(note) for note in report.notes] + [f"not shipped: {one_line(s)}" for s in report.skipped]
