@@ -129,3 +129,16 @@ def postprocessing_pickle_calls_os_system(canary: str) -> bytes:
 def postprocessing_pickle_calls_allowed_function(canary: str) -> bytes:
     """The allowlisted function itself, but called (REDUCE) at load time instead of referenced."""
     return (b"\x80\x02c" + _PP_MODULE + b"\n" + _PP_FUNCTION + b"\n" + b"(J\x00\x00\x00\x00tR.")
+
+
+def postprocessing_pickle_stack_global_through_memo(canary: str) -> bytes:
+    """os.system named by STACK_GLOBAL from memoized strings (protocol 4), then called."""
+    command = f"touch {canary}".encode()
+    return (b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94h\x00h\x01\x93X" + len(command).to_bytes(4, "little")
+            + command + b"\x85R\x85.")
+
+
+def postprocessing_pickle_followed_by_another(canary: str) -> bytes:
+    """An allowlisted postprocessing pickle, then a second pickle that calls os.system."""
+    first = b"\x80\x02]q\x00(c" + _PP_MODULE + b"\n" + _PP_FUNCTION + b"\n" + b"e]\x86."
+    return first + postprocessing_pickle_calls_os_system(canary)

@@ -318,7 +318,9 @@ def test_scan_passes_an_installed_results_folder(pipeline_package, session_key, 
 
 
 @pytest.mark.parametrize("attack", ["postprocessing_pickle_calls_os_system",
-                                    "postprocessing_pickle_calls_allowed_function"])
+                                    "postprocessing_pickle_calls_allowed_function",
+                                    "postprocessing_pickle_stack_global_through_memo",
+                                    "postprocessing_pickle_followed_by_another"])
 def test_scan_flags_a_postprocessing_pickle_that_calls(attack, tmp_path, canary):
     import hostile_pipeline
 
