@@ -80,14 +80,18 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def _folders_from_card(models: object) -> list[dict]:
     out = []
     for model in models if isinstance(models, list) else []:
         if isinstance(model, dict) and isinstance(model.get("folder"), str):
-            folds = model.get("folds") if isinstance(model.get("folds"), list) else []
+            folds = model.get("folds")
             out.append({"folder": model["folder"], "trainer": _text(model.get("trainer")),
                         "plans": _text(model.get("plans")), "configuration": _text(model.get("configuration")),
-                        "folds": [str(f) for f in folds]})
+                        "folds": [str(f) for f in folds] if isinstance(folds, list) else []})
     return out
 
 
@@ -109,22 +113,20 @@ def package_model(path: str | os.PathLike) -> FoundModel:
     path = Path(path)
     found = FoundModel(kind="nnseal-package", path=str(path), name=path.name)
     with open_package(path) as archive:
-        card_entry = archive.get(CARD_NAME)
-        if card_entry is not None:
+        if archive.get(CARD_NAME) is not None:
             try:
-                card = parse_card(archive.read(card_entry, max_size=MAX_CARD_BYTES + 1))
+                card = parse_card(archive.read(CARD_NAME, max_size=MAX_CARD_BYTES + 1))
             except Refused:
                 card = {}
-            model = card.get("model") if isinstance(card.get("model"), dict) else {}
+            model = _dict(card.get("model"))
             found.card = {k: v for k, v in model.items() if isinstance(v, str) and v}
             found.dataset = _text(card.get("dataset"))
             found.folders = _folders_from_card(card.get("models"))
             found.trained_with = read_trained_with(card.get("trained_with"))
-        signature = archive.get(SIGNATURE_NAME)
         manifest = None
-        if signature is not None:
+        if archive.get(SIGNATURE_NAME) is not None:
             try:
-                manifest = read_bundle_unverified(archive.read(signature, max_size=MAX_BUNDLE_BYTES + 1))
+                manifest = read_bundle_unverified(archive.read(SIGNATURE_NAME, max_size=MAX_BUNDLE_BYTES + 1))
             except Refused:
                 manifest = None
         if manifest is not None:
@@ -149,7 +151,7 @@ def installed_model(folder: str | os.PathLike) -> FoundModel:
 
     folder = Path(folder)
     receipt = read_receipt(folder)
-    model = receipt.get("model") if isinstance(receipt.get("model"), dict) else {}
+    model = _dict(receipt.get("model"))
     found = FoundModel(kind="installed-model", path=str(folder), name=folder.name,
                        files=dict(sorted(receipt["files"].items())),
                        card={k: v for k, v in model.items() if isinstance(v, str) and v},
