@@ -104,13 +104,16 @@ encrypted key without one is asked for at a terminal).""")
                    "Default: $SOURCE_DATE_EPOCH, else the newest exported checkpoint's mtime.")
 @click.option("--include-progress", is_flag=True, help="Also ship fold_N/progress.png.")
 @click.option("--force", is_flag=True, help="Replace the zip (or a folder that is not empty) if it exists.")
+@click.option("--bom", "bom_file", type=click.Path(dir_okay=False),
+              help="Also write a CycloneDX 1.6 ML-BOM of the package to FILE (replaced if it exists): "
+                   "card fields, every entry's sha256, signer, training framework versions. Needs nnseal[bom].")
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @report_errors
 def command(input_folders, output, output_folder, key, passphrase, passphrase_env, certificate, certificate_chain,
             pkcs11_uri, use_sigstore, identity_token, oidc_issuer, staging, dataset, configurations, trainer, plans,
             folds, checkpoint_names, name, description, licence, reference, release, created, include_progress, force,
-            quiet, as_json):
+            bom_file, quiet, as_json):
     from nnseal.package import model_folder as layout
     from nnseal.package.export import export_model_to_zip
 
@@ -154,6 +157,10 @@ def command(input_folders, output, output_folder, key, passphrase, passphrase_en
         raise click.BadParameter(err.reason) from None
     if created is None and os.environ.get(SOURCE_DATE_EPOCH_ENV):  # the reproducible-builds convention
         created = _check_created(None, None, os.environ[SOURCE_DATE_EPOCH_ENV], source=f"${SOURCE_DATE_EPOCH_ENV}")
+    if bom_file:  # before exporting: a missing extra is no reason to sanitize and sign
+        from nnseal.scan.cyclonedx import require_library
+
+        require_library()
     sigstore = sigstore_signer(use_sigstore, identity_token, oidc_issuer, staging, key=key, passphrase=passphrase,
                                passphrase_env=passphrase_env, certificate=certificate, pkcs11_uri=pkcs11_uri)
     secret = key_passphrase(key, passphrase, passphrase_env) if sigstore is None else None
@@ -168,6 +175,12 @@ def command(input_folders, output, output_folder, key, passphrase, passphrase_en
     # Everything found and left out, one line each: folds and checkpoints not selected, and
     # find_best_configuration's files that cannot travel (with why).
     notes = [_note_text(note) for note in report.notes] + [f"not shipped: {one_line(s)}" for s in report.skipped]
+    if bom_file:
+        from nnseal.fsutil import atomic_output
+        from nnseal.scan.cyclonedx import bom_json, package_model
+
+        with atomic_output(bom_file, force=True) as handle:
+            handle.write(bom_json([package_model(report.output)]).encode("utf-8"))
     if as_json:
         emit_json({**report.to_json(), "notes": notes})
         return

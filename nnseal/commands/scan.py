@@ -23,8 +23,9 @@ Rules and report formats: docs/SCAN.md.""")
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
               help="Public key (PEM) whose package signatures count as trusted; repeatable. "
                    "The trust folder is used too.")
-@click.option("--format", "output_format", type=click.Choice(["text", "json", "sarif"]), default="text",
-              show_default=True, help="Report format.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json", "sarif", "cyclonedx"]),
+              default="text", show_default=True,
+              help="Report format (cyclonedx: a CycloneDX 1.6 ML-BOM of the models found; needs nnseal[bom]).")
 @click.option("--output", "output", type=click.Path(dir_okay=False),
               help="Write the report to FILE (replaced if it exists); stdout then gets the summary line "
                    "(with --json: the JSON report).")
@@ -40,9 +41,14 @@ def command(paths, trusted_keys, output_format, output, fail_on, jobs, as_json):
 
     from nnseal.scan.scanner import scan_paths
 
+    if output_format == "cyclonedx":  # before scanning: a missing extra is no reason to read gigabytes
+        from nnseal.scan.cyclonedx import require_library
+
+        require_library()
+
     if as_json and not output:
-        if output_format == "sarif":
-            raise click.UsageError("--json prints JSON on stdout: give --format sarif with --output FILE")
+        if output_format in ("sarif", "cyclonedx"):
+            raise click.UsageError(f"--json prints JSON on stdout: give --format {output_format} with --output FILE")
         output_format = "json"
     report = scan_paths(paths, trusted_keys, trust_folder=trust_folder_from_environment(),
                         workers=jobs or min(8, os.cpu_count() or 1))
@@ -59,6 +65,10 @@ def command(paths, trusted_keys, output_format, output, fail_on, jobs, as_json):
         from nnseal.scan.sarif import to_sarif
 
         text = json.dumps(to_sarif(report), indent=2) + "\n"
+    elif output_format == "cyclonedx":
+        from nnseal.scan.cyclonedx import bom_json, models_in_scan
+
+        text = bom_json(models_in_scan(report))
     elif is_quiet():  # the findings, without the summary line
         text = "".join(f"{finding.text_line()}\n" for finding in report.findings)
     else:
