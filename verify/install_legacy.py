@@ -11,7 +11,7 @@ from typing import Any
 
 from nnseal.errors import Hint, ModelLayoutError, Refused
 from nnseal.format.layout import ENSEMBLES, INFERENCE_INFORMATION, INFERENCE_INSTRUCTIONS
-from nnseal.progress import byte_bar
+from nnseal.progress import overall_bar
 from nnseal.sanitize.jsonclean import CleanedJson
 from nnseal.verify.consistency import check_checkpoint_matches_model, check_dataset_id_free, check_plans_match_model
 from nnseal.verify.install import (
@@ -71,7 +71,9 @@ def install_legacy(archive, results: Path, report: InstallReport, *, force: bool
     destinations = check_destinations(results, models, force)
     check_dataset_id_free(results, datasets)  # before staging (verify/consistency.py)
     unit_destinations = check_dataset_destinations(results, units, force)
-    with Staging(results) as stage:
+    checkpoints = [n for model in models for n in kept[model] if n.endswith(".pth")]
+    shown = overall_bar(progress, sum(archive.entry(n).size for n in checkpoints), len(checkpoints), "install")
+    with Staging(results) as stage, shown as overall:
         for name, data in sorted(pipeline.items()):
             stage.path(name).write_bytes(CleanedJson(data).to_bytes())
         write_pickles(stage, {n: d for n, d in pipeline.items() if n.endswith("/postprocessing.json")})
@@ -87,7 +89,8 @@ def install_legacy(archive, results: Path, report: InstallReport, *, force: bool
             check_plans_match_model(parsed["plans.json"], model, name=f"{model}/plans.json")  # verify/consistency.py
             for name in sorted(n for n in kept[model] if n.endswith(".pth")):
                 scratch = stage.scratch(name)
-                with byte_bar(progress, archive.entry(name).size, name.rsplit("/", 2)[-2]) as bar:
+                size = archive.entry(name).size
+                with overall.item(name.rsplit("/", 2)[-2], size, size) as bar:
                     extract_entry(archive, name, scratch, bar)
                 sanitized = load_sanitized(scratch)
                 scratch.unlink()
