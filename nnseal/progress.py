@@ -67,7 +67,8 @@ class OverallBar:
         self._item_bars = item_bars
         self._lock = threading.Lock()
         self._bar = _iec_bar_class()(total=total, desc=self._desc(), unit="B", leave=False,
-                                     bar_format=_OVERALL_FORMAT, mininterval=mininterval, position=0)
+                                     bar_format=_OVERALL_FORMAT, mininterval=mininterval, position=0,
+                                     smoothing=0)  # the run's average rate: items differ, the ETA should not jump
 
     def _desc(self) -> str:
         return f"{self._verb} {self._done}/{self._count} {self._noun}"
