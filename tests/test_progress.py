@@ -1,16 +1,29 @@
-"""Progress bars for a person at a terminal; nothing in CI, with --quiet, or when piped."""
+"""Progress displays for a person at a terminal; nothing in CI, with -q/--quiet, or when piped.
+
+Real processes on pseudo-terminals: the display is drawn only when stderr is a terminal, which
+CliRunner cannot give."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import pty
+import re
+import select
+import shutil
 import struct
 import subprocess
 import termios
+import time
+import zipfile
 from pathlib import Path
 
+import pytest
 from helpers import NNSEAL_EXE
+from http_server import Route, running_server
+
+from nnseal import toy_model
+from nnseal.units import format_bytes
 
 
 def _run_on_terminal(args, env_extra=None) -> str:
@@ -41,8 +54,6 @@ def _run_on_terminal(args, env_extra=None) -> str:
 def test_quiet_and_ci_silence_the_bar(toy_model_folder, session_key, tmp_path):
     # Every fold of the toy, and no crossval pickle without its json: anything left out would get
     # a note on stderr (test_export_selection.py, test_pipeline.py).
-    import shutil
-
     model = tmp_path / toy_model_folder.parent.name / toy_model_folder.name
     shutil.copytree(toy_model_folder, model)
     for pickle in model.glob("crossval_results_folds_*/postprocessing.pkl"):
@@ -55,16 +66,6 @@ def test_quiet_and_ci_silence_the_bar(toy_model_folder, session_key, tmp_path):
 
 # --- the overall display, as a person at an 80-column terminal sees it ----------------------------
 
-import re  # noqa: E402
-import select  # noqa: E402
-import shutil  # noqa: E402
-import time  # noqa: E402
-
-import pytest  # noqa: E402
-from http_server import Route, running_server  # noqa: E402
-
-from nnseal import toy_model  # noqa: E402
-from nnseal.units import format_bytes  # noqa: E402
 
 COLUMNS = 80
 IEC = r"\d+(?:\.\d+)? (?:B|KiB|MiB|GiB)"
@@ -188,8 +189,6 @@ def test_export_install_download_show_overall_progress(four_checkpoints, session
     code, shown = _terminal_session(["install", package, "--results", tmp_path / "r",
                                      "--trusted-key", session_key.public_path])
     assert code == 0, shown
-    import zipfile
-
     with zipfile.ZipFile(package) as archive:
         entries = sum(info.file_size for info in archive.infolist()
                       if not info.filename.endswith(("model.sig", "nnseal-card.json")))
