@@ -90,17 +90,18 @@ def install_legacy(archive, results: Path, report: InstallReport, *, force: bool
             for name in sorted(n for n in kept[model] if n.endswith(".pth")):
                 scratch = stage.scratch(name)
                 size = archive.entry(name).size
+                # Done once its .pth is written; its bytes count as they are read.
                 with overall.item(name.rsplit("/", 2)[-2], size, size) as bar:
                     extract_entry(archive, name, scratch, bar)
-                sanitized = load_sanitized(scratch)
-                scratch.unlink()
-                # The same check the signed path's verdict makes, on what sanitizing kept (verify/consistency.py).
-                check_checkpoint_matches_model(sanitized.meta, model, name.split("/")[2].removeprefix("fold_"),
-                                               name=name)
-                checkpoint = assemble(sanitized.tensors, sanitized.names, sanitized.aliases, sanitized.meta,
-                                      parsed["plans.json"], parsed["dataset.json"])
-                write_checkpoint(checkpoint, stage.path(name))
-                del sanitized, checkpoint
+                    sanitized = load_sanitized(scratch)
+                    scratch.unlink()
+                    # The same check the signed path's verdict makes, on what sanitizing kept (verify/consistency.py).
+                    check_checkpoint_matches_model(sanitized.meta, model, name.split("/")[2].removeprefix("fold_"),
+                                                   name=name)
+                    checkpoint = assemble(sanitized.tensors, sanitized.names, sanitized.aliases, sanitized.meta,
+                                          parsed["plans.json"], parsed["dataset.json"])
+                    write_checkpoint(checkpoint, stage.path(name))
+                    del sanitized, checkpoint
                 report.checkpoints.append(name)
         if information is not None:
             plans = {m.split("/")[1]: json.loads(stage.path(f"{m}/plans.json").read_bytes()) for m in models}
