@@ -35,7 +35,7 @@ from nnseal.fsutil import atomic_folder, atomic_output
 from nnseal.package import model_folder as layout
 from nnseal.package.folderwriter import FolderWriter
 from nnseal.package.zipwriter import DeterministicZipWriter
-from nnseal.progress import CountingWriter, byte_bar
+from nnseal.progress import CountingWriter, overall_bar
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -160,8 +160,13 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
     records: list[ModelRecord] = []
     card_metadata: dict = {}
 
-    loads = _prefetched(load_sanitized, [c.source for m in models for c in m.checkpoints])
-    with _package_output(output, force=force, as_folder=as_folder) as target, contextlib.closing(loads):
+    sources = [c.source for m in models for c in m.checkpoints]
+    loads = _prefetched(load_sanitized, sources)
+    # The overall display counts source bytes, known before anything is read.
+    shown = overall_bar(progress, sum(source.stat().st_size for source in sources), len(sources), "export",
+                        item_bars=True)
+    with _package_output(output, force=force, as_folder=as_folder) as target, contextlib.closing(loads), \
+            shown as overall:
         with _package_writer(target, as_folder=as_folder) as writer:
             for model in models:
                 record = ModelRecord(folder=model.relative, trainer=model.trainer, plans=model.plans,
@@ -181,8 +186,9 @@ def export_model_to_zip(input_folder: str | os.PathLike | Sequence[str | os.Path
                     sanitized = next(loads)
                     _check_matches_folder(sanitized.meta, model, checkpoint)
                     source_bytes = sanitized.report.source_bytes
-                    label = f"{model.configuration} {checkpoint.fold_dir}/{checkpoint.name}"
-                    with byte_bar(progress, None, label) as bar:
+                    label = f"{checkpoint.fold_dir}/{checkpoint.name}"
+                    expected = sum(t.numel() * t.element_size() for t in sanitized.tensors.values())
+                    with overall.item(label, checkpoint.source.stat().st_size, expected) as bar:
                         with writer.entry(entry, compress=False) as sink:
                             write_sanitized(sanitized, CountingWriter(sink, bar))
                     size = writer.sizes[entry]

@@ -11,7 +11,7 @@ from typing import Any
 
 from nnseal.errors import Hint, ModelLayoutError, Refused
 from nnseal.format.layout import ENSEMBLES, INFERENCE_INFORMATION, INFERENCE_INSTRUCTIONS
-from nnseal.progress import byte_bar
+from nnseal.progress import overall_bar
 from nnseal.sanitize.jsonclean import CleanedJson
 from nnseal.verify.consistency import check_checkpoint_matches_model, check_dataset_id_free, check_plans_match_model
 from nnseal.verify.install import (
@@ -71,7 +71,9 @@ def install_legacy(archive, results: Path, report: InstallReport, *, force: bool
     destinations = check_destinations(results, models, force)
     check_dataset_id_free(results, datasets)  # before staging (verify/consistency.py)
     unit_destinations = check_dataset_destinations(results, units, force)
-    with Staging(results) as stage:
+    checkpoints = [n for model in models for n in kept[model] if n.endswith(".pth")]
+    shown = overall_bar(progress, sum(archive.entry(n).size for n in checkpoints), len(checkpoints), "install")
+    with Staging(results) as stage, shown as overall:
         for name, data in sorted(pipeline.items()):
             stage.path(name).write_bytes(CleanedJson(data).to_bytes())
         write_pickles(stage, {n: d for n, d in pipeline.items() if n.endswith("/postprocessing.json")})
@@ -87,17 +89,19 @@ def install_legacy(archive, results: Path, report: InstallReport, *, force: bool
             check_plans_match_model(parsed["plans.json"], model, name=f"{model}/plans.json")  # verify/consistency.py
             for name in sorted(n for n in kept[model] if n.endswith(".pth")):
                 scratch = stage.scratch(name)
-                with byte_bar(progress, archive.entry(name).size, name.rsplit("/", 2)[-2]) as bar:
+                size = archive.entry(name).size
+                # Done once its .pth is written; its bytes count as they are read.
+                with overall.item(name.rsplit("/", 2)[-2], size, size) as bar:
                     extract_entry(archive, name, scratch, bar)
-                sanitized = load_sanitized(scratch)
-                scratch.unlink()
-                # The same check the signed path's verdict makes, on what sanitizing kept (verify/consistency.py).
-                check_checkpoint_matches_model(sanitized.meta, model, name.split("/")[2].removeprefix("fold_"),
-                                               name=name)
-                checkpoint = assemble(sanitized.tensors, sanitized.names, sanitized.aliases, sanitized.meta,
-                                      parsed["plans.json"], parsed["dataset.json"])
-                write_checkpoint(checkpoint, stage.path(name))
-                del sanitized, checkpoint
+                    sanitized = load_sanitized(scratch)
+                    scratch.unlink()
+                    # The same check the signed path's verdict makes, on what sanitizing kept (verify/consistency.py).
+                    check_checkpoint_matches_model(sanitized.meta, model, name.split("/")[2].removeprefix("fold_"),
+                                                   name=name)
+                    checkpoint = assemble(sanitized.tensors, sanitized.names, sanitized.aliases, sanitized.meta,
+                                          parsed["plans.json"], parsed["dataset.json"])
+                    write_checkpoint(checkpoint, stage.path(name))
+                    del sanitized, checkpoint
                 report.checkpoints.append(name)
         if information is not None:
             plans = {m.split("/")[1]: json.loads(stage.path(f"{m}/plans.json").read_bytes()) for m in models}

@@ -14,7 +14,7 @@ from nnseal.compat import read_trained_with
 from nnseal.errors import Hint, SignatureError, TamperedPackage
 from nnseal.format.card import TRAINED_WITH_FIELD
 from nnseal.format.layout import INFERENCE_INFORMATION, INFERENCE_INSTRUCTIONS, EntryKind, PackageEntry
-from nnseal.progress import byte_bar
+from nnseal.progress import overall_bar
 from nnseal.verify.consistency import check_dataset_id_free
 from nnseal.verify.install import (
     InstallReport,
@@ -75,7 +75,8 @@ def install_signed(archive, results: Path, report: InstallReport, *, trusted_key
     check_not_downgrade(destinations, card=verdict.card, signer_fingerprint=manifest.signer_fingerprint,
                         allow_downgrade=allow_downgrade)
     total = sum(archive.entry(e.name).size for e in entries)
-    with Staging(results) as stage, byte_bar(progress, total, "install") as bar:
+    rebuilt = sum(1 for e in entries if e.kind is EntryKind.CHECKPOINT)
+    with Staging(results) as stage, overall_bar(progress, total, rebuilt, "install") as bar:
         for entry in entries:
             if entry.kind == "checkpoint":
                 continue  # streamed straight into its .pth by _finish_model: one write, one hash
@@ -119,8 +120,10 @@ def _finish_model(stage: Staging, model: str, entries: list[PackageEntry], json_
 
     def rebuild(job: tuple[str, Path]) -> str:
         name, pth = job
-        return rebuild_checkpoint_from_entry(archive, name, digests[name], parsed["plans.json"],
-                                             parsed["dataset.json"], pth, bar=bar)
+        digest = rebuild_checkpoint_from_entry(archive, name, digests[name], parsed["plans.json"],
+                                               parsed["dataset.json"], pth, bar=bar)
+        bar.item_done()
+        return digest
 
     # Hashing, copying and fsync release the GIL: one thread per core keeps every core busy.
     # A refusal surfaces from map(); leaving the pool waits for the others, then staging goes.

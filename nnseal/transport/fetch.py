@@ -298,7 +298,7 @@ def _copy_file_url(url: str, sink: Sink, progress: bool, policy: DownloadPolicy,
     with handle:
         size = os.fstat(handle.fileno()).st_size
         sink.check_declared(size)
-        with byte_bar(progress, size, describe(url)) as bar:
+        with byte_bar(progress, size, "download") as bar:
             for block in iter(lambda: handle.read(IO_CHUNK), b""):
                 # A hung network filesystem is a slow server too.
                 if policy.deadline is not None and time.monotonic() - started > policy.deadline:

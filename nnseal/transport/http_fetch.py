@@ -23,7 +23,7 @@ from urllib.parse import urljoin, urlsplit
 from nnseal import __version__
 from nnseal.errors import Hint, NetworkError
 from nnseal.progress import byte_bar
-from nnseal.transport.fetch import DownloadPolicy, Sink, deadline_error, describe, redact, retry_after_seconds
+from nnseal.transport.fetch import DownloadPolicy, Sink, deadline_error, redact, retry_after_seconds
 
 if TYPE_CHECKING:
     import requests
@@ -87,7 +87,7 @@ class HttpDownload:
                         self._accept(response)
                         start = self.sink.size
                         if bar is None:
-                            bar = stack.enter_context(byte_bar(self.progress, self.total, describe(self.url)))
+                            bar = stack.enter_context(byte_bar(self.progress, self.total, "download"))
                         bar.update(start - before)  # negative after a restart
                         self._stream(response, bar)
                     if self.total is not None and self.sink.size < self.total:
