@@ -769,6 +769,44 @@ def predict_stages(ws: Workspace, folders, folds, checkpoint: str, channels: int
     return outputs
 
 
+def predict_stages_from_files(ws: Workspace, folders, folds, checkpoint: str, channels: int, out: Path):
+    """nnU-Net's file flow, stage after stage: ``sample_image`` written as NIfTI, each folder's
+    predictor (predict_from_files_sequential: nnUNetv2_predict's steps without its worker
+    processes) writing ``out/stage_<i>/case.nii.gz`` and its probabilities, a cascade stage reading
+    the previous stage's output folder as ``-prev_stage_predictions``. Returns (segmentation,
+    probabilities) per stage, as nnU-Net's reader and np.load give them back."""
+    import numpy as np
+    import SimpleITK as sitk
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    image, _ = sample_image(channels)
+    inputs = Path(out) / "input"
+    inputs.mkdir(parents=True)
+    files = [str(inputs / f"case_{c:04d}.nii.gz") for c in range(channels)]
+    for channel, file in zip(image, files, strict=True):
+        _write_nifti(channel, Path(file))
+    outputs: list = []
+    previous: Path | None = None
+    for i, folder in enumerate(folders):
+        stage_out = Path(out) / f"stage_{i}"
+        stage_out.mkdir()  # nnUNetv2_predict makes -o itself; the sequential path expects it
+        with ws.environment(), _quiet():
+            predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                                        perform_everything_on_device=False, device=torch.device("cpu"),
+                                        verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+            predictor.initialize_from_trained_model_folder(str(folder), use_folds=tuple(folds),
+                                                           checkpoint_name=checkpoint)
+            predictor.predict_from_files_sequential([files], [str(stage_out / "case")], save_probabilities=True,
+                                                    overwrite=True,
+                                                    folder_with_segs_from_prev_stage=previous and str(previous))
+        segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(stage_out / "case.nii.gz")))
+        with np.load(stage_out / "case.npz", allow_pickle=False) as saved:
+            outputs.append((segmentation, saved["probabilities"]))
+        previous = stage_out
+    return outputs
+
+
 # --- fine-tuning with nnU-Net --------------------------------------------------------------
 
 

@@ -145,6 +145,26 @@ def test_cascade_stages_are_what_nnunet_reads(workspace, installed_kind):
     assert determine_num_input_channels(plans, "3d_cascade_fullres", dataset_json) == model.channels + n_labels
 
 
+def test_installed_cascade_predicts_from_files_like_the_original(workspace, installed_kind, tmp_path):
+    """nnUNetv2_predict's file flow (-c 3d_lowres, then -c 3d_cascade_fullres -prev_stage_predictions
+    <lowres output>): the same files from the original and the installed folders, and the same
+    segmentations as the in-memory chain the per-kind tests run."""
+    import numpy as np
+
+    model, installed = installed_kind("cascade")
+    originals, installeds = _stage_folders(model, installed)
+    checkpoint = model.checkpoints[0]
+    from_original = nm.predict_stages_from_files(workspace, originals, model.folds, checkpoint, model.channels,
+                                                 tmp_path / "original")
+    from_installed = nm.predict_stages_from_files(workspace, installeds, model.folds, checkpoint, model.channels,
+                                                  tmp_path / "installed")
+    in_memory = nm.predict_stages(workspace, installeds, model.folds, checkpoint, model.channels)
+    for (seg_a, prob_a), (seg_b, prob_b), (seg_c, _) in zip(from_original, from_installed, in_memory, strict=True):
+        assert np.array_equal(seg_a, seg_b)
+        assert np.array_equal(prob_a, prob_b)
+        assert np.array_equal(seg_b, seg_c)
+
+
 def test_cascade_stage_alone_is_refused(installed_kind, session_key, tmp_path):
     """Export refuses the 3d_cascade_fullres folder without its 3d_lowres: nnU-Net could not predict with it."""
     model, _ = installed_kind("cascade")
