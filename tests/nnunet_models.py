@@ -373,6 +373,13 @@ class Model:
     # Where nnU-Net's predictor cannot read the folder (wrapper-prefixed weights): the same
     # weights as nnU-Net's save_checkpoint would have written them.
     reference: Path | None = None
+    # A cascade stage: the model whose segmentation it takes as input (same results folder).
+    previous_stage: Model | None = None
+
+    @property
+    def stages(self) -> tuple[Model, ...]:
+        """The models nnU-Net runs, in order, to predict with this one (itself last)."""
+        return (*(self.previous_stage.stages if self.previous_stage else ()), self)
 
     @property
     def dataset(self) -> str:
@@ -462,7 +469,9 @@ def checkpoint_dict(network, optimizer, *, trainer: str, plans: dict, dataset_js
     logging = _logging(epochs, len(scored), seed)
     init_values = {"plans": plans, "configuration": configuration, "fold": fold if fold == "all" else int(fold),
                    "dataset_json": dataset_json, "unpack_dataset": True, "device": torch.device("cuda")}
-    axes = (0, 1, 2) if len(plans["configurations"][configuration]["patch_size"]) == 3 else (0, 1)
+    # Through PlansManager: a cascade stage's configuration only names what it inherits from.
+    patch_size = PlansManager(plans).get_configuration(configuration).patch_size
+    axes = (0, 1, 2) if len(patch_size) == 3 else (0, 1)
     values = {
         "network_weights": _state_dict(network, wrapper),
         "optimizer_state": optimizer.state_dict(),
@@ -641,6 +650,50 @@ def torch_compile_prefixed(ws: Workspace, results: Path, seed: int = 0) -> Model
     return _wrapped(ws, results, seed, "compile", "torch_compile_prefixed")
 
 
+CASCADE_PLANS = "nnUNetCascadePlans"
+
+
+def cascade_plans(ws: Workspace, ds: TinyDataset = TINY) -> dict:
+    """ExperimentPlanner's plans with the 3d_lowres and 3d_cascade_fullres configurations it writes
+    for large images (default_experiment_planner.plan_experiment): the planner makes no 3d_lowres
+    for 8**3 images, so 3d_lowres is 3d_fullres under its own data identifier, with ``next_stage``,
+    and 3d_cascade_fullres is exactly the planner's entry. Stored in ``ws.plans`` as CASCADE_PLANS."""
+    import copy
+
+    key = (ds.name, CASCADE_PLANS)
+    if key not in ws.plans:
+        plans = copy.deepcopy(ws.plans[(ds.name, "nnUNetPlans")])
+        plans["plans_name"] = CASCADE_PLANS
+        configurations = plans["configurations"]
+        for name, configuration in configurations.items():
+            if "data_identifier" in configuration:  # ExperimentPlanner.generate_data_identifier
+                configuration["data_identifier"] = f"{CASCADE_PLANS}_{name}"
+        lowres = copy.deepcopy(configurations["3d_fullres"])
+        lowres["data_identifier"] = f"{CASCADE_PLANS}_3d_lowres"
+        lowres["batch_dice"] = False
+        lowres["next_stage"] = "3d_cascade_fullres"
+        configurations["3d_fullres"]["batch_dice"] = True
+        # The planner's insertion order: 2d, 3d_lowres, 3d_fullres, 3d_cascade_fullres.
+        plans["configurations"] = {"2d": configurations["2d"], "3d_lowres": lowres,
+                                   "3d_fullres": configurations["3d_fullres"],
+                                   "3d_cascade_fullres": {"inherits_from": "3d_fullres",
+                                                          "previous_stage": "3d_lowres"}}
+        ws.plans[key] = plans
+    return ws.plans[key]
+
+
+def cascade(ws: Workspace, results: Path, seed: int = 0) -> Model:
+    """nnU-Net's cascade: a 3d_lowres model and the 3d_cascade_fullres model that takes its
+    segmentation (one-hot, beside the image channels) as input; both folders, same trainer and plans."""
+    cascade_plans(ws)
+    lowres = build_model(ws, results, TINY, kind="cascade", plans_name=CASCADE_PLANS, configuration="3d_lowres",
+                         seed=seed)
+    fullres = build_model(ws, results, TINY, kind="cascade", plans_name=CASCADE_PLANS,
+                          configuration="3d_cascade_fullres", seed=seed + 500)
+    return Model("cascade", fullres.folder, fullres.folds, fullres.checkpoints, fullres.channels,
+                 previous_stage=lowres)
+
+
 # Kinds nnU-Net trains that this branch's nnseal does not export yet (the layout work adds them):
 # move each into KINDS once it does, and the tests above cover it with no other change.
 
@@ -669,7 +722,7 @@ KindBuilder = Callable[[Workspace, Path, int], Model]
 KINDS: dict[str, KindBuilder] = {f.__name__: f for f in (
     plain_unet, resenc_m, resenc_l, region_based, four_channels, ignore_label, fold_all, final_only,
     saved_by_nnunetv2_2_2, saved_by_nnunetv2_2_6, fp16_weights, bf16_weights, custom_trainer,
-    ddp_prefixed, torch_compile_prefixed, any_fold_number, checkpoint_latest, underscore_trainer)}
+    ddp_prefixed, torch_compile_prefixed, any_fold_number, checkpoint_latest, underscore_trainer, cascade)}
 
 
 # --- predicting with nnU-Net -----------------------------------------------------------------
@@ -684,8 +737,11 @@ def sample_image(channels: int, seed: int = 7):
     return rng.normal(120, 40, size=(channels, 8, 8, 9)).astype(np.float32), (1.0, 1.0, 1.0)
 
 
-def predict(ws: Workspace, folder: Path, folds, checkpoint: str, channels: int):
-    """(segmentation, probabilities) of nnUNetPredictor on the CPU for ``test_image``."""
+def predict(ws: Workspace, folder: Path, folds, checkpoint: str, channels: int, segmentation_previous_stage=None):
+    """(segmentation, probabilities) of nnUNetPredictor on the CPU for ``sample_image``; a cascade
+    stage needs the previous stage's segmentation of that image (nnU-Net's preprocessor
+    resamples it with the image and one-hot encodes it as extra input channels)."""
+    import numpy as np
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -696,7 +752,59 @@ def predict(ws: Workspace, folder: Path, folds, checkpoint: str, channels: int):
                                     verbose_preprocessing=False, allow_tqdm=False)
         predictor.initialize_from_trained_model_folder(str(folder), use_folds=tuple(folds),
                                                        checkpoint_name=checkpoint)
-        return predictor.predict_single_npy_array(image, {"spacing": list(spacing)}, None, None, True)
+        # As nnUNetv2_predict's -prev_stage_predictions hands it over: read back by the image
+        # reader, float32 with a channel axis (crop_to_nonzero writes -1 into it).
+        previous = (None if segmentation_previous_stage is None
+                    else segmentation_previous_stage[None].astype(np.float32))
+        return predictor.predict_single_npy_array(image, {"spacing": list(spacing)}, previous, None, True)
+
+
+def predict_stages(ws: Workspace, folders, folds, checkpoint: str, channels: int):
+    """(segmentation, probabilities) of each folder in turn, each stage given the segmentation of the
+    one before: ``nnUNetv2_predict -c 3d_cascade_fullres -prev_stage_predictions`` for one image."""
+    outputs: list = []
+    for folder in folders:
+        previous = outputs[-1][0] if outputs else None
+        outputs.append(predict(ws, folder, folds, checkpoint, channels, previous))
+    return outputs
+
+
+def predict_stages_from_files(ws: Workspace, folders, folds, checkpoint: str, channels: int, out: Path):
+    """nnU-Net's file flow, stage after stage: ``sample_image`` written as NIfTI, each folder's
+    predictor (predict_from_files_sequential: nnUNetv2_predict's steps without its worker
+    processes) writing ``out/stage_<i>/case.nii.gz`` and its probabilities, a cascade stage reading
+    the previous stage's output folder as ``-prev_stage_predictions``. Returns (segmentation,
+    probabilities) per stage, as nnU-Net's reader and np.load give them back."""
+    import numpy as np
+    import SimpleITK as sitk
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    image, _ = sample_image(channels)
+    inputs = Path(out) / "input"
+    inputs.mkdir(parents=True)
+    files = [str(inputs / f"case_{c:04d}.nii.gz") for c in range(channels)]
+    for channel, file in zip(image, files, strict=True):
+        _write_nifti(channel, Path(file))
+    outputs: list = []
+    previous: Path | None = None
+    for i, folder in enumerate(folders):
+        stage_out = Path(out) / f"stage_{i}"
+        stage_out.mkdir()  # nnUNetv2_predict makes -o itself; the sequential path expects it
+        with ws.environment(), _quiet():
+            predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                                        perform_everything_on_device=False, device=torch.device("cpu"),
+                                        verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+            predictor.initialize_from_trained_model_folder(str(folder), use_folds=tuple(folds),
+                                                           checkpoint_name=checkpoint)
+            predictor.predict_from_files_sequential([files], [str(stage_out / "case")], save_probabilities=True,
+                                                    overwrite=True,
+                                                    folder_with_segs_from_prev_stage=previous and str(previous))
+        segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(stage_out / "case.nii.gz")))
+        with np.load(stage_out / "case.npz", allow_pickle=False) as saved:
+            outputs.append((segmentation, saved["probabilities"]))
+        previous = stage_out
+    return outputs
 
 
 # --- fine-tuning with nnU-Net --------------------------------------------------------------

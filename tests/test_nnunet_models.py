@@ -4,12 +4,12 @@ then predicted by nnU-Net's own nnUNetPredictor from the original and the instal
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import nnunet_models as nm
 import pytest
-from helpers import run_cli
+from helpers import assert_one_line_refusal, run_cli
 
 pytestmark = pytest.mark.nnunet
 
@@ -27,12 +27,14 @@ def workspace(tmp_path_factory) -> Iterator[nm.Workspace]:
         torch.set_num_threads(threads)
 
 
-def _export_and_install(model_folder: Path, base: Path, key, checkpoints=()) -> Path:
-    """``checkpoints``: ``-chk`` names (default: export's own, final and best)."""
+def _export_and_install(model_folder: Path, base: Path, key, checkpoints=(), previous_stages=()) -> Path:
+    """``checkpoints``: ``-chk`` names (default: export's own, final and best); ``previous_stages``:
+    the folders of a cascade's earlier stages, exported in the same package (``-i`` each)."""
     package = base / "package.zip"
     env = {"NNSEAL_TRUSTED_KEYS": str(base / "trust")}  # nothing trusted but --trusted-key
     chk = ("-chk", *checkpoints) if checkpoints else ()
-    proc = run_cli("export", "-i", model_folder, "-o", package, "--key", key.private_path, *chk, "--quiet", env=env)
+    inputs = [arg for folder in (*previous_stages, model_folder) for arg in ("-i", folder)]
+    proc = run_cli("export", *inputs, "-o", package, "--key", key.private_path, *chk, "--quiet", env=env)
     assert proc.exit_code == 0, proc.stderr
     results = base / "installed_results"
     proc = run_cli("install", package, "--results", results, "--trusted-key", key.public_path, "--quiet", env=env)
@@ -50,7 +52,8 @@ def installed_kind(workspace, session_key, tmp_path_factory) -> Callable[[str], 
             base = tmp_path_factory.mktemp(name)
             model = nm.KINDS[name](workspace, base / "original_results", 0)
             # every checkpoint the kind holds, checkpoint_latest too (export takes it when named)
-            done[name] = (model, _export_and_install(model.folder, base, session_key, model.checkpoints))
+            done[name] = (model, _export_and_install(model.folder, base, session_key, model.checkpoints,
+                                                     [stage.folder for stage in model.stages[:-1]]))
         return done[name]
 
     return get
@@ -61,23 +64,33 @@ def kind(request, installed_kind) -> tuple[nm.Model, Path]:
     return installed_kind(request.param)
 
 
-def _assert_same_prediction(workspace, a: Path, b: Path, folds, checkpoint: str, channels: int) -> None:
+def _stage_folders(model: nm.Model, installed: Path) -> tuple[list[Path], list[Path]]:
+    """(original folders, installed folders) of every stage nnU-Net runs to predict with ``model``.
+    Wrapper-prefixed weights cannot be predicted from the original folder (see the test below):
+    they are compared with the same weights as nnU-Net itself saves them."""
+    return ([stage.reference or stage.folder for stage in model.stages],
+            [installed.parent / stage.folder.name for stage in model.stages])
+
+
+def _assert_same_prediction(workspace, a: Sequence[Path], b: Sequence[Path], folds, checkpoint: str,
+                            channels: int) -> None:
+    """Each stage (a cascade's too, each fed its own previous stage's segmentation) predicts the same."""
     import numpy as np
 
-    seg_a, prob_a = nm.predict(workspace, a, folds, checkpoint, channels)
-    seg_b, prob_b = nm.predict(workspace, b, folds, checkpoint, channels)
-    assert seg_a.shape == nm.sample_image(channels)[0].shape[1:]
-    assert np.array_equal(seg_a, seg_b)
-    assert np.array_equal(prob_a, prob_b)
+    outputs_a = nm.predict_stages(workspace, a, folds, checkpoint, channels)
+    outputs_b = nm.predict_stages(workspace, b, folds, checkpoint, channels)
+    assert len(outputs_a) == len(outputs_b) == len(a)
+    for (seg_a, prob_a), (seg_b, prob_b) in zip(outputs_a, outputs_b, strict=True):
+        assert seg_a.shape == nm.sample_image(channels)[0].shape[1:]
+        assert np.array_equal(seg_a, seg_b)
+        assert np.array_equal(prob_a, prob_b)
 
 
 def test_installed_model_predicts_exactly_like_the_original(workspace, kind):
     model, installed = kind
-    # Wrapper-prefixed weights cannot be predicted from the original folder (see the test
-    # below): they are compared with the same weights as nnU-Net itself saves them.
-    original = model.reference or model.folder
+    originals, installeds = _stage_folders(model, installed)
     for checkpoint in model.checkpoints:
-        _assert_same_prediction(workspace, original, installed, model.folds, checkpoint, model.channels)
+        _assert_same_prediction(workspace, originals, installeds, model.folds, checkpoint, model.channels)
 
 
 def test_different_weights_predict_differently(workspace, kind, tmp_path):
@@ -86,13 +99,15 @@ def test_different_weights_predict_differently(workspace, kind, tmp_path):
 
     model, installed = kind
     checkpoint = model.checkpoints[0]
-    seg, prob = nm.predict(workspace, installed, model.folds[:1], checkpoint, model.channels)
+    _, installeds = _stage_folders(model, installed)
+    seg, prob = nm.predict_stages(workspace, installeds, model.folds[:1], checkpoint, model.channels)[-1]
     if len(model.folds) > 1:
-        other_seg, other_prob = nm.predict(workspace, installed, model.folds[1:2], checkpoint, model.channels)
+        other_seg, other_prob = nm.predict_stages(workspace, installeds, model.folds[1:2], checkpoint,
+                                                  model.channels)[-1]
     else:  # a single fold: the same kind with other weights
         twin = nm.KINDS[model.kind](workspace, tmp_path / "twin_results", 1)
-        other_seg, other_prob = nm.predict(workspace, twin.reference or twin.folder, twin.folds, checkpoint,
-                                           twin.channels)
+        other_seg, other_prob = nm.predict_stages(workspace, _stage_folders(twin, twin.folder)[0], twin.folds,
+                                                  checkpoint, twin.channels)[-1]
     assert not np.array_equal(seg, other_seg)
     assert not np.array_equal(prob, other_prob)
 
@@ -102,14 +117,62 @@ def test_installed_weights_are_the_originals(kind):
     import torch
 
     model, installed = kind
-    original = model.reference or model.folder
-    for fold in model.folds:
-        for checkpoint in model.checkpoints:
-            want = torch.load(original / f"fold_{fold}" / checkpoint, weights_only=False)["network_weights"]
-            got = torch.load(installed / f"fold_{fold}" / checkpoint, weights_only=True)["network_weights"]
-            assert list(got) == list(want)
-            for name, tensor in want.items():
-                assert got[name].dtype == tensor.dtype and torch.equal(got[name], tensor), name
+    for original, installed_stage in zip(*_stage_folders(model, installed), strict=True):
+        for fold in model.folds:
+            for checkpoint in model.checkpoints:
+                want = torch.load(original / f"fold_{fold}" / checkpoint, weights_only=False)["network_weights"]
+                got = torch.load(installed_stage / f"fold_{fold}" / checkpoint, weights_only=True)["network_weights"]
+                assert list(got) == list(want)
+                for name, tensor in want.items():
+                    assert got[name].dtype == tensor.dtype and torch.equal(got[name], tensor), name
+
+
+def test_cascade_stages_are_what_nnunet_reads(workspace, installed_kind):
+    """nnU-Net's PlansManager reads the installed cascade as one: 3d_cascade_fullres takes 3d_lowres's
+    output, one input channel per foreground label beside the image's."""
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    model, installed = installed_kind("cascade")
+    lowres, fullres = _stage_folders(model, installed)[1]
+    assert (lowres.name, fullres.name) == ("nnUNetTrainer__nnUNetCascadePlans__3d_lowres",
+                                           "nnUNetTrainer__nnUNetCascadePlans__3d_cascade_fullres")
+    plans = PlansManager(str(fullres / "plans.json"))
+    dataset_json = workspace.dataset_json(nm.TINY)
+    assert plans.get_configuration("3d_cascade_fullres").previous_stage_name == "3d_lowres"
+    assert plans.get_configuration("3d_lowres").next_stage_names == ["3d_cascade_fullres"]
+    n_labels = len(plans.get_label_manager(dataset_json).foreground_labels)
+    assert determine_num_input_channels(plans, "3d_cascade_fullres", dataset_json) == model.channels + n_labels
+
+
+def test_installed_cascade_predicts_from_files_like_the_original(workspace, installed_kind, tmp_path):
+    """nnUNetv2_predict's file flow (-c 3d_lowres, then -c 3d_cascade_fullres -prev_stage_predictions
+    <lowres output>): the same files from the original and the installed folders, and the same
+    segmentations as the in-memory chain the per-kind tests run."""
+    import numpy as np
+
+    model, installed = installed_kind("cascade")
+    originals, installeds = _stage_folders(model, installed)
+    checkpoint = model.checkpoints[0]
+    from_original = nm.predict_stages_from_files(workspace, originals, model.folds, checkpoint, model.channels,
+                                                 tmp_path / "original")
+    from_installed = nm.predict_stages_from_files(workspace, installeds, model.folds, checkpoint, model.channels,
+                                                  tmp_path / "installed")
+    in_memory = nm.predict_stages(workspace, installeds, model.folds, checkpoint, model.channels)
+    for (seg_a, prob_a), (seg_b, prob_b), (seg_c, _) in zip(from_original, from_installed, in_memory, strict=True):
+        assert np.array_equal(seg_a, seg_b)
+        assert np.array_equal(prob_a, prob_b)
+        assert np.array_equal(seg_b, seg_c)
+
+
+def test_cascade_stage_alone_is_refused(installed_kind, session_key, tmp_path):
+    """Export refuses the 3d_cascade_fullres folder without its 3d_lowres: nnU-Net could not predict with it."""
+    model, _ = installed_kind("cascade")
+    assert model.previous_stage is not None
+    proc = run_cli("export", "-i", model.folder, "-o", tmp_path / "package.zip", "--key", session_key.private_path,
+                   "--quiet", env={"NNSEAL_TRUSTED_KEYS": str(tmp_path / "trust")})
+    assert_one_line_refusal(proc, "'3d_cascade_fullres' is a cascade stage", "'3d_lowres'")
+    assert not (tmp_path / "package.zip").exists()
 
 
 @pytest.mark.parametrize("kind_name", ["ddp_prefixed", "torch_compile_prefixed"])
@@ -195,5 +258,5 @@ def test_model_trained_by_nnunet_itself_installs_and_predicts_identically(worksp
     _, trained, _ = fine_tuned
     installed = _export_and_install(trained, tmp_path, session_key)
     for checkpoint in ("checkpoint_final.pth", "checkpoint_best.pth"):
-        _assert_same_prediction(workspace, trained, installed, ("0",), checkpoint, nm.TINY.channels)
+        _assert_same_prediction(workspace, [trained], [installed], ("0",), checkpoint, nm.TINY.channels)
 
