@@ -360,3 +360,16 @@ def test_sigkill_during_uninstall_leaves_the_model_or_nothing_and_the_next_run_s
         assert again.exit_code == (0 if model_now else 3), again.stderr
         left = tree_listing(copy)
         assert set(left) <= {f"{toy_model.DATASET}/"}, (nth, left)  # at most the emptied dataset folder
+
+
+def test_uninstall_refuses_a_dataset_folder_that_is_a_link(results, tmp_path):
+    """A dataset folder linked elsewhere: removing through the link would delete the files of the
+    place it points to; refused in one line, nothing moved."""
+    dataset = results / MODEL.split("/")[0]
+    elsewhere = tmp_path / "elsewhere"
+    dataset.rename(elsewhere)
+    dataset.symlink_to(elsewhere)
+    before = tree_listing(elsewhere)
+    result = run_cli("uninstall", results / MODEL)
+    assert_one_line_refusal(result, "symbolic link")
+    assert tree_listing(elsewhere) == before and dataset.is_symlink()

@@ -423,3 +423,20 @@ def test_http_proxy_from_the_environment_is_used(package, session_key, tmp_path,
         assert result.exit_code == 0, result.stderr
         assert [seen.path for seen in proxy.seen if seen.path == target]
     assert_installed(tmp_path / "results")
+
+
+def test_a_cache_folder_that_is_a_link_is_not_stored_through(servers, package, session_key, tmp_path,
+                                                             isolated_cache):
+    """Whoever can write the cache could point sha256/<xx> elsewhere: the install still succeeds,
+    nothing is linked or copied into the link's target, and a warning says the download was not cached."""
+    api, _ = servers
+    url = api.route("/Dataset042_Toy.zip", Route(body=package))
+    pin = hashlib.sha256(package).hexdigest()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (isolated_cache / "sha256").mkdir(parents=True)
+    (isolated_cache / "sha256" / pin[:2]).symlink_to(elsewhere)
+    result = install(url, tmp_path / "results", session_key, "--sha256", pin)
+    assert result.exit_code == 0, result.stderr
+    assert list(elsewhere.iterdir()) == []
+    assert "not cached" in result.stderr and "symbolic link" in result.stderr

@@ -80,8 +80,11 @@ def uninstall_model(folder: str | os.PathLike, *, force: bool = False) -> Uninst
     leaves the results folder as it was."""
     results, folder = locate(folder)
     sweep_stale(results)  # what a crashed install or uninstall left, even when this one is refused
-    if folder.is_symlink():
-        raise ModelLayoutError("is a symbolic link; refusing to remove through it", path=folder)
+    # A link anywhere between the results folder and the model would make the rename and the
+    # deletion act on another place than the one named.
+    for part in (folder, *[p for p in folder.parents if p != results and results in p.parents]):
+        if part.is_symlink():
+            raise ModelLayoutError("is a symbolic link; refusing to remove through it", path=part)
     if not folder.is_dir():
         raise EnvironmentProblem("no such model folder", path=folder)
     report = UninstallReport(folder=str(folder), results=str(results))

@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnseal.errors import NnsealError
+from nnseal.errors import EnvironmentProblem, NnsealError
 from nnseal.format.digest import is_sha256_hex
 from nnseal.format.limits import IO_CHUNK
 from nnseal.format.strict_json import load_strict_json
@@ -63,6 +63,12 @@ class Cache:
         if target.is_file():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
+        # Whoever can write the cache could make its folders links elsewhere: never link or copy
+        # a package through one (into a folder the cache does not own).
+        for folder in (target.parent, target.parent.parent):
+            if folder.is_symlink():
+                raise EnvironmentProblem("a cache folder is a symbolic link; refusing to store through it",
+                                         path=folder)
         try:
             os.link(source, target)
             return target
