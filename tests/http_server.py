@@ -54,8 +54,9 @@ class _QuietServer(ThreadingHTTPServer):
 class TestServer:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, tls_dir: Path | None = None) -> None:
-        """Plain HTTP, or HTTPS with a fresh self-signed certificate written to ``tls_dir``."""
+    def __init__(self, tls_dir: Path | None = None, tls_context: ssl.SSLContext | None = None) -> None:
+        """Plain HTTP, or HTTPS with a fresh self-signed certificate written to ``tls_dir``, or
+        HTTPS with ``tls_context`` (a server context holding its certificate chain)."""
         self.routes: dict[str, list[Route]] = {}
         # For paths without a route: a host's API answering by pattern (tests/host_apis.py).
         self.fallback: Callable[[str], Route | None] | None = None
@@ -72,6 +73,9 @@ class TestServer:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(self.ca_file, key_file)
             self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+        elif tls_context is not None:
+            self.scheme = "https"
+            self._httpd.socket = tls_context.wrap_socket(self._httpd.socket, server_side=True)
         # shutdown() waits up to one poll interval, at the end of every test that uses a server.
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.005},
                                         daemon=True)
@@ -117,8 +121,8 @@ class TestServer:
 
 
 @contextlib.contextmanager
-def running_server(tls_dir: Path | None = None) -> Iterator[TestServer]:
-    server = TestServer(tls_dir)
+def running_server(tls_dir: Path | None = None, tls_context: ssl.SSLContext | None = None) -> Iterator[TestServer]:
+    server = TestServer(tls_dir, tls_context)
     server.start()
     try:
         yield server
