@@ -1,7 +1,7 @@
 """A ready ``nnUNetPredictor`` for tools built on nnU-Net, without unpickling anything unrestricted.
 
-``nnUNetPredictor.initialize_from_trained_model_folder`` loads every checkpoint with
-``torch.load(weights_only=False)``: a checkpoint can run any code. Tools built on nnU-Net
+``nnUNetPredictor.initialize_from_trained_model_folder`` loads every checkpoint with an
+unrestricted ``torch.load`` (weights-only mode switched off): a checkpoint can run any code. Tools built on nnU-Net
 (TotalSegmentator and others) patch it to keep working since torch 2.6 made
 ``weights_only=True`` the default. ``load_predictor`` builds the same predictor, step by
 step as nnU-Net 2.8.1 does (plans and dataset.json, the trainer class's
