@@ -265,6 +265,23 @@ def sigstore_options(fn):
     return fn
 
 
+def signing_options(fn):
+    """How a command that signs gets its signer: --key (or $NNSEAL_SIGNING_KEY) with its
+    passphrase, the certificate method's --certificate/--certificate-chain, --pkcs11-uri, or
+    Sigstore keyless (``sigstore_options``)."""
+    fn = sigstore_options(fn)
+    fn = click.option("--pkcs11-uri", help="Sign with a key held in a PKCS#11 token (RFC 7512 URI, e.g. "
+                      "'pkcs11:token=T;object=K?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234'); "
+                      "instead of --key. Needs nnseal[pkcs11].")(fn)
+    fn = click.option("--certificate-chain", "certificate_chain", multiple=True, type=click.Path(dir_okay=False),
+                      help="Intermediate certificate(s) (PEM) to ship with --certificate; repeatable.")(fn)
+    fn = click.option("--certificate", type=click.Path(dir_okay=False),
+                      help="Sign by the OMS certificate method: the signing certificate (PEM) for the key.")(fn)
+    fn = passphrase_options(fn)
+    return click.option("--key", type=click.Path(dir_okay=False),
+                        help=f"Signing key (PEM). Default: ${SIGNING_KEY_ENV}.")(fn)
+
+
 def sigstore_signer(use_sigstore: bool, identity_token: str | None, oidc_issuer: str | None, staging: bool,
                     **key_options):
     """The Sigstore signer --sigstore asks for (None without it); refused with any key option in ``key_options``."""

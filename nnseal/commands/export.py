@@ -13,12 +13,11 @@ from nnseal.commands._common import (
     is_verbose,
     key_passphrase,
     one_line,
-    passphrase_options,
     report_errors,
     results_folder,
     show_progress,
     signing_key_path,
-    sigstore_options,
+    signing_options,
     sigstore_signer,
 )
 from nnseal.commands.multivalue import MultiValueCommand, MultiValueOption
@@ -74,16 +73,7 @@ encrypted key without one is asked for at a terminal).""")
               help="Write the package as this folder instead of a zip: the same files plus model.sig "
                    "(what `model_signing verify` checks as it is and a model hub such as the Hugging Face "
                    "Hub stores file by file). Instead of -o.")
-@click.option("--key", type=click.Path(dir_okay=False), help="Signing key (PEM). Default: $NNSEAL_SIGNING_KEY.")
-@passphrase_options
-@click.option("--certificate", type=click.Path(dir_okay=False),
-              help="Sign by the OMS certificate method: the signing certificate (PEM) for the key.")
-@click.option("--certificate-chain", "certificate_chain", multiple=True, type=click.Path(dir_okay=False),
-              help="Intermediate certificate(s) (PEM) to ship with --certificate; repeatable.")
-@click.option("--pkcs11-uri", help="Sign with a key held in a PKCS#11 token (RFC 7512 URI, e.g. "
-              "'pkcs11:token=T;object=K?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234'); "
-              "instead of --key. Needs nnseal[pkcs11].")
-@sigstore_options
+@signing_options
 @click.option("-d", "dataset", help="Dataset id or name under $nnUNet_results (instead of -i).")
 @click.option("-c", "configurations", cls=MultiValueOption,
               help="Configuration(s), with -d: -c 2d 3d_fullres. Default: every one found.")

@@ -11,10 +11,9 @@ from nnseal.commands._common import (
     emit_json,
     is_quiet,
     key_passphrase,
-    passphrase_options,
     report_errors,
     signing_key_path,
-    sigstore_options,
+    signing_options,
     sigstore_signer,
 )
 from nnseal.errors import EnvironmentProblem
@@ -32,16 +31,7 @@ signed except .git, .gitattributes, .github and .gitignore at the top, the signa
 `model_signing verify key` (or `verify certificate`) both check the result. An existing signature is never replaced
 without --force.""")
 @click.argument("folder", type=click.Path())
-@click.option("--key", type=click.Path(dir_okay=False), help=f"Signing key (PEM). Default: ${SIGNING_KEY_ENV}.")
-@passphrase_options
-@click.option("--certificate", type=click.Path(dir_okay=False),
-              help="Sign by the OMS certificate method: the signing certificate (PEM) for the key.")
-@click.option("--certificate-chain", "certificate_chain", multiple=True, type=click.Path(dir_okay=False),
-              help="Intermediate certificate(s) (PEM) to ship with --certificate; repeatable.")
-@click.option("--pkcs11-uri", help="Sign with a key held in a PKCS#11 token (RFC 7512 URI, e.g. "
-              "'pkcs11:token=T;object=K?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234'); "
-              "instead of --key. Needs nnseal[pkcs11].")
-@sigstore_options
+@signing_options
 @click.option("-o", "--signature", "signature", type=click.Path(dir_okay=False),
               help="Signature file to write (default: FOLDER/model.sig).")
 @click.option("--ignore-path", "ignore_paths", multiple=True, metavar="PATH",
