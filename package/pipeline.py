@@ -119,7 +119,8 @@ def _add_inference_information(out: PipelineFiles, dataset_dir: Path, models: li
         out.skipped.append(f"{dataset}/{INFERENCE_INFORMATION}: its postprocessing "
                            f"({best['postprocessing_file']}) is not exported")
     elif best["some_plans_file"].split("/")[1] not in models:
-        out.skipped.append(f"{dataset}/{INFERENCE_INFORMATION}: its plans file ({best['some_plans_file']}) is not exported")
+        out.skipped.append(f"{dataset}/{INFERENCE_INFORMATION}: its plans file ({best['some_plans_file']}) is not "
+                           "exported")
     else:
         name = f"{dataset}/{INFERENCE_INFORMATION}"
         final = clean_json_file("inference_information", cleaned.to_bytes(), name=name)

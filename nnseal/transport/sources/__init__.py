@@ -68,9 +68,6 @@ class Source:
     record: str = ""  # Zenodo record (or concept record) id
     path: str | None = None  # file inside the repository, record or release
 
-    def is_remote_api(self) -> bool:
-        return self.kind != "url"
-
 
 @dataclass(frozen=True)
 class Remote:
