@@ -62,13 +62,11 @@ class Cache:
         target = self.path_of(sha256)
         if target.is_file():
             return target
+        # Whoever can write the cache could make its folders links elsewhere: never create, link
+        # or copy anything through one (into a folder the cache does not own).
+        _refuse_links(target.parent.parent, target.parent)
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Whoever can write the cache could make its folders links elsewhere: never link or copy
-        # a package through one (into a folder the cache does not own).
-        for folder in (target.parent, target.parent.parent):
-            if folder.is_symlink():
-                raise EnvironmentProblem("a cache folder is a symbolic link; refusing to store through it",
-                                         path=folder)
+        _refuse_links(target.parent.parent, target.parent)
         try:
             os.link(source, target)
             return target
@@ -88,7 +86,9 @@ class Cache:
     def remember(self, source: str, sha256: str, host_digest: str | None) -> None:
         """Record that ``source`` gave the package ``sha256`` (and the host published ``host_digest``)."""
         path = self._index_path(source)
+        _refuse_links(path.parent)
         path.parent.mkdir(parents=True, exist_ok=True)
+        _refuse_links(path.parent)
         data = json.dumps({"source": source, "sha256": sha256, "host_digest": host_digest}, indent=1).encode()
         with atomic_output(path, force=True) as out:
             out.write(data)
@@ -111,3 +111,9 @@ class Cache:
 
     def _index_path(self, source: str) -> Path:
         return self.folder / "sources" / (hashlib.sha256(source.encode()).hexdigest() + ".json")
+
+
+def _refuse_links(*folders: Path) -> None:
+    for folder in folders:
+        if folder.is_symlink():
+            raise EnvironmentProblem("a cache folder is a symbolic link; refusing to store through it", path=folder)
