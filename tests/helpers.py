@@ -220,3 +220,18 @@ def run_on_terminal(*args, answer: bytes | None = None, signal_at_prompt: int | 
         proc.kill()
     code = proc.wait(timeout=30)
     return CliResult(code, seen.decode("utf-8", "replace"), "")
+
+
+def run_model_signing(*args) -> subprocess.CompletedProcess:
+    """The reference implementation's CLI (PyPI model-signing), as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "model_signing", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def write_files(root: Path, files: dict[str, bytes]) -> Path:
+    """``root`` holding ``files`` (relative name -> bytes), folders made as needed."""
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root

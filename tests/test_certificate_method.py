@@ -6,13 +6,11 @@ chain can be wrong is one refusal line and nothing installed; and the real model
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_refusal, run_cli, tree_listing
+from helpers import assert_one_line_refusal, run_cli, run_model_signing, tree_listing
 from pki import (
     SIGNER_EMAIL,
     build_pki,
@@ -204,9 +202,7 @@ def test_add_ca_refuses_a_leaf_certificate(pki_files, tmp_path):
 # --- interop with the reference implementation -------------------------------------------
 
 
-def model_signing(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "model_signing", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+model_signing = run_model_signing
 
 
 def folder(root: Path) -> Path:

@@ -7,13 +7,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from helpers import assert_one_line_refusal, run_cli, tree_listing
+from helpers import assert_one_line_refusal, run_cli, run_model_signing, tree_listing, write_files
 
 from nnseal.format import keys, oms
 from nnseal.fsutil import sha256_file
@@ -30,17 +28,11 @@ FILES = {
 SIGNED = sorted(n for n in FILES if not n.startswith(".git"))
 
 
-def model_signing(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "model_signing", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+model_signing = run_model_signing
 
 
 def make_folder(root: Path) -> Path:
-    for name, data in FILES.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
+    return write_files(root, FILES)
 
 
 @pytest.fixture

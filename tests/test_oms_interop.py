@@ -10,13 +10,12 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from helpers import run_model_signing, write_files
 from manifest_helpers import resource_differences
 
 from nnseal.format import keys, oms
@@ -37,17 +36,11 @@ FILES = {
 }
 
 
-def model_signing(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "model_signing", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+model_signing = run_model_signing
 
 
 def make_folder(root: Path) -> Path:
-    for name, data in FILES.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
+    return write_files(root, FILES)
 
 
 def folder_resources(root: Path) -> dict[str, str]:

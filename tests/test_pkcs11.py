@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
-import sys
 import zipfile
 
 import pytest
-from helpers import run_cli, run_cli_process
+from helpers import run_cli, run_cli_process, run_model_signing
 from pki import NOW, SIGNER_EMAIL, build_pki
 from softhsm import make_token, token_public_pem
 
@@ -34,9 +32,7 @@ def unpack(package, folder):
     return folder
 
 
-def model_signing(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "model_signing", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+model_signing = run_model_signing
 
 
 def test_pkcs11_key_signs_and_nnseal_and_model_signing_verify(token, toy_model_folder, tmp_path):

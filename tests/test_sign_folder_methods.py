@@ -5,12 +5,10 @@ model_signing agrees both ways: it verifies what nnseal signs, and nnseal verifi
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_refusal, run_cli, run_cli_process, tree_listing
+from helpers import assert_one_line_refusal, run_cli, run_cli_process, run_model_signing, tree_listing
 from pki import SIGNER_EMAIL, build_pki
 from softhsm import make_token, token_public_pem
 
@@ -42,9 +40,7 @@ def model_folder(root: Path) -> Path:
     return root
 
 
-def model_signing(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "model_signing", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+model_signing = run_model_signing
 
 
 def trust_root(pki_files, identity: str = f"email:{SIGNER_EMAIL}") -> None:
